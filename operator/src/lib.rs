@@ -1,0 +1,2 @@
+//! The EventConsumer operator: CRD types and the reconciler.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! Test helpers shared by the crates' integration tests.
+#![forbid(unsafe_code)]

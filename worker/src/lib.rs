@@ -1,0 +1,2 @@
+//! The eventconsumer worker: delivery loop, handlers, gateway and demo.
+#![forbid(unsafe_code)]
