@@ -1,2 +1,5 @@
 //! The eventconsumer worker: delivery loop, handlers, gateway and demo.
 #![forbid(unsafe_code)]
+
+pub mod events;
+pub mod kafka;

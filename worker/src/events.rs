@@ -1,0 +1,391 @@
+//! The JSON events of the three use cases, as the seed tutorial publishes them, and
+//! their validation.
+//!
+//! Decoding and validation failures are *non-retryable*: a message that does not parse
+//! or breaks a rule today will not parse tomorrow, so the delivery loop sends it to the
+//! dead-letter topic at once. Every error names the field that was wrong, because that
+//! text ends up in the DLQ record's headers and in the gateway's 400 answers.
+//!
+//! Money travels as JSON numbers (the seed's `float64`); it is checked in whole cents so
+//! that `29.99 * 2` equals `59.98` exactly, and a price with more than two decimals is
+//! refused rather than silently rounded.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an event was refused. Non-retryable by nature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The bytes are not the JSON this event type expects.
+    #[error("invalid JSON: {0}")]
+    Decode(String),
+    /// The JSON parsed but a field breaks a rule.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl EventError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        EventError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A short, stable name for metrics labels and the DLQ error-class header.
+    pub fn class(&self) -> &'static str {
+        match self {
+            EventError::Decode(_) => "decode",
+            EventError::Invalid { .. } => "validation",
+        }
+    }
+}
+
+/// Decode `bytes` as JSON of type `T`, naming the offending path on failure.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, EventError> {
+    serde_json::from_slice(bytes).map_err(|e| EventError::Decode(e.to_string()))
+}
+
+/// Converts a JSON amount to whole cents, refusing fractions of a cent, negatives and
+/// values too large to be money.
+fn cents(field: &str, amount: f64) -> Result<i64, EventError> {
+    // Orders above ten billion are not real orders; this also keeps the f64 → i64
+    // conversion exact (2^53 is far above 10^12 cents).
+    const MAX_AMOUNT: f64 = 10_000_000_000.0;
+    if !amount.is_finite() || amount < 0.0 {
+        return Err(EventError::invalid(field, "must be a number ≥ 0"));
+    }
+    if amount > MAX_AMOUNT {
+        return Err(EventError::invalid(field, "is larger than any real amount"));
+    }
+    let scaled = amount * 100.0;
+    let rounded = scaled.round();
+    // Binary floating point stores 29.99 as 29.989999…; anything within a millionth of
+    // a cent is the decimal the sender wrote.
+    if (scaled - rounded).abs() > 1e-6 {
+        return Err(EventError::invalid(field, "has more than two decimals"));
+    }
+    #[allow(clippy::cast_possible_truncation)] // bounded by MAX_AMOUNT above
+    Ok(rounded as i64)
+}
+
+fn required(field: &str, value: &str) -> Result<(), EventError> {
+    if value.trim().is_empty() {
+        Err(EventError::invalid(field, "is required"))
+    } else {
+        Ok(())
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub product_id: String,
+    pub quantity: i64,
+    /// Unit price.
+    pub price: f64,
+}
+
+/// `order.placed`: published by checkout, consumed by inventory, payment, email and
+/// analytics in their own consumer groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub customer_id: String,
+    pub items: Vec<OrderItem>,
+    pub total: f64,
+    /// RFC 3339 time the order was accepted.
+    pub created_at: String,
+}
+
+/// Checks that hold for any order's lines and total; returns the total in cents.
+fn validate_lines(items: &[OrderItem], total: f64) -> Result<i64, EventError> {
+    if items.is_empty() {
+        return Err(EventError::invalid("items", "must not be empty"));
+    }
+    let mut sum: i64 = 0;
+    for (i, item) in items.iter().enumerate() {
+        required(&format!("items[{i}].product_id"), &item.product_id)?;
+        if item.quantity <= 0 {
+            return Err(EventError::invalid(
+                format!("items[{i}].quantity"),
+                "must be > 0",
+            ));
+        }
+        let price = cents(&format!("items[{i}].price"), item.price)?;
+        let line = price
+            .checked_mul(item.quantity)
+            .ok_or_else(|| EventError::invalid(format!("items[{i}]"), "line total overflows"))?;
+        sum = sum
+            .checked_add(line)
+            .ok_or_else(|| EventError::invalid("items", "sum overflows"))?;
+    }
+    let total_cents = cents("total", total)?;
+    if total_cents != sum {
+        return Err(EventError::invalid(
+            "total",
+            format!(
+                "is {}.{:02} but the items sum to {}.{:02}",
+                total_cents / 100,
+                total_cents % 100,
+                sum / 100,
+                sum % 100
+            ),
+        ));
+    }
+    Ok(total_cents)
+}
+
+impl OrderPlaced {
+    /// Ids present, items non-empty, quantities > 0, prices ≥ 0 with at most two
+    /// decimals, and the total equal to the sum of the items to the cent.
+    /// Returns the total in cents.
+    pub fn validate(&self) -> Result<i64, EventError> {
+        required("order_id", &self.order_id)?;
+        required("customer_id", &self.customer_id)?;
+        validate_lines(&self.items, self.total)
+    }
+}
+
+/// The body of `POST /checkout`: an order before the gateway assigns its id and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    pub customer_id: String,
+    pub items: Vec<OrderItem>,
+    pub total: f64,
+}
+
+impl CheckoutRequest {
+    /// The same rules as [`OrderPlaced::validate`], minus the ids the gateway assigns.
+    pub fn validate(&self) -> Result<i64, EventError> {
+        required("customer_id", &self.customer_id)?;
+        validate_lines(&self.items, self.total)
+    }
+
+    /// The event to publish, with the id and time the gateway assigned.
+    pub fn into_order(self, order_id: String, created_at: String) -> OrderPlaced {
+        OrderPlaced {
+            order_id,
+            customer_id: self.customer_id,
+            items: self.items,
+            total: self.total,
+            created_at,
+        }
+    }
+}
+
+/// `user.events`: what a browser reports (`page_view`, `click`, `search`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: String,
+    pub session_id: String,
+    #[serde(default)]
+    pub payload: BTreeMap<String, String>,
+    /// RFC 3339 time the gateway accepted the event; absent in the request body.
+    #[serde(default)]
+    pub timestamp: String,
+}
+
+impl UserEvent {
+    /// Type and session present (the session is the partition key); a `page_view`
+    /// must carry `payload.path`, which is what the counter counts.
+    pub fn validate(&self) -> Result<(), EventError> {
+        required("type", &self.kind)?;
+        required("session_id", &self.session_id)?;
+        if self.kind == "page_view" {
+            match self.payload.get("path") {
+                Some(path) if !path.trim().is_empty() => {}
+                _ => {
+                    return Err(EventError::invalid(
+                        "payload.path",
+                        "is required for a page_view",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of a page view, if this is one.
+    pub fn page_path(&self) -> Option<&str> {
+        (self.kind == "page_view")
+            .then(|| self.payload.get("path").map(String::as_str))
+            .flatten()
+    }
+}
+
+/// `video.uploaded`: the start of the video chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoUploaded {
+    pub video_id: String,
+    pub s3_key: String,
+    pub user_id: String,
+    pub size_bytes: i64,
+}
+
+impl VideoUploaded {
+    pub fn validate(&self) -> Result<(), EventError> {
+        required("video_id", &self.video_id)?;
+        required("s3_key", &self.s3_key)?;
+        required("user_id", &self.user_id)?;
+        if self.size_bytes <= 0 {
+            return Err(EventError::invalid("size_bytes", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// `video.transcoded`. Unlike the seed's, it carries `user_id` through, because the
+/// publish stage needs it for `video.ready` and must not look it up elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoTranscoded {
+    pub video_id: String,
+    pub user_id: String,
+    pub formats: Vec<String>,
+    pub duration_seconds: i64,
+}
+
+impl VideoTranscoded {
+    pub fn validate(&self) -> Result<(), EventError> {
+        required("video_id", &self.video_id)?;
+        required("user_id", &self.user_id)?;
+        if self.formats.is_empty() {
+            return Err(EventError::invalid("formats", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// `video.ready`: the end of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoReady {
+    pub video_id: String,
+    pub user_id: String,
+    pub thumbnail_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            items: vec![
+                OrderItem {
+                    product_id: "SKU-001".into(),
+                    quantity: 2,
+                    price: 29.99,
+                },
+                OrderItem {
+                    product_id: "SKU-002".into(),
+                    quantity: 1,
+                    price: 0.1,
+                },
+            ],
+            total: 60.08,
+            created_at: "2026-11-26T00:00:00Z".into(),
+        }
+    }
+
+    fn field_of(err: EventError) -> String {
+        match err {
+            EventError::Invalid { field, .. } => field,
+            other => panic!("expected a validation error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_order_is_valid_and_its_total_is_in_cents() {
+        assert_eq!(order().validate(), Ok(6008));
+    }
+
+    #[test]
+    fn a_total_off_by_one_cent_is_refused_naming_total() {
+        let mut o = order();
+        o.total = 60.07;
+        let err = o.validate().unwrap_err();
+        assert!(err.to_string().contains("items sum to 60.08"), "{err}");
+        assert_eq!(field_of(err), "total");
+    }
+
+    #[test]
+    fn each_broken_order_rule_names_its_field() {
+        let cases: Vec<(fn(&mut OrderPlaced), &str)> = vec![
+            (|o| o.order_id.clear(), "order_id"),
+            (|o| o.customer_id = "  ".into(), "customer_id"),
+            (|o| o.items.clear(), "items"),
+            (|o| o.items[1].quantity = 0, "items[1].quantity"),
+            (|o| o.items[0].price = -1.0, "items[0].price"),
+            (|o| o.items[0].price = 1.001, "items[0].price"),
+            (|o| o.items[1].product_id.clear(), "items[1].product_id"),
+            (|o| o.total = f64::NAN, "total"),
+        ];
+        for (break_it, field) in cases {
+            let mut o = order();
+            break_it(&mut o);
+            assert_eq!(field_of(o.validate().unwrap_err()), field);
+        }
+    }
+
+    #[test]
+    fn undecodable_bytes_are_a_decode_error() {
+        let err = decode::<OrderPlaced>(b"{not json").unwrap_err();
+        assert_eq!(err.class(), "decode");
+        let err = decode::<OrderPlaced>(br#"{"order_id":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("customer_id"), "{err}");
+    }
+
+    #[test]
+    fn a_checkout_request_refuses_unknown_fields_and_becomes_an_order() {
+        assert!(
+            decode::<CheckoutRequest>(br#"{"customer_id":"c","items":[],"total":0,"x":1}"#)
+                .is_err()
+        );
+        let req: CheckoutRequest = decode(
+            br#"{"customer_id":"c","items":[{"product_id":"p","quantity":3,"price":1.5}],"total":4.5}"#,
+        )
+        .unwrap();
+        assert_eq!(req.validate(), Ok(450));
+        let order = req.into_order("o".into(), "t".into());
+        assert_eq!(order.validate(), Ok(450));
+    }
+
+    #[test]
+    fn a_page_view_needs_a_path_and_other_events_do_not() {
+        let mut e: UserEvent = decode(
+            br#"{"type":"page_view","user_id":"u","session_id":"s","payload":{"path":"/a"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.validate(), Ok(()));
+        assert_eq!(e.page_path(), Some("/a"));
+        e.payload.clear();
+        assert_eq!(field_of(e.validate().unwrap_err()), "payload.path");
+        e.kind = "click".into();
+        assert_eq!(e.validate(), Ok(()));
+        assert_eq!(e.page_path(), None);
+    }
+
+    #[test]
+    fn videos_need_ids_and_a_positive_size() {
+        let v = VideoUploaded {
+            video_id: "v".into(),
+            s3_key: "k".into(),
+            user_id: "u".into(),
+            size_bytes: 0,
+        };
+        assert_eq!(field_of(v.validate().unwrap_err()), "size_bytes");
+        let t = VideoTranscoded {
+            video_id: "v".into(),
+            user_id: "u".into(),
+            formats: vec![],
+            duration_seconds: 1,
+        };
+        assert_eq!(field_of(t.validate().unwrap_err()), "formats");
+    }
+}
