@@ -316,7 +316,8 @@ mod tests {
 
     #[test]
     fn each_broken_order_rule_names_its_field() {
-        let cases: Vec<(fn(&mut OrderPlaced), &str)> = vec![
+        type Breaker = fn(&mut OrderPlaced);
+        let cases: Vec<(Breaker, &str)> = vec![
             (|o| o.order_id.clear(), "order_id"),
             (|o| o.customer_id = "  ".into(), "customer_id"),
             (|o| o.items.clear(), "items"),
