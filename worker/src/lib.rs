@@ -2,4 +2,6 @@
 #![forbid(unsafe_code)]
 
 pub mod events;
+pub mod http;
 pub mod kafka;
+pub mod telemetry;
