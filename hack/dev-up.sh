@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Starts the local stack on loopback: Apache Kafka (KRaft, one node) and a Kubernetes
+# control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) with kwok
+# playing one Ready node. Provisions what the cache lacks first (hack/provision.sh).
+#
+# Idempotent: a component that already runs (per .dev/pids) is reused, not restarted.
+# Writes .dev/env (source it), .dev/kubeconfig, logs under .dev/logs/.
+#
+# Usage: hack/dev-up.sh [kafka|k8s ...]   (default: both; k8s = control plane + kwok)
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+# Timeouts of the readiness polls, generous for a cold JVM or apiserver on 2 busy cores.
+READY_TIMEOUT_S=180
+
+STARTED=()
+REUSED=()
+
+write_env() {
+  mkdir -p "$EC_DEV_DIR"
+  cat >"$EC_DEV_DIR/env" <<EOF
+# Written by hack/dev-up.sh: source it (. .dev/env) to use the local stack.
+export KUBECONFIG="$EC_DEV_DIR/kubeconfig"
+export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export EC_DEV_DIR="$EC_DEV_DIR"
+# Our kubectl ($K8S_VERSION), helm and kwok first on PATH, once.
+case ":\$PATH:" in
+  *":$K8S_BIN:"*) ;;
+  *) export PATH="$K8S_BIN:$HELM_BIN:$KWOK_BIN:$ETCD_BIN:\$PATH" ;;
+esac
+EOF
+}
+
+# ---------------------------------------------------------------- Kafka
+
+KAFKA_CONF_DIR="$EC_DEV_DIR/kafka"
+KAFKA_DATA="$EC_DATA_DIR/kafka"
+# Kafka's own tools start a JVM each; a small heap and the C1 compiler only make a
+# one-shot admin command start faster.
+KAFKA_TOOL_OPTS=(-Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC)
+
+kafka_tool() {
+  java "${KAFKA_TOOL_OPTS[@]}" -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2.properties" \
+    -Dlog4j2.level=WARN -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+kafka_ready() {
+  port_open "$KAFKA_PORT" &&
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list
+}
+
+start_kafka() {
+  if running kafka; then
+    REUSED+=(kafka)
+    return 0
+  fi
+  need_java
+  require_port_free kafka "$KAFKA_PORT" EC_KAFKA_PORT
+  require_port_free "kafka (controller)" "$KAFKA_CONTROLLER_PORT" EC_KAFKA_CONTROLLER_PORT
+  mkdir -p "$KAFKA_CONF_DIR" "$KAFKA_DATA"
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" "$EC_ROOT/hack/kafka/server.properties" >"$KAFKA_CONF_DIR/server.properties"
+  if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
+    local cluster_id
+    cluster_id="$(kafka_tool kafka.tools.StorageTool random-uuid)"
+    kafka_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$KAFKA_CONF_DIR/server.properties" >>"$EC_LOG_DIR/kafka.log" 2>&1 ||
+      die "formatting Kafka's storage failed (log: .dev/logs/kafka.log)" "make dev-down ARGS=--purge, then make dev-up"
+  fi
+  # Heap 128..512 MiB: the issue caps it at 512 MiB, and a test broker needs far less.
+  # G1 with short pauses as in Kafka's own start script.
+  start_bg kafka "$KAFKA_CONF_DIR/server.properties" \
+    java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$EC_LOG_DIR" \
+    -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_CONF_DIR/server.properties"
+  STARTED+=(kafka)
+}
+
+# ---------------------------------------------------------------- PKI and kubeconfigs
+
+APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+# Cluster-internal ranges. Nothing ever sends traffic to them: the Service range only
+# feeds the allocator, and kwok's fake pod IPs are loopback addresses on purpose.
+SERVICE_CIDR="10.96.0.0/16"
+POD_CIDR="127.64.0.0/16"
+
+gen_pki() {
+  [ -f "$EC_PKI_DIR/.complete" ] && return 0
+  log "pki: generating a local CA, serving cert, service-account key and tokens in .dev/pki"
+  rm -rf "$EC_PKI_DIR"
+  mkdir -p "$EC_PKI_DIR"
+  (
+    cd "$EC_PKI_DIR"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=eventconsumer-local-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
+      -subj "/CN=kube-apiserver" 2>/dev/null
+    cat >apiserver.ext <<EOF
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out apiserver.crt -days 3650 -extfile apiserver.ext 2>/dev/null
+    # Service-account token signing key (apiserver signs, controller-manager's token
+    # controller signs legacy tokens with the same key).
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    # Static bearer tokens: the admin user (system:masters) and one identity per
+    # component, so that RBAC's default bindings apply to controller-manager and scheduler.
+    {
+      echo "$(openssl rand -hex 24),admin,admin-uid,\"system:masters\""
+      echo "$(openssl rand -hex 24),system:kube-controller-manager,kcm-uid"
+      echo "$(openssl rand -hex 24),system:kube-scheduler,scheduler-uid"
+      echo "$(openssl rand -hex 24),kwok,kwok-uid,\"system:masters\""
+    } >tokens.csv
+  )
+  touch "$EC_PKI_DIR/.complete"
+}
+
+token_of() { awk -F, -v u="$1" '$2 == u { print $1 }' "$EC_PKI_DIR/tokens.csv"; }
+
+# write_kubeconfig FILE USER: a kubeconfig for USER's static token, with the CA embedded
+# so that the file still works when copied elsewhere.
+write_kubeconfig() {
+  local file="$1" user="$2" ca
+  ca="$(base64 -w0 <"$EC_PKI_DIR/ca.crt")"
+  : >"$file.tmp"
+  chmod 600 "$file.tmp"
+  cat >>"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: eventconsumer-local
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $ca
+users:
+- name: $user
+  user:
+    token: $(token_of "$user")
+contexts:
+- name: eventconsumer-local
+  context:
+    cluster: eventconsumer-local
+    user: $user
+    namespace: default
+current-context: eventconsumer-local
+EOF
+  mv "$file.tmp" "$file"
+}
+
+# ---------------------------------------------------------------- control plane
+
+etcd_ready() { [ "$(curl -sf "http://127.0.0.1:$ETCD_PORT/health")" = '{"health":"true","reason":""}' ]; }
+
+apiserver_ready() {
+  [ "$(curl -sf --cacert "$EC_PKI_DIR/ca.crt" -H "Authorization: Bearer $(token_of admin)" \
+    "$APISERVER_URL/readyz")" = ok ]
+}
+
+healthz_ok() { [ "$(curl -sfk "https://127.0.0.1:$1/healthz")" = ok ]; }
+
+kwok_ready() { [ "$(curl -sf "http://127.0.0.1:$KWOK_PORT/healthz")" = ok ]; }
+
+start_etcd() {
+  if running etcd; then
+    REUSED+=(etcd)
+    return 0
+  fi
+  require_port_free etcd "$ETCD_PORT" EC_ETCD_PORT
+  require_port_free "etcd (peer)" "$ETCD_PEER_PORT" EC_ETCD_PEER_PORT
+  mkdir -p "$EC_DATA_DIR/etcd"
+  # --unsafe-no-fsync: a throwaway dev store; fsync on every write only slows tests.
+  # --quota-backend-bytes 2 GiB (the default): plenty, and bounded.
+  start_bg etcd "$EC_DATA_DIR/etcd" "$ETCD_BIN/etcd" --name eventconsumer \
+    --data-dir "$EC_DATA_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "eventconsumer=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn
+  STARTED+=(etcd)
+}
+
+start_apiserver() {
+  if running kube-apiserver; then
+    REUSED+=(kube-apiserver)
+    return 0
+  fi
+  require_port_free kube-apiserver "$APISERVER_PORT" EC_APISERVER_PORT
+  local p="$EC_PKI_DIR"
+  # Admission: the default plugin set, which includes ServiceAccount (we run the
+  # controller-manager that backs it). --profiling off: nothing to profile here.
+  start_bg kube-apiserver "--secure-port=$APISERVER_PORT" "$K8S_BIN/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+    --client-ca-file="$p/ca.crt" --token-auth-file="$p/tokens.csv" \
+    --authorization-mode=RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --allow-privileged=true --profiling=false
+  STARTED+=(kube-apiserver)
+}
+
+start_kcm() {
+  if running kube-controller-manager; then
+    REUSED+=(kube-controller-manager)
+    return 0
+  fi
+  require_port_free kube-controller-manager "$KCM_PORT" EC_KCM_PORT
+  local p="$EC_PKI_DIR" kc="$EC_DEV_DIR/kube-controller-manager.kubeconfig"
+  write_kubeconfig "$kc" system:kube-controller-manager
+  # --controllers=*: every default controller, among them the garbage collector,
+  # Deployment/ReplicaSet, ServiceAccount and its token controller.
+  # --use-service-account-credentials: each controller acts as its own ServiceAccount.
+  # --leader-elect=false: one instance only; skips the Lease round-trips.
+  start_bg kube-controller-manager "--secure-port=$KCM_PORT" "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
+    --controllers='*' --use-service-account-credentials=true \
+    --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
+    --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" --leader-elect=false --profiling=false
+  STARTED+=(kube-controller-manager)
+}
+
+start_scheduler() {
+  if running kube-scheduler; then
+    REUSED+=(kube-scheduler)
+    return 0
+  fi
+  require_port_free kube-scheduler "$SCHEDULER_PORT" EC_SCHEDULER_PORT
+  local kc="$EC_DEV_DIR/kube-scheduler.kubeconfig"
+  write_kubeconfig "$kc" system:kube-scheduler
+  start_bg kube-scheduler "--secure-port=$SCHEDULER_PORT" "$K8S_BIN/kube-scheduler" \
+    --kubeconfig="$kc" --authentication-kubeconfig="$kc" --authorization-kubeconfig="$kc" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --leader-elect=false --profiling=false
+  STARTED+=(kube-scheduler)
+}
+
+start_kwok() {
+  if running kwok; then
+    REUSED+=(kwok)
+    return 0
+  fi
+  require_port_free kwok "$KWOK_PORT" EC_KWOK_PORT
+  local kc="$EC_DEV_DIR/kwok.kubeconfig" s="$EC_ROOT/hack/kwok/stages" st
+  write_kubeconfig "$kc" kwok
+  local configs=()
+  for st in node-initialize node-heartbeat pod-ready pod-complete pod-delete; do
+    configs+=(--config="$s/$st.yaml")
+  done
+  start_bg kwok "--server-address=127.0.0.1:$KWOK_PORT" "$KWOK_BIN/kwok" \
+    --kubeconfig="$kc" --manage-all-nodes=true "${configs[@]}" \
+    --server-address="127.0.0.1:$KWOK_PORT" --node-ip=127.0.0.1 --cidr="$POD_CIDR"
+  STARTED+=(kwok)
+}
+
+kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig="$EC_DEV_DIR/kubeconfig" "$@"; }
+
+node_ready() {
+  [ "$(kubectl_admin get node kwok-node-0 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+up_k8s() {
+  gen_pki
+  write_kubeconfig "$EC_DEV_DIR/kubeconfig" admin
+  start_etcd
+  wait_until etcd "$READY_TIMEOUT_S" etcd_ready
+  start_apiserver
+  wait_until kube-apiserver "$READY_TIMEOUT_S" apiserver_ready
+  start_kcm
+  start_scheduler
+  start_kwok
+  wait_until kube-controller-manager "$READY_TIMEOUT_S" healthz_ok "$KCM_PORT"
+  wait_until kube-scheduler "$READY_TIMEOUT_S" healthz_ok "$SCHEDULER_PORT"
+  wait_until kwok "$READY_TIMEOUT_S" kwok_ready
+  kubectl_admin apply -f "$EC_ROOT/hack/kwok/node.yaml" >/dev/null
+  wait_until kwok "$READY_TIMEOUT_S" node_ready
+  # Pods cannot be created in a namespace before its default ServiceAccount exists.
+  wait_until kube-controller-manager "$READY_TIMEOUT_S" kubectl_admin -n default get serviceaccount default
+}
+
+main() {
+  local groups=("$@") g start want_kafka=0 want_k8s=0
+  [ ${#groups[@]} -gt 0 ] || groups=(kafka k8s)
+  for g in "${groups[@]}"; do
+    case "$g" in
+      kafka) want_kafka=1 ;;
+      k8s) want_k8s=1 ;;
+      *) die "unknown component group '$g'" "use: hack/dev-up.sh [kafka] [k8s]" ;;
+    esac
+  done
+  start="$(now_s)"
+  command -v curl >/dev/null 2>&1 || die "curl is not on PATH (readiness checks use it)" "apt-get install -y curl"
+  command -v openssl >/dev/null 2>&1 || die "openssl is not on PATH (it makes the local CA)" "apt-get install -y openssl"
+  local comps=()
+  [ $want_kafka = 0 ] || comps+=(kafka)
+  [ $want_k8s = 0 ] || comps+=(etcd k8s kwok helm)
+  "$EC_ROOT/hack/provision.sh" "${comps[@]}"
+  mkdir -p "$EC_LOG_DIR" "$EC_PID_DIR" "$EC_DATA_DIR"
+  write_env
+  # Kafka's JVM starts in the background while the control plane comes up.
+  [ $want_kafka = 0 ] || start_kafka
+  [ $want_k8s = 0 ] || up_k8s
+  [ $want_kafka = 0 ] || wait_until kafka "$READY_TIMEOUT_S" kafka_ready
+  log "dev-up: ready in $(($(now_s) - start))s (started: ${STARTED[*]:-none}; reused: ${REUSED[*]:-none})"
+  echo "Local stack is up. Use it with:  . .dev/env"
+}
+
+main "$@"

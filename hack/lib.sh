@@ -1,0 +1,168 @@
+# shellcheck shell=bash
+# Shared functions of the hack/ scripts: where things live, logging, port checks and
+# tracking of the processes the local stack starts. Source it; it does nothing by itself.
+
+EC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/versions.env
+. "$EC_ROOT/hack/versions.env"
+
+# The cache lives in $HOME by default: CI runs in a fresh clone on the same machine, so a
+# cache inside the repository would be cold on every run.
+EC_CACHE_DIR="${EC_CACHE_DIR:-$HOME/.cache/eventconsumer}"
+EC_DEV_DIR="$EC_ROOT/.dev"
+EC_LOG_DIR="$EC_DEV_DIR/logs"
+EC_PID_DIR="$EC_DEV_DIR/pids"
+EC_DATA_DIR="$EC_DEV_DIR/data"
+EC_PKI_DIR="$EC_DEV_DIR/pki"
+
+K8S_BIN="$EC_CACHE_DIR/k8s-$K8S_VERSION/bin"
+ETCD_BIN="$EC_CACHE_DIR/etcd-$ETCD_VERSION/bin"
+KWOK_BIN="$EC_CACHE_DIR/kwok-$KWOK_VERSION/bin"
+HELM_BIN="$EC_CACHE_DIR/helm-$HELM_VERSION/bin"
+KAFKA_HOME="$EC_CACHE_DIR/kafka-$KAFKA_VERSION"
+
+# Ports, all on 127.0.0.1. Each can be moved with its EC_*_PORT variable.
+KAFKA_PORT="${EC_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${EC_KAFKA_CONTROLLER_PORT:-9093}"
+ETCD_PORT="${EC_ETCD_PORT:-2379}"
+ETCD_PEER_PORT="${EC_ETCD_PEER_PORT:-2380}"
+APISERVER_PORT="${EC_APISERVER_PORT:-6443}"
+KCM_PORT="${EC_KCM_PORT:-10257}"
+SCHEDULER_PORT="${EC_SCHEDULER_PORT:-10259}"
+KWOK_PORT="${EC_KWOK_PORT:-10247}"
+
+# The stack's components in start order; dev-down stops them in reverse.
+EC_COMPONENTS=(kafka etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+export GOTOOLCHAIN=local
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# die WHAT HOW: the one line a person needs, then exit.
+die() {
+  printf 'error: %s — fix: %s\n' "$1" "$2" >&2
+  exit 1
+}
+
+# now_s: seconds since the epoch, for durations.
+now_s() { date +%s; }
+
+need_go() {
+  command -v go >/dev/null 2>&1 ||
+    die "go is not on PATH (Go >= $GO_MIN_VERSION is needed to build the control plane)" \
+      "install Go $GO_MIN_VERSION+ (e.g. to /usr/local/go) and put /usr/local/go/bin on PATH"
+  local v
+  v="$(go env GOVERSION)"
+  v="${v#go}"
+  version_ge "$v" "$GO_MIN_VERSION" ||
+    die "go $v is too old (need >= $GO_MIN_VERSION)" "install Go $GO_MIN_VERSION+ and put it first on PATH"
+}
+
+need_java() {
+  command -v java >/dev/null 2>&1 ||
+    die "java is not on PATH (Kafka $KAFKA_VERSION needs Java >= $JAVA_MIN_VERSION)" \
+      "apt-get install -y openjdk-$JAVA_MIN_VERSION-jre-headless"
+  local v
+  v="$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')"
+  version_ge "$v" "$JAVA_MIN_VERSION" ||
+    die "java $v is too old (Kafka $KAFKA_VERSION needs >= $JAVA_MIN_VERSION)" \
+      "apt-get install -y openjdk-$JAVA_MIN_VERSION-jre-headless"
+}
+
+need_mvn() {
+  command -v mvn >/dev/null 2>&1 ||
+    die "mvn is not on PATH (it resolves the Kafka jars)" "apt-get install -y maven"
+}
+
+# version_ge A B: true when dotted version A >= B.
+version_ge() {
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# require_port_free NAME PORT VAR: die unless PORT is free to listen on.
+require_port_free() {
+  local name="$1" port="$2" var="$3" holder
+  if ss -Hltn "sport = :$port" 2>/dev/null | grep -q . || port_open "$port"; then
+    holder="$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -n1 | sed 's/users:(("//; s/",pid=/ pid /')"
+    die "port $port needed by $name is already in use${holder:+ by $holder}" \
+      "stop that process, or start the stack on another port with $var=<port>"
+  fi
+}
+
+pid_file() { echo "$EC_PID_DIR/$1.pid"; }
+
+# running NAME: true when the process recorded for NAME is alive and still the program we
+# started (its command line contains the path stored beside the pid), so a recycled pid is
+# never mistaken for ours.
+running() {
+  local f pid marker
+  f="$(pid_file "$1")"
+  [ -f "$f" ] || return 1
+  read -r pid marker <"$f" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$marker"
+}
+
+running_pid() {
+  local pid _m
+  read -r pid _m <"$(pid_file "$1")"
+  echo "$pid"
+}
+
+# start_bg NAME MARKER CMD...: start CMD detached from the terminal with its output in
+# .dev/logs/NAME.log, and record its pid. MARKER is a string of its command line that
+# identifies it later (see running).
+start_bg() {
+  local name="$1" marker="$2"
+  shift 2
+  mkdir -p "$EC_LOG_DIR" "$EC_PID_DIR"
+  nohup "$@" >>"$EC_LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo "$! $marker" >"$(pid_file "$name")"
+}
+
+# stop NAME: stop the process recorded for NAME, if it is still ours; SIGKILL after 20 s.
+stop() {
+  local name="$1" pid i
+  if ! running "$name"; then
+    rm -f "$(pid_file "$name")"
+    return 0
+  fi
+  pid="$(running_pid "$name")"
+  kill -TERM "$pid" 2>/dev/null || true
+  # 20 s: Kafka's controlled shutdown and etcd's snapshot finish well within it here.
+  for i in $(seq 1 200); do
+    [ -e "/proc/$pid" ] || break
+    sleep 0.1
+  done
+  if [ -e "/proc/$pid" ]; then
+    log "$name (pid $pid) did not stop in 20 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$(pid_file "$name")"
+  log "$name stopped (pid $pid)"
+  : "$i"
+}
+
+# wait_until NAME TIMEOUT_S CMD...: poll CMD every 0.25 s until it succeeds. On timeout,
+# or when NAME's process has exited, show the end of its log and fail.
+wait_until() {
+  local name="$1" timeout="$2" deadline
+  shift 2
+  deadline=$(($(now_s) + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$name"; then
+      tail -n 20 "$EC_LOG_DIR/$name.log" >&2 || true
+      die "$name exited while starting (log: .dev/logs/$name.log)" "read the log above; 'make dev-down' then 'make dev-up' retries"
+    fi
+    if [ "$(now_s)" -ge "$deadline" ]; then
+      tail -n 20 "$EC_LOG_DIR/$name.log" >&2 || true
+      die "$name was not ready after ${timeout}s (log: .dev/logs/$name.log)" "read the log above; 'make dev-down' then 'make dev-up' retries"
+    fi
+    sleep 0.25
+  done
+}

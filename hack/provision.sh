@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Downloads and builds every part of the local stack into the cache
+# (${EC_CACHE_DIR:-$HOME/.cache/eventconsumer}/<component>-<version>/), from the package
+# registries only: the Go module proxy for the control plane, kwok and helm, Maven Central
+# for Kafka. Idempotent: a component already in the cache is reused as it is.
+#
+# Usage: hack/provision.sh [kafka|etcd|k8s|kwok|helm ...]   (default: all)
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+mkdir -p "$EC_CACHE_DIR" "$EC_LOG_DIR"
+
+# Version ldflags, so that the binaries report their real versions instead of
+# v0.0.0-master (Kubernetes) or a default helm version.
+k8s_minor="${K8S_VERSION#v1.}"
+k8s_minor="${k8s_minor%%.*}"
+K8S_LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
+HELM_LDFLAGS="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+done
+
+# check_pin DIR MODULE VERSION: the wrapper module's go.mod must require what versions.env pins.
+check_pin() {
+  local got
+  got="$(cd "$EC_ROOT/hack/$1" && go list -m -f '{{.Version}}' "$2")"
+  [ "$got" = "$3" ] ||
+    die "hack/$1/go.mod requires $2 $got but hack/versions.env pins $3" \
+      "run 'cd hack/$1 && go get -tool <cmd package>@$3' (or fix versions.env) and commit go.mod and go.sum"
+}
+
+# go_build NAME DEST LDFLAGS PACKAGE...: build the packages of wrapper module hack/NAME
+# into DEST/bin, atomically (a half-built directory is never taken for a cached one).
+go_build() {
+  local name="$1" dest="$2" ldflags="$3" tmp start
+  shift 3
+  if [ -f "$dest/.complete" ]; then
+    log "$name: cached in $dest"
+    return 0
+  fi
+  need_go
+  start="$(now_s)"
+  log "$name: building into $dest (cold: this takes a while; log: .dev/logs/provision-$name.log)"
+  tmp="$dest.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/bin"
+  # -trimpath: reproducible binaries that do not embed this machine's paths.
+  # GOFLAGS=-mod=readonly: go.sum is committed; a build never rewrites it.
+  if ! (cd "$EC_ROOT/hack/$name" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" "$@") \
+    >"$EC_LOG_DIR/provision-$name.log" 2>&1; then
+    tail -n 15 "$EC_LOG_DIR/provision-$name.log" >&2
+    rm -rf "$tmp"
+    die "building $name failed (log: .dev/logs/provision-$name.log)" \
+      "read the log above; a network error means the Go module proxy was unreachable: retry 'make provision'"
+  fi
+  echo "built $(date -u +%FT%TZ) in $(($(now_s) - start))s" >"$tmp/.complete"
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  log "$name: built in $(($(now_s) - start))s"
+}
+
+provision_k8s() {
+  need_go
+  check_pin k8s k8s.io/kubernetes "$K8S_VERSION"
+  check_pin k8s k8s.io/client-go "$K8S_STAGING_VERSION"
+  go_build k8s "$EC_CACHE_DIR/k8s-$K8S_VERSION" "$K8S_LDFLAGS" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+provision_etcd() {
+  need_go
+  check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  go_build etcd "$EC_CACHE_DIR/etcd-$ETCD_VERSION" "-s -w" go.etcd.io/etcd/server/v3
+  # The main package is the module root, so go names the binary after it ("server").
+  if [ -f "$ETCD_BIN/server" ]; then mv "$ETCD_BIN/server" "$ETCD_BIN/etcd"; fi
+}
+
+provision_kwok() {
+  need_go
+  check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+  # kwok's version string is a constant in its source: no ldflags needed.
+  go_build kwok "$EC_CACHE_DIR/kwok-$KWOK_VERSION" "-s -w" sigs.k8s.io/kwok/cmd/kwok
+}
+
+provision_helm() {
+  need_go
+  check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
+  go_build helm "$EC_CACHE_DIR/helm-$HELM_VERSION" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
+}
+
+provision_kafka() {
+  local dest="$KAFKA_HOME" tmp start
+  if [ -f "$dest/.complete" ]; then
+    log "kafka: cached in $dest"
+    return 0
+  fi
+  need_java
+  need_mvn
+  start="$(now_s)"
+  log "kafka: resolving Kafka $KAFKA_VERSION jars from Maven into $dest"
+  tmp="$dest.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if ! mvn -B -q -f "$EC_ROOT/hack/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -Dlog4j.version="$LOG4J_VERSION" \
+    -DincludeScope=runtime -DoutputDirectory="$tmp/libs" >"$EC_LOG_DIR/provision-kafka.log" 2>&1; then
+    tail -n 15 "$EC_LOG_DIR/provision-kafka.log" >&2
+    rm -rf "$tmp"
+    die "resolving the Kafka $KAFKA_VERSION jars failed (log: .dev/logs/provision-kafka.log)" \
+      "read the log above; a network error means Maven Central was unreachable: retry 'make provision'"
+  fi
+  [ -f "$tmp/libs/kafka_$KAFKA_SCALA_VERSION-$KAFKA_VERSION.jar" ] ||
+    die "the Kafka broker jar is missing after resolution" "check hack/kafka/pom.xml"
+  echo "resolved $(date -u +%FT%TZ) in $(($(now_s) - start))s" >"$tmp/.complete"
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  log "kafka: resolved in $(($(now_s) - start))s"
+}
+
+main() {
+  local comps=("$@") c start
+  [ ${#comps[@]} -gt 0 ] || comps=(kafka etcd kwok k8s helm)
+  start="$(now_s)"
+  for c in "${comps[@]}"; do
+    case "$c" in
+      kafka | etcd | k8s | kwok | helm) "provision_$c" ;;
+      *) die "unknown component '$c'" "use one of: kafka etcd k8s kwok helm" ;;
+    esac
+  done
+  log "provision: done in $(($(now_s) - start))s"
+}
+
+main "$@"
