@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Stops the processes of the local stack that hack/dev-up.sh started (per .dev/pids), in
+# reverse start order. Never touches a process it did not start.
+#
+# Usage: hack/dev-down.sh [--purge] [component ...]
+#   component: one of kafka etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+#   --purge:   also delete the stack's state (.dev/data, .dev/pki, .dev/kafka), so the next
+#              dev-up starts from empty Kafka and etcd stores.
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+purge=0
+want=()
+for a in "$@"; do
+  case "$a" in
+    --purge) purge=1 ;;
+    kafka | etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) want+=("$a") ;;
+    *) die "unknown argument '$a'" "use: hack/dev-down.sh [--purge] [${EC_COMPONENTS[*]}]" ;;
+  esac
+done
+[ ${#want[@]} -gt 0 ] || want=("${EC_COMPONENTS[@]}")
+
+for ((i = ${#EC_COMPONENTS[@]} - 1; i >= 0; i--)); do
+  c="${EC_COMPONENTS[$i]}"
+  for w in "${want[@]}"; do
+    if [ "$w" = "$c" ]; then stop "$c"; fi
+  done
+done
+
+if [ $purge = 1 ]; then
+  for c in "${EC_COMPONENTS[@]}"; do
+    running "$c" && die "$c still runs; its state cannot be purged" "run hack/dev-down.sh --purge without component names"
+  done
+  rm -rf "$EC_DATA_DIR" "$EC_PKI_DIR" "$EC_DEV_DIR/kafka"
+  log "dev-down: state purged"
+fi
