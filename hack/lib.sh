@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # (its variables are used by the scripts that source it)
 # Shared functions of the hack/ scripts: where things live, logging, port checks and
 # tracking of the processes the local stack starts. Source it; it does nothing by itself.
 

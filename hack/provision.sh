@@ -33,16 +33,18 @@ check_pin() {
       "run 'cd hack/$1 && go get -tool <cmd package>@$3' (or fix versions.env) and commit go.mod and go.sum"
 }
 
-# go_build NAME DEST LDFLAGS PACKAGE...: build the packages of wrapper module hack/NAME
+# go_build NAME DEST LDFLAGS PIN PACKAGE...: build the packages of wrapper module hack/NAME
 # into DEST/bin, atomically (a half-built directory is never taken for a cached one).
+# PIN is "module@version" that hack/NAME/go.mod must require.
 go_build() {
-  local name="$1" dest="$2" ldflags="$3" tmp start
-  shift 3
+  local name="$1" dest="$2" ldflags="$3" pin="$4" tmp start
+  shift 4
   if [ -f "$dest/.complete" ]; then
     log "$name: cached in $dest"
     return 0
   fi
   need_go
+  check_pin "$name" "${pin%@*}" "${pin#*@}"
   start="$(now_s)"
   log "$name: building into $dest (cold: this takes a while; log: .dev/logs/provision-$name.log)"
   tmp="$dest.tmp.$$"
@@ -64,33 +66,31 @@ go_build() {
 }
 
 provision_k8s() {
-  need_go
-  check_pin k8s k8s.io/kubernetes "$K8S_VERSION"
-  check_pin k8s k8s.io/client-go "$K8S_STAGING_VERSION"
-  go_build k8s "$EC_CACHE_DIR/k8s-$K8S_VERSION" "$K8S_LDFLAGS" \
+  if [ ! -f "$EC_CACHE_DIR/k8s-$K8S_VERSION/.complete" ]; then
+    need_go
+    check_pin k8s k8s.io/client-go "$K8S_STAGING_VERSION"
+  fi
+  go_build k8s "$EC_CACHE_DIR/k8s-$K8S_VERSION" "$K8S_LDFLAGS" "k8s.io/kubernetes@$K8S_VERSION" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
 
 provision_etcd() {
-  need_go
-  check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
-  go_build etcd "$EC_CACHE_DIR/etcd-$ETCD_VERSION" "-s -w" go.etcd.io/etcd/server/v3
+  go_build etcd "$EC_CACHE_DIR/etcd-$ETCD_VERSION" "-s -w" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+    go.etcd.io/etcd/server/v3
   # The main package is the module root, so go names the binary after it ("server").
   if [ -f "$ETCD_BIN/server" ]; then mv "$ETCD_BIN/server" "$ETCD_BIN/etcd"; fi
 }
 
 provision_kwok() {
-  need_go
-  check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
-  # kwok's version string is a constant in its source: no ldflags needed.
-  go_build kwok "$EC_CACHE_DIR/kwok-$KWOK_VERSION" "-s -w" sigs.k8s.io/kwok/cmd/kwok
+  # kwok's version string is a constant in its source: no version ldflags needed.
+  go_build kwok "$EC_CACHE_DIR/kwok-$KWOK_VERSION" "-s -w" "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    sigs.k8s.io/kwok/cmd/kwok
 }
 
 provision_helm() {
-  need_go
-  check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
-  go_build helm "$EC_CACHE_DIR/helm-$HELM_VERSION" "$HELM_LDFLAGS" helm.sh/helm/v3/cmd/helm
+  go_build helm "$EC_CACHE_DIR/helm-$HELM_VERSION" "$HELM_LDFLAGS" "helm.sh/helm/v3@$HELM_VERSION" \
+    helm.sh/helm/v3/cmd/helm
 }
 
 provision_kafka() {

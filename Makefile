@@ -1,0 +1,37 @@
+# Entry points of the repository. The scripts under hack/ do the work; see
+# `hack/<script>.sh` for details and options.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+# Extra arguments for dev-up/dev-down, e.g. `make dev-down ARGS=--purge`.
+ARGS ?=
+
+.PHONY: help provision dev-up dev-down dev-status test fmt lint
+
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
+
+provision: ## Build or fetch every part of the local stack into the cache.
+	hack/provision.sh
+
+dev-up: ## Start Kafka and the Kubernetes control plane on loopback (idempotent); then `. .dev/env`.
+	hack/dev-up.sh $(ARGS)
+
+dev-down: ## Stop what dev-up started (ARGS=--purge also deletes the stack's state).
+	hack/dev-down.sh $(ARGS)
+
+dev-status: ## Show what of the local stack runs, and its memory.
+	hack/dev-status.sh
+
+test: ## Every lint and test against the local stack; ends with `N passed, N failed`.
+	hack/test.sh
+
+fmt: ## Format the Rust code.
+	cargo fmt --all
+
+lint: ## rustfmt check and clippy with warnings as errors.
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# More targets (demo, crds, bench, ...) live in mk/*.mk, one file per topic.
+-include $(wildcard mk/*.mk)
