@@ -1,7 +1,15 @@
 //! The eventconsumer worker: delivery loop, handlers, gateway and demo.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod delivery;
 pub mod events;
+pub mod gateway;
+pub mod handlers;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod producer;
 pub mod telemetry;

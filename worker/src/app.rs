@@ -1,0 +1,99 @@
+//! Process-level wiring of the subcommands: configuration errors to exit code 2, the
+//! runtime, logging, the health/metrics server and the signals that stop the consumer.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::Settings;
+
+/// Exit code of a configuration the worker refuses (the same as clap's usage errors).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code of a run that failed after starting.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run_consumer(&args),
+        Command::Demo(args) => {
+            eprintln!(
+                "error: the demo is not available yet (log level {})",
+                args.log_level
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn run_consumer(args: &RunArgs) -> ExitCode {
+    let settings = match Settings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    if let Err(e) = crate::telemetry::init(&settings.log_level) {
+        return config_error(e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(consume(settings)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "worker failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT.
+fn stop_on_signals(stop: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stop requested");
+        stop.cancel();
+    });
+    Ok(())
+}
+
+/// The consumer with its HTTP server; `Ok(true)` when it stopped cleanly.
+async fn consume(settings: Settings) -> anyhow::Result<bool> {
+    let (registry, metrics) = crate::metrics::registry_with(&settings.handler.label());
+    let readiness = Arc::new(crate::http::Readiness::default());
+    let stop = CancellationToken::new();
+    stop_on_signals(stop.clone())?;
+    let http_stop = CancellationToken::new();
+    let (addr, server) = crate::http::serve(
+        settings.http_addr,
+        crate::http::router(registry, readiness.clone()),
+        http_stop.clone(),
+    )
+    .await?;
+    tracing::info!(%addr, "health and metrics server listening");
+    let summary = crate::delivery::run(&settings, metrics, readiness, stop).await;
+    http_stop.cancel();
+    let _ = server.await;
+    Ok(summary?.clean)
+}

@@ -1,0 +1,320 @@
+//! The command line: `run` (the consumer a pod runs), `gateway` and `demo`.
+//!
+//! Every consumer setting is a flag that can also come from the environment variable the
+//! operator sets (names from [`eventconsumer_contract::env`], never spelled out here), and
+//! `--help` lists both. This module only parses; [`crate::config`] checks that the values
+//! make sense together and turns them into [`crate::config::Settings`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use eventconsumer_contract::env;
+
+use crate::kafka::KafkaArgs;
+
+/// The generic EventConsumer worker.
+#[derive(Debug, Parser)]
+#[command(name = "eventconsumer-worker", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume topics in a consumer group and run one handler over every message.
+    Run(Box<RunArgs>),
+    /// Run all three use cases against an embedded mock Kafka cluster and print a summary.
+    Demo(DemoArgs),
+}
+
+/// Which handler the worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HandlerKind {
+    /// `order.placed` consumers: inventory, payment, email or analytics (`--action`).
+    Order,
+    /// Tumbling-window counts of user events.
+    Analytics,
+    /// The video chain: transcode or publish (`--stage`).
+    Video,
+}
+
+impl HandlerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandlerKind::Order => "order",
+            HandlerKind::Analytics => "analytics",
+            HandlerKind::Video => "video",
+        }
+    }
+}
+
+/// What an order consumer does with each order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrderAction {
+    Inventory,
+    Payment,
+    Email,
+    Analytics,
+}
+
+impl OrderAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderAction::Inventory => "inventory",
+            OrderAction::Payment => "payment",
+            OrderAction::Email => "email",
+            OrderAction::Analytics => "analytics",
+        }
+    }
+}
+
+/// Which step of the video chain this worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VideoStage {
+    Transcode,
+    Publish,
+}
+
+impl VideoStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoStage::Transcode => "transcode",
+            VideoStage::Publish => "publish",
+        }
+    }
+}
+
+/// Where a group without committed offsets starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitialOffset {
+    Earliest,
+    Latest,
+}
+
+impl InitialOffset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialOffset::Earliest => "earliest",
+            InitialOffset::Latest => "latest",
+        }
+    }
+}
+
+/// A duration given as humantime (`200ms`, `5s`, `1m`) or as a bare number of seconds
+/// (`25`), because the contract documents some settings in seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 500ms, 5s, 1m or 25)"))
+}
+
+/// [`eventconsumer_contract::DEFAULT_SHUTDOWN_GRACE_SECS`] as text, for `--help`; a test
+/// keeps the two equal.
+const DEFAULT_SHUTDOWN_GRACE: &str = "25";
+
+fn default_http_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], eventconsumer_contract::HTTP_PORT))
+}
+
+/// Settings of `eventconsumer-worker run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Handler to run over every message.
+    #[arg(long, env = env::HANDLER, value_enum)]
+    pub handler: HandlerKind,
+
+    /// Order handler only: what to do with each order.
+    #[arg(long, env = env::ORDER_ACTION, value_enum)]
+    pub action: Option<OrderAction>,
+
+    /// Video handler only: which stage of the chain to run.
+    #[arg(long, env = env::VIDEO_STAGE, value_enum)]
+    pub stage: Option<VideoStage>,
+
+    /// Analytics handler only: tumbling window length [default: 5s].
+    #[arg(long, env = env::ANALYTICS_WINDOW, value_parser = parse_duration)]
+    pub window: Option<Duration>,
+
+    /// Topic outcome events are published to [default: order.<action>, analytics.counts,
+    /// video.transcoded or video.ready].
+    #[arg(long, env = env::OUTPUT_TOPIC)]
+    pub output_topic: Option<String>,
+
+    /// Order handler only: HTTP endpoint each order is also POSTed to, with an
+    /// Idempotency-Key header carrying the order id.
+    #[arg(long, env = env::SINK_URL)]
+    pub sink_url: Option<String>,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Comma-separated source topics.
+    #[arg(long, env = env::TOPICS, value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+
+    /// Consumer group id.
+    #[arg(long = "group-id", env = env::GROUP_ID)]
+    pub group_id: String,
+
+    /// Where a group without committed offsets starts.
+    #[arg(long, env = env::INITIAL_OFFSET, value_enum, default_value = "earliest")]
+    pub initial_offset: InitialOffset,
+
+    /// Attempts per message (the first try included) before it is dead-lettered.
+    #[arg(long, env = env::MAX_ATTEMPTS, default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// Delay before the first retry.
+    #[arg(long, env = env::BACKOFF_INITIAL, value_parser = parse_duration, default_value = "200ms")]
+    pub backoff_initial: Duration,
+
+    /// Longest delay between two retries.
+    #[arg(long, env = env::BACKOFF_MAX, value_parser = parse_duration, default_value = "10s")]
+    pub backoff_max: Duration,
+
+    /// Factor the delay grows by after each failed attempt.
+    #[arg(long, env = env::BACKOFF_MULTIPLIER, default_value_t = 2.0)]
+    pub backoff_multiplier: f32,
+
+    /// Time one attempt may take (handler, sink call and output publish) before it counts
+    /// as a retryable failure.
+    #[arg(long, env = env::ATTEMPT_TIMEOUT, value_parser = parse_duration, default_value = "10s")]
+    pub attempt_timeout: Duration,
+
+    /// Dead-letter topic [default: <first topic>.dlq].
+    #[arg(long, env = env::DLQ_TOPIC)]
+    pub dlq_topic: Option<String>,
+
+    /// Time in-flight work may take to finish after SIGTERM (seconds, or e.g. 10s).
+    #[arg(
+        long,
+        env = env::SHUTDOWN_GRACE,
+        value_parser = parse_duration,
+        default_value = DEFAULT_SHUTDOWN_GRACE
+    )]
+    pub shutdown_grace: Duration,
+
+    /// Address of the /healthz, /readyz and /metrics server.
+    #[arg(long, env = env::HTTP_ADDR, default_value_t = default_http_addr())]
+    pub http_addr: SocketAddr,
+
+    /// Log filter, e.g. `info` or `eventconsumer_worker=debug,librdkafka=warn`.
+    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
+    pub log_level: String,
+
+    /// Name of the EventConsumer this worker serves, for logs and DLQ headers
+    /// [default: the group id].
+    #[arg(long, env = env::CONSUMER_NAME)]
+    pub consumer_name: Option<String>,
+
+    /// Video transcode only: simulated transcoding speed in bytes per second (fast by
+    /// default so demos and tests do not wait; not an operator setting).
+    #[arg(long, default_value_t = 2_000_000_000)]
+    pub transcode_bytes_per_sec: u64,
+}
+
+/// Settings of `eventconsumer-worker demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Log filter for the demo's own JSON logs (the summary is printed regardless).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    fn run_command() -> clap::Command {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.find_subcommand(eventconsumer_contract::RUN_SUBCOMMAND)
+            .expect("the run subcommand exists")
+            .clone()
+    }
+
+    #[test]
+    fn the_run_subcommand_reads_every_contract_variable_and_no_other() {
+        let read: BTreeSet<String> = run_command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let contract: BTreeSet<String> = env::ALL.iter().map(|s| (*s).to_owned()).collect();
+        let missing: Vec<_> = contract.difference(&read).collect();
+        assert!(missing.is_empty(), "run does not read {missing:?}");
+        let unknown: Vec<_> = read
+            .iter()
+            .filter(|e| e.starts_with("EC_") && !contract.contains(*e))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "run reads EC_ names outside the contract: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn help_shows_every_variable_name() {
+        let help = run_command().render_long_help().to_string();
+        for name in env::ALL {
+            assert!(help.contains(name), "--help does not mention {name}");
+        }
+    }
+
+    #[test]
+    fn durations_accept_humantime_and_bare_seconds() {
+        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_duration("1m 5s"), Ok(Duration::from_secs(65)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_default_shutdown_grace_is_the_contract_one() {
+        assert_eq!(
+            parse_duration(DEFAULT_SHUTDOWN_GRACE),
+            Ok(Duration::from_secs(
+                eventconsumer_contract::DEFAULT_SHUTDOWN_GRACE_SECS
+            ))
+        );
+    }
+
+    #[test]
+    fn the_default_http_address_uses_the_contract_port() {
+        assert_eq!(
+            default_http_addr().port(),
+            eventconsumer_contract::HTTP_PORT
+        );
+    }
+
+    #[test]
+    fn a_minimal_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "eventconsumer-worker",
+            "run",
+            "--handler",
+            "order",
+            "--action",
+            "payment",
+            "--topics",
+            "order.placed,other",
+            "--group-id",
+            "payment-service",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.topics, vec!["order.placed", "other"]);
+        assert_eq!(
+            args.shutdown_grace,
+            Duration::from_secs(eventconsumer_contract::DEFAULT_SHUTDOWN_GRACE_SECS)
+        );
+    }
+}

@@ -1,0 +1,471 @@
+//! Validated consumer settings, built from the parsed `run` arguments.
+//!
+//! Clap checks each value alone; this module checks the combinations (an `--action` only
+//! with the order handler, a window only with analytics, backoff bounds in order, …) and
+//! fills the defaults that depend on other settings (output and dead-letter topics). Every
+//! error names the flag and its environment variable, because that one line is all an
+//! operator sees in a crash-looping pod (the process exits with code 2).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use eventconsumer_contract::env;
+use rdkafka::ClientConfig;
+
+use crate::cli::{HandlerKind, InitialOffset, OrderAction, RunArgs, VideoStage};
+use crate::kafka::KafkaConfigError;
+
+/// The analytics window when none is configured, as in the seed.
+pub const DEFAULT_ANALYTICS_WINDOW: Duration = Duration::from_secs(5);
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{flag} ({env}) is only valid with --handler {handler}")]
+    OptionForOtherHandler {
+        flag: &'static str,
+        env: &'static str,
+        handler: &'static str,
+    },
+    #[error("--handler {handler} needs {flag} ({env})")]
+    MissingOption {
+        handler: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("{flag} ({env}) {reason}")]
+    Invalid {
+        flag: &'static str,
+        env: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Kafka(#[from] KafkaConfigError),
+}
+
+fn invalid(flag: &'static str, env: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        env,
+        reason: reason.into(),
+    }
+}
+
+/// The handler with its handler-specific settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandlerSettings {
+    Order {
+        action: OrderAction,
+        sink_url: Option<reqwest::Url>,
+    },
+    Analytics {
+        window: Duration,
+    },
+    Video {
+        stage: VideoStage,
+        transcode_bytes_per_sec: u64,
+    },
+}
+
+impl HandlerSettings {
+    /// `order/payment`, `analytics`, `video/transcode`: the label in metrics, logs and the
+    /// DLQ handler header.
+    pub fn label(&self) -> String {
+        match self {
+            HandlerSettings::Order { action, .. } => format!("order/{}", action.as_str()),
+            HandlerSettings::Analytics { .. } => "analytics".to_owned(),
+            HandlerSettings::Video { stage, .. } => format!("video/{}", stage.as_str()),
+        }
+    }
+}
+
+/// How failed attempts are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySettings {
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub backoff_multiplier: f32,
+    pub attempt_timeout: Duration,
+}
+
+/// Everything the consumer needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub handler: HandlerSettings,
+    pub output_topic: String,
+    pub kafka: ClientConfig,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub initial_offset: InitialOffset,
+    pub retry: RetrySettings,
+    pub dlq_topic: String,
+    pub shutdown_grace: Duration,
+    pub http_addr: SocketAddr,
+    pub log_level: String,
+    pub consumer_name: String,
+}
+
+fn check_topic(flag: &'static str, env: &'static str, topic: &str) -> Result<(), ConfigError> {
+    // Kafka's own rule: 1–249 characters of [a-zA-Z0-9._-].
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            flag,
+            env,
+            format!("{topic:?} is not a valid topic name (1–249 of a-z A-Z 0-9 . _ -)"),
+        ))
+    }
+}
+
+impl Settings {
+    pub fn from_args(args: &RunArgs) -> Result<Settings, ConfigError> {
+        let handler = handler_settings(args)?;
+
+        let topics: Vec<String> = args
+            .topics
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let Some(first_topic) = topics.first() else {
+            return Err(invalid("--topics", env::TOPICS, "names no topic"));
+        };
+        for topic in &topics {
+            check_topic("--topics", env::TOPICS, topic)?;
+        }
+
+        let group_id = args.group_id.trim().to_owned();
+        if group_id.is_empty() {
+            return Err(invalid("--group-id", env::GROUP_ID, "must not be empty"));
+        }
+
+        let option = match &handler {
+            HandlerSettings::Order { action, .. } => Some(action.as_str()),
+            HandlerSettings::Analytics { .. } => None,
+            HandlerSettings::Video { stage, .. } => Some(stage.as_str()),
+        };
+        let output_topic = match &args.output_topic {
+            Some(t) => t.trim().to_owned(),
+            None => eventconsumer_contract::default_output_topic(args.handler.as_str(), option)
+                .ok_or_else(|| {
+                    invalid("--output-topic", env::OUTPUT_TOPIC, "has no default here")
+                })?,
+        };
+        check_topic("--output-topic", env::OUTPUT_TOPIC, &output_topic)?;
+
+        let dlq_topic = match &args.dlq_topic {
+            Some(t) => t.trim().to_owned(),
+            None => eventconsumer_contract::default_dlq_topic(first_topic),
+        };
+        check_topic("--dlq-topic", env::DLQ_TOPIC, &dlq_topic)?;
+        if topics.contains(&dlq_topic) {
+            return Err(invalid(
+                "--dlq-topic",
+                env::DLQ_TOPIC,
+                format!("{dlq_topic:?} is also a source topic: failures would loop"),
+            ));
+        }
+        if topics.contains(&output_topic) {
+            return Err(invalid(
+                "--output-topic",
+                env::OUTPUT_TOPIC,
+                format!("{output_topic:?} is also a source topic: events would loop"),
+            ));
+        }
+
+        let retry = retry_settings(args)?;
+
+        if args.shutdown_grace.is_zero() {
+            return Err(invalid(
+                "--shutdown-grace",
+                env::SHUTDOWN_GRACE,
+                "must be above zero",
+            ));
+        }
+
+        let kafka = args.kafka.client_config()?;
+        let consumer_name = args
+            .consumer_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&group_id)
+            .to_owned();
+
+        Ok(Settings {
+            handler,
+            output_topic,
+            kafka,
+            topics,
+            group_id,
+            initial_offset: args.initial_offset,
+            retry,
+            dlq_topic,
+            shutdown_grace: args.shutdown_grace,
+            http_addr: args.http_addr,
+            log_level: args.log_level.clone(),
+            consumer_name,
+        })
+    }
+}
+
+fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
+    let not_for = |flag, env, handler: HandlerKind| ConfigError::OptionForOtherHandler {
+        flag,
+        env,
+        handler: handler.as_str(),
+    };
+    // Options of other handlers are refused rather than ignored: a typo in a manifest
+    // should fail loudly, not run a different pipeline.
+    if args.handler != HandlerKind::Order {
+        if args.action.is_some() {
+            return Err(not_for("--action", env::ORDER_ACTION, HandlerKind::Order));
+        }
+        if args.sink_url.is_some() {
+            return Err(not_for("--sink-url", env::SINK_URL, HandlerKind::Order));
+        }
+    }
+    if args.handler != HandlerKind::Video && args.stage.is_some() {
+        return Err(not_for("--stage", env::VIDEO_STAGE, HandlerKind::Video));
+    }
+    if args.handler != HandlerKind::Analytics && args.window.is_some() {
+        return Err(not_for(
+            "--window",
+            env::ANALYTICS_WINDOW,
+            HandlerKind::Analytics,
+        ));
+    }
+    Ok(match args.handler {
+        HandlerKind::Order => {
+            let action = args.action.ok_or(ConfigError::MissingOption {
+                handler: "order",
+                flag: "--action",
+                env: env::ORDER_ACTION,
+            })?;
+            let sink_url = match args.sink_url.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(text) => {
+                    let url = reqwest::Url::parse(text).map_err(|e| {
+                        invalid("--sink-url", env::SINK_URL, format!("{text:?}: {e}"))
+                    })?;
+                    if !matches!(url.scheme(), "http" | "https") {
+                        return Err(invalid(
+                            "--sink-url",
+                            env::SINK_URL,
+                            format!("{text:?} is not an http(s) URL"),
+                        ));
+                    }
+                    Some(url)
+                }
+            };
+            HandlerSettings::Order { action, sink_url }
+        }
+        HandlerKind::Analytics => {
+            let window = args.window.unwrap_or(DEFAULT_ANALYTICS_WINDOW);
+            if window < Duration::from_millis(100) {
+                return Err(invalid(
+                    "--window",
+                    env::ANALYTICS_WINDOW,
+                    "must be at least 100ms",
+                ));
+            }
+            HandlerSettings::Analytics { window }
+        }
+        HandlerKind::Video => {
+            let stage = args.stage.ok_or(ConfigError::MissingOption {
+                handler: "video",
+                flag: "--stage",
+                env: env::VIDEO_STAGE,
+            })?;
+            if args.transcode_bytes_per_sec == 0 {
+                return Err(invalid(
+                    "--transcode-bytes-per-sec",
+                    "(no variable)",
+                    "must be above zero",
+                ));
+            }
+            HandlerSettings::Video {
+                stage,
+                transcode_bytes_per_sec: args.transcode_bytes_per_sec,
+            }
+        }
+    })
+}
+
+fn retry_settings(args: &RunArgs) -> Result<RetrySettings, ConfigError> {
+    if args.max_attempts == 0 {
+        return Err(invalid(
+            "--max-attempts",
+            env::MAX_ATTEMPTS,
+            "must be at least 1",
+        ));
+    }
+    if args.backoff_initial.is_zero() {
+        return Err(invalid(
+            "--backoff-initial",
+            env::BACKOFF_INITIAL,
+            "must be above zero",
+        ));
+    }
+    if args.backoff_max < args.backoff_initial {
+        return Err(invalid(
+            "--backoff-max",
+            env::BACKOFF_MAX,
+            format!(
+                "({}) is below --backoff-initial ({})",
+                humantime::format_duration(args.backoff_max),
+                humantime::format_duration(args.backoff_initial)
+            ),
+        ));
+    }
+    if !args.backoff_multiplier.is_finite() || args.backoff_multiplier < 1.0 {
+        return Err(invalid(
+            "--backoff-multiplier",
+            env::BACKOFF_MULTIPLIER,
+            "must be a number ≥ 1",
+        ));
+    }
+    if args.attempt_timeout.is_zero() {
+        return Err(invalid(
+            "--attempt-timeout",
+            env::ATTEMPT_TIMEOUT,
+            "must be above zero",
+        ));
+    }
+    Ok(RetrySettings {
+        max_attempts: args.max_attempts,
+        backoff_initial: args.backoff_initial,
+        backoff_max: args.backoff_max,
+        backoff_multiplier: args.backoff_multiplier,
+        attempt_timeout: args.attempt_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(extra: &[&str]) -> Result<Settings, ConfigError> {
+        let mut argv = vec![
+            "eventconsumer-worker",
+            "run",
+            "--topics",
+            "order.placed",
+            "--group-id",
+            "g",
+        ];
+        argv.extend_from_slice(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("expected run")
+        };
+        Settings::from_args(&args)
+    }
+
+    #[test]
+    fn an_order_consumer_gets_the_default_output_and_dead_letter_topics() {
+        let s = parse(&["--handler", "order", "--action", "inventory"]).unwrap();
+        assert_eq!(s.output_topic, "order.inventory");
+        assert_eq!(s.dlq_topic, "order.placed.dlq");
+        assert_eq!(s.consumer_name, "g");
+        assert_eq!(s.handler.label(), "order/inventory");
+    }
+
+    #[test]
+    fn an_action_with_the_video_handler_is_refused_naming_flag_and_variable() {
+        let err = parse(&[
+            "--handler",
+            "video",
+            "--stage",
+            "publish",
+            "--action",
+            "email",
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--action") && text.contains(env::ORDER_ACTION),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_order_handler_without_an_action_is_refused() {
+        let err = parse(&["--handler", "order"]).unwrap_err();
+        assert!(err.to_string().contains("--action"), "{err}");
+    }
+
+    #[test]
+    fn a_window_is_only_for_analytics_and_defaults_to_five_seconds() {
+        assert!(parse(&["--handler", "order", "--action", "email", "--window", "3s"]).is_err());
+        let s = parse(&["--handler", "analytics"]).unwrap();
+        assert_eq!(
+            s.handler,
+            HandlerSettings::Analytics {
+                window: DEFAULT_ANALYTICS_WINDOW
+            }
+        );
+        assert_eq!(s.output_topic, "analytics.counts");
+    }
+
+    #[test]
+    fn backoff_bounds_out_of_order_are_refused() {
+        let err = parse(&[
+            "--handler",
+            "analytics",
+            "--backoff-initial",
+            "5s",
+            "--backoff-max",
+            "1s",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--backoff-max"), "{err}");
+        assert!(parse(&["--handler", "analytics", "--max-attempts", "0"]).is_err());
+        assert!(parse(&["--handler", "analytics", "--backoff-multiplier", "0.5"]).is_err());
+    }
+
+    #[test]
+    fn a_dead_letter_topic_equal_to_a_source_topic_is_refused() {
+        let err = parse(&["--handler", "analytics", "--dlq-topic", "order.placed"]).unwrap_err();
+        assert!(err.to_string().contains("loop"), "{err}");
+    }
+
+    #[test]
+    fn a_sink_url_must_be_http() {
+        assert!(
+            parse(&[
+                "--handler",
+                "order",
+                "--action",
+                "email",
+                "--sink-url",
+                "ftp://x"
+            ])
+            .is_err()
+        );
+        let s = parse(&[
+            "--handler",
+            "order",
+            "--action",
+            "email",
+            "--sink-url",
+            "http://127.0.0.1:9/hook",
+        ])
+        .unwrap();
+        assert!(matches!(
+            s.handler,
+            HandlerSettings::Order {
+                sink_url: Some(_),
+                ..
+            }
+        ));
+    }
+}

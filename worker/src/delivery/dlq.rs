@@ -1,0 +1,322 @@
+//! Dead-letter records: the original message plus headers that say where it came from and
+//! why it failed, and a writer that does not give up while the DLQ is unavailable.
+//!
+//! # Headers
+//!
+//! The record keeps the original key, value and headers (minus any `ec-dlt-*` headers
+//! from an earlier dead-lettering, which are replaced) and adds these, modelled on Spring
+//! Kafka's `kafka_dlt-original-*` / `kafka_dlt-exception-*` and Kafka Connect's
+//! `__connect.errors.*`. Values are UTF-8 text (numbers in decimal, times in RFC 3339 UTC
+//! with milliseconds) so that `kcat -f '%h'` and humans can read them.
+//!
+//! | header                           | value                                                  |
+//! |----------------------------------|--------------------------------------------------------|
+//! | `ec-dlt-original-topic`          | source topic                                           |
+//! | `ec-dlt-original-partition`      | source partition                                       |
+//! | `ec-dlt-original-offset`         | source offset                                          |
+//! | `ec-dlt-original-timestamp`      | source record timestamp, ms since the epoch (if any)   |
+//! | `ec-dlt-original-timestamp-type` | `CreateTime` or `LogAppendTime` (if any)               |
+//! | `ec-dlt-consumer-group`          | consumer group id                                      |
+//! | `ec-dlt-consumer-name`           | EventConsumer name                                     |
+//! | `ec-dlt-handler`                 | handler, e.g. `order/payment`                          |
+//! | `ec-dlt-attempts`                | attempts made (1 for a non-retryable error)            |
+//! | `ec-dlt-error-class`             | `decode`, `validation`, `timeout`, `publish`, `sink-unavailable`, `sink-rejected`, `sink-unreachable` |
+//! | `ec-dlt-error-retryable`         | `true` (retries exhausted) or `false` (sent at once)   |
+//! | `ec-dlt-error-message`           | the last error, truncated to 4 KiB                     |
+//! | `ec-dlt-first-failure`           | time of the first failed attempt                       |
+//! | `ec-dlt-last-failure`            | time of the last failed attempt                        |
+//!
+//! # Unavailable DLQ
+//!
+//! A missing DLQ topic (auto-creation is off on our brokers) or a refusing broker must not
+//! lose the message, and must not let the offset move past it. The writer retries with
+//! backoff for as long as it takes (or until a revoke/shutdown cancels it, leaving the
+//! offset unstored), and tells the partition to pause meanwhile so librdkafka stops
+//! fetching it; other partitions keep going.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use super::retry::Failure;
+use crate::metrics::Metrics;
+use crate::producer::Producer;
+
+/// Header names of a dead-letter record.
+pub mod header {
+    pub const PREFIX: &str = "ec-dlt-";
+    pub const ORIGINAL_TOPIC: &str = "ec-dlt-original-topic";
+    pub const ORIGINAL_PARTITION: &str = "ec-dlt-original-partition";
+    pub const ORIGINAL_OFFSET: &str = "ec-dlt-original-offset";
+    pub const ORIGINAL_TIMESTAMP: &str = "ec-dlt-original-timestamp";
+    pub const ORIGINAL_TIMESTAMP_TYPE: &str = "ec-dlt-original-timestamp-type";
+    pub const CONSUMER_GROUP: &str = "ec-dlt-consumer-group";
+    pub const CONSUMER_NAME: &str = "ec-dlt-consumer-name";
+    pub const HANDLER: &str = "ec-dlt-handler";
+    pub const ATTEMPTS: &str = "ec-dlt-attempts";
+    pub const ERROR_CLASS: &str = "ec-dlt-error-class";
+    pub const ERROR_RETRYABLE: &str = "ec-dlt-error-retryable";
+    pub const ERROR_MESSAGE: &str = "ec-dlt-error-message";
+    pub const FIRST_FAILURE: &str = "ec-dlt-first-failure";
+    pub const LAST_FAILURE: &str = "ec-dlt-last-failure";
+
+    /// Every header the worker adds (the ones that can be absent last).
+    pub const ALL: &[&str] = &[
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        CONSUMER_GROUP,
+        CONSUMER_NAME,
+        HANDLER,
+        ATTEMPTS,
+        ERROR_CLASS,
+        ERROR_RETRYABLE,
+        ERROR_MESSAGE,
+        FIRST_FAILURE,
+        LAST_FAILURE,
+        ORIGINAL_TIMESTAMP,
+        ORIGINAL_TIMESTAMP_TYPE,
+    ];
+}
+
+/// Longest error message kept in a header; broker limits are far above, readers are not.
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// Who dead-letters: fixed for the life of the worker.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub group_id: String,
+    pub consumer_name: String,
+    pub handler: String,
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// The headers of the dead-letter record for `msg`.
+pub fn headers(msg: &OwnedMessage, failure: &Failure, origin: &Origin) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    if let Some(original) = msg.headers() {
+        for h in original.iter() {
+            if !h.key.starts_with(header::PREFIX) {
+                out = out.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+    }
+    let mut added: Vec<(&str, String)> = Vec::with_capacity(header::ALL.len());
+    let mut add = |key: &'static str, value: &str| added.push((key, value.to_owned()));
+    add(header::ORIGINAL_TOPIC, msg.topic());
+    add(header::ORIGINAL_PARTITION, &msg.partition().to_string());
+    add(header::ORIGINAL_OFFSET, &msg.offset().to_string());
+    let (ts, ts_type) = match msg.timestamp() {
+        Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
+        Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
+        Timestamp::NotAvailable => (None, ""),
+    };
+    if let Some(ts) = ts {
+        add(header::ORIGINAL_TIMESTAMP, &ts.to_string());
+        add(header::ORIGINAL_TIMESTAMP_TYPE, ts_type);
+    }
+    add(header::CONSUMER_GROUP, &origin.group_id);
+    add(header::CONSUMER_NAME, &origin.consumer_name);
+    add(header::HANDLER, &origin.handler);
+    add(header::ATTEMPTS, &failure.attempts.to_string());
+    add(header::ERROR_CLASS, failure.error.class());
+    add(
+        header::ERROR_RETRYABLE,
+        if failure.error.is_retryable() {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    add(
+        header::ERROR_MESSAGE,
+        truncated(&failure.error.to_string(), MAX_ERROR_MESSAGE),
+    );
+    add(header::FIRST_FAILURE, &time(failure.first_failure));
+    add(header::LAST_FAILURE, &time(failure.last_failure));
+    for (key, value) in &added {
+        out = out.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    out
+}
+
+/// Backoff of a failing DLQ write: it retries without limit, at most every 10 s.
+fn dlq_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Writes dead-letter records.
+pub struct DlqWriter {
+    pub topic: String,
+    pub origin: Origin,
+    pub producer: Producer,
+    pub metrics: Metrics,
+}
+
+impl DlqWriter {
+    /// Writes the record for `msg`, retrying until it is acknowledged (`true`) or `cancel`
+    /// fires (`false`; the offset must then stay unstored). `blocked(true)` is called after
+    /// the first failure (pause the partition), `blocked(false)` once written after that.
+    pub async fn write(
+        &self,
+        msg: &OwnedMessage,
+        failure: &Failure,
+        cancel: &CancellationToken,
+        blocked: impl Fn(bool),
+    ) -> bool {
+        let headers = headers(msg, failure, &self.origin);
+        let value = msg.payload().unwrap_or_default();
+        let mut delays = dlq_backoff().build();
+        let mut was_blocked = false;
+        loop {
+            let sent = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return false,
+                r = self.producer.send(&self.topic, msg.key(), value, Some(headers.clone())) => r,
+            };
+            match sent {
+                Ok(()) => {
+                    if was_blocked {
+                        tracing::info!(dlq = %self.topic, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic available again; partition resumes");
+                        blocked(false);
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics
+                        .dlq_write_failures
+                        .get_or_create(&self.metrics.labels())
+                        .inc();
+                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(
+                        dlq = %self.topic,
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        error = %e,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "dead-letter write failed; partition paused, offset not stored"
+                    );
+                    if !was_blocked {
+                        was_blocked = true;
+                        blocked(true);
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventError;
+    use crate::handlers::HandlerError;
+    use rdkafka::message::Timestamp;
+
+    fn header_map(h: &OwnedHeaders) -> Vec<(String, String)> {
+        h.iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_letter_record_carries_every_documented_header_and_the_original_ones() {
+        let original = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace-id",
+                value: Some("abc"),
+            })
+            .insert(Header {
+                key: header::ERROR_CLASS,
+                value: Some("stale"),
+            });
+        let msg = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"k".to_vec()),
+            "order.placed".into(),
+            Timestamp::CreateTime(1_700_000_000_000),
+            3,
+            42,
+            Some(original),
+        );
+        let t0 = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let failure = Failure {
+            error: HandlerError::Event(EventError::Decode("x".repeat(5000))),
+            attempts: 1,
+            first_failure: t0,
+            last_failure: t0,
+        };
+        let origin = Origin {
+            group_id: "payment-service".into(),
+            consumer_name: "payment".into(),
+            handler: "order/payment".into(),
+        };
+        let h = header_map(&headers(&msg, &failure, &origin));
+        let get = |k: &str| {
+            h.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("missing {k} in {h:?}"))
+        };
+        for name in header::ALL {
+            get(name);
+        }
+        assert_eq!(get("trace-id"), "abc");
+        assert_eq!(
+            h.iter().filter(|(k, _)| k == header::ERROR_CLASS).count(),
+            1
+        );
+        assert_eq!(get(header::ERROR_CLASS), "decode");
+        assert_eq!(get(header::ERROR_RETRYABLE), "false");
+        assert_eq!(get(header::ORIGINAL_TOPIC), "order.placed");
+        assert_eq!(get(header::ORIGINAL_PARTITION), "3");
+        assert_eq!(get(header::ORIGINAL_OFFSET), "42");
+        assert_eq!(get(header::ORIGINAL_TIMESTAMP), "1700000000000");
+        assert_eq!(get(header::ORIGINAL_TIMESTAMP_TYPE), "CreateTime");
+        assert_eq!(get(header::CONSUMER_GROUP), "payment-service");
+        assert_eq!(get(header::HANDLER), "order/payment");
+        assert_eq!(get(header::ATTEMPTS), "1");
+        assert_eq!(get(header::FIRST_FAILURE), "2026-11-26T10:00:00.000Z");
+        assert_eq!(get(header::ERROR_MESSAGE).len(), MAX_ERROR_MESSAGE);
+    }
+}

@@ -1,0 +1,521 @@
+//! The delivery loop: one consumer in a group, a task per owned partition, offsets stored
+//! only behind finished work, and a clean drain on revoke and on SIGTERM.
+//!
+//! * **Fetching** — one task calls `recv()` on a [`StreamConsumer`] and hands each message
+//!   to its partition's task ([`partition`]). Rebalance callbacks run inside that `recv()`.
+//! * **Offsets** — `enable.auto.offset.store=false`; offsets are stored through
+//!   [`offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
+//!   never past an unfinished message. `enable.auto.commit` commits stored offsets in the
+//!   background; the loop commits synchronously on revoke and at shutdown.
+//! * **Revoke** — before librdkafka gives partitions up, their tasks stop taking messages,
+//!   the message in progress gets up to the shutdown grace to finish, deferred work
+//!   (analytics windows) is flushed, the trackers refuse later stores, and stored offsets
+//!   are committed synchronously.
+//! * **Shutdown** — stop fetching, drain in-flight work within the grace, flush, commit,
+//!   close the consumer (leaving the group), log one summary line.
+
+pub mod dlq;
+pub mod offsets;
+pub mod partition;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::handlers::Handler;
+use crate::http::Readiness;
+use crate::metrics::{Metrics, PartitionLabels};
+use crate::producer::Producer;
+use offsets::OffsetSink;
+use partition::{PartitionControl, PartitionHandle, WorkerContext};
+
+/// How often buffered messages are moved into partition queues while `recv()` is idle
+/// (all partitions paused): short enough not to add visible latency.
+const OVERFLOW_TICK: Duration = Duration::from_millis(50);
+/// How often consumer lag is measured; the watermark query is a broker round trip.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// Background commit period of stored offsets: shorter than librdkafka's 5 s default so
+/// fewer messages are redelivered after a crash.
+const AUTO_COMMIT_INTERVAL_MS: &str = "1000";
+/// How long a crashed worker keeps its partitions: 10 s (below Kafka's 45 s default) so a
+/// killed pod's partitions move on quickly; heartbeats every 3 s keep a live one safe.
+const SESSION_TIMEOUT_MS: &str = "10000";
+const HEARTBEAT_INTERVAL_MS: &str = "3000";
+
+/// Totals for the summary line at exit.
+#[derive(Debug, Default)]
+pub struct Tally {
+    processed: AtomicU64,
+    dead_lettered: AtomicU64,
+    retried: AtomicU64,
+    failed_attempts: AtomicU64,
+}
+
+impl Tally {
+    pub fn processed(&self) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// (processed, dead-lettered, retried, failed attempts).
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        (
+            self.processed.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+            self.retried.load(Ordering::Relaxed),
+            self.failed_attempts.load(Ordering::Relaxed),
+        )
+    }
+}
+
+type Partitions = Mutex<HashMap<(String, i32), PartitionHandle>>;
+
+fn lock_partitions(
+    p: &Partitions,
+) -> std::sync::MutexGuard<'_, HashMap<(String, i32), PartitionHandle>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State the rebalance callbacks share with the loop.
+pub struct Shared {
+    partitions: Partitions,
+    handler: Arc<Handler>,
+    readiness: Arc<Readiness>,
+    metrics: Metrics,
+    drain: Duration,
+}
+
+/// The consumer context: logs through tracing and drains partitions on revoke.
+pub struct LoopContext {
+    shared: Arc<Shared>,
+}
+
+pub type LoopConsumer = StreamConsumer<LoopContext>;
+
+impl ClientContext for LoopContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+fn is_no_offset(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+}
+
+fn tpl_text(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Stops `handles` (soft, then hard after `drain`), flushes deferred work and seals the
+/// trackers. Must run on the multi-threaded runtime.
+async fn drain(
+    handles: Vec<((String, i32), PartitionHandle)>,
+    handler: &Handler,
+    metrics: &Metrics,
+    drain: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + drain;
+    for (_, h) in &handles {
+        h.soft.cancel();
+    }
+    let mut sealed = Vec::with_capacity(handles.len());
+    for ((topic, partition), h) in handles {
+        let PartitionHandle {
+            join,
+            hard,
+            offsets,
+            ..
+        } = h;
+        let mut join = join;
+        if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
+            tracing::warn!(
+                topic,
+                partition,
+                "drain time is up; abandoning the message in progress"
+            );
+            hard.cancel();
+            let _ = join.await;
+        }
+        metrics.lag.remove(&PartitionLabels {
+            topic: topic.clone(),
+            partition,
+        });
+        sealed.push(offsets);
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let flush_time = remaining.max(Duration::from_secs(2));
+    if tokio::time::timeout(flush_time, handler.flush()).await != Ok(true) {
+        tracing::warn!("deferred work could not be flushed; its messages will be redelivered");
+    }
+    for offsets in sealed {
+        offsets::lock(&offsets).revoke();
+    }
+}
+
+impl LoopContext {
+    fn on_revoke(&self, consumer: &BaseConsumer<LoopContext>, tpl: &TopicPartitionList) {
+        let shared = &self.shared;
+        shared.readiness.set(false);
+        let revoked: Vec<_> = {
+            let mut map = lock_partitions(&shared.partitions);
+            tpl.elements()
+                .iter()
+                .filter_map(|e| {
+                    let key = (e.topic().to_owned(), e.partition());
+                    map.remove(&key).map(|h| (key, h))
+                })
+                .collect()
+        };
+        tracing::info!(partitions = %tpl_text(tpl), running = revoked.len(), "partitions revoked; draining");
+        if !revoked.is_empty() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    let handler = shared.handler.clone();
+                    let metrics = shared.metrics.clone();
+                    let time = shared.drain;
+                    // The callback is synchronous (librdkafka gives the partitions up when it
+                    // returns); block_in_place lets this worker thread wait for the drain
+                    // while the runtime moves its other tasks elsewhere.
+                    tokio::task::block_in_place(|| {
+                        rt.block_on(drain(revoked, &handler, &metrics, time));
+                    });
+                }
+                _ => {
+                    for (_, h) in revoked {
+                        h.hard.cancel();
+                        offsets::lock(&h.offsets).revoke();
+                    }
+                    tracing::warn!(
+                        "no multi-threaded runtime: revoked work abandoned, not drained"
+                    );
+                }
+            }
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed on revoke"),
+            Err(e) if is_no_offset(&e) => {}
+            Err(e) => {
+                shared.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "commit on revoke failed");
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = %tpl_text(tpl), "partitions assigned");
+            self.shared.readiness.set(tpl.count() > 0);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(offsets = %tpl_text(offsets), "offsets committed"),
+            Err(e) if is_no_offset(&e) => {}
+            Err(e) => {
+                self.shared.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// The consumer as partition tasks see it; weak so tasks never keep it alive.
+struct ConsumerRef(Weak<LoopConsumer>);
+
+impl OffsetSink for ConsumerRef {
+    fn store(&self, topic: &str, partition: i32, next: i64) -> Result<(), String> {
+        let consumer = self.0.upgrade().ok_or("consumer closed")?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+            .map_err(|e| e.to_string())?;
+        consumer.store_offsets(&tpl).map_err(|e| e.to_string())
+    }
+}
+
+impl PartitionControl for ConsumerRef {
+    fn set_paused(&self, topic: &str, partition: i32, paused: bool) {
+        let Some(consumer) = self.0.upgrade() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let result = if paused {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => tracing::info!(topic, partition, paused, "partition fetch paused/resumed"),
+            Err(e) => tracing::debug!(topic, partition, paused, error = %e, "pause/resume refused"),
+        }
+    }
+}
+
+/// The consumer configuration on top of the connection settings.
+pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
+    let mut config = settings.kafka.clone();
+    config
+        .set("group.id", &settings.group_id)
+        .set("client.id", &settings.consumer_name)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", settings.initial_offset.as_str())
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS)
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    config
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct Summary {
+    pub processed: u64,
+    pub dead_lettered: u64,
+    pub retried: u64,
+    pub failed_attempts: u64,
+    pub clean: bool,
+}
+
+/// Runs the consumer until `stop` fires, then drains and closes it.
+pub async fn run(
+    settings: &Settings,
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let handler_label = settings.handler.label();
+    let output = Producer::new(&settings.kafka, settings.retry.attempt_timeout)?;
+    let dlq_producer = Producer::new(&settings.kafka, settings.retry.attempt_timeout)?;
+    let handler = Arc::new(Handler::new(
+        &settings.handler,
+        &settings.output_topic,
+        &settings.consumer_name,
+        &settings.retry,
+        output.clone(),
+    )?);
+    let tally = Arc::new(Tally::default());
+    let ctx = Arc::new(WorkerContext {
+        handler: handler.clone(),
+        policy: retry::RetryPolicy::new(&settings.retry),
+        dlq: dlq::DlqWriter {
+            topic: settings.dlq_topic.clone(),
+            origin: dlq::Origin {
+                group_id: settings.group_id.clone(),
+                consumer_name: settings.consumer_name.clone(),
+                handler: handler_label.clone(),
+            },
+            producer: dlq_producer.clone(),
+            metrics: metrics.clone(),
+        },
+        metrics: metrics.clone(),
+        tally: tally.clone(),
+    });
+    let shared = Arc::new(Shared {
+        partitions: Mutex::new(HashMap::new()),
+        handler: handler.clone(),
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        drain: settings.shutdown_grace,
+    });
+    let consumer: Arc<LoopConsumer> =
+        Arc::new(consumer_config(settings).create_with_context(LoopContext {
+            shared: shared.clone(),
+        })?);
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let control: Arc<ConsumerRef> = Arc::new(ConsumerRef(Arc::downgrade(&consumer)));
+    tracing::info!(
+        handler = %handler_label, topics = %settings.topics.join(","), group = %settings.group_id,
+        output = %settings.output_topic, dlq = %settings.dlq_topic, "consumer started"
+    );
+
+    // Aborts everything still running when the drain time is up.
+    let hard = CancellationToken::new();
+    let windows = handler.as_analytics().map(|_| {
+        let handler = handler.clone();
+        let hard = hard.clone();
+        tokio::spawn(async move {
+            if let Some(a) = handler.as_analytics() {
+                a.run_windows(hard).await;
+            }
+        })
+    });
+    let lag_stop = CancellationToken::new();
+    let lag = tokio::spawn(measure_lag(
+        Arc::downgrade(&consumer),
+        shared.clone(),
+        lag_stop.clone(),
+    ));
+
+    let mut tick = tokio::time::interval(OVERFLOW_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            received = consumer.recv() => match received {
+                Ok(msg) => {
+                    let msg = msg.detach();
+                    let key = (msg.topic().to_owned(), msg.partition());
+                    let mut map = lock_partitions(&shared.partitions);
+                    let handle = map.entry(key.clone()).or_insert_with(|| {
+                        PartitionHandle::spawn(&key.0, key.1, ctx.clone(), control.clone(), &hard)
+                    });
+                    if !handle.dispatch(msg) {
+                        map.remove(&key);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            },
+            _ = tick.tick() => {
+                for handle in lock_partitions(&shared.partitions).values_mut() {
+                    handle.drain_overflow();
+                }
+            }
+        }
+    }
+
+    // Shutdown: no more fetching from here on.
+    tracing::info!(
+        grace_s = settings.shutdown_grace.as_secs_f64(),
+        "stopping: draining in-flight work"
+    );
+    readiness.set(false);
+    lag_stop.cancel();
+    let running: Vec<_> = lock_partitions(&shared.partitions).drain().collect();
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+    drain(running, &handler, &metrics, settings.shutdown_grace).await;
+    hard.cancel();
+    if let Some(w) = windows {
+        let _ = w.await;
+    }
+    let _ = lag.await;
+    let clean = tokio::time::Instant::now() <= deadline;
+    let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => true,
+        Err(e) if is_no_offset(&e) => true,
+        Err(e) => {
+            metrics.commit_failures.inc();
+            tracing::error!(error = %e, "final commit failed");
+            false
+        }
+    };
+    // Leave the group now rather than when the last reference happens to drop.
+    consumer.unsubscribe();
+    drop(control);
+    drop(ctx);
+    match Arc::try_unwrap(consumer) {
+        Ok(consumer) => drop(consumer),
+        Err(_) => tracing::warn!("consumer still referenced at shutdown"),
+    }
+    output.flush(Duration::from_secs(5));
+    dlq_producer.flush(Duration::from_secs(5));
+    let (processed, dead_lettered, retried, failed_attempts) = tally.totals();
+    tracing::info!(
+        processed,
+        dead_lettered,
+        retried,
+        failed_attempts,
+        committed,
+        clean,
+        uptime_s = started.elapsed().as_secs(),
+        "worker stopped: {processed} processed, {dead_lettered} dead-lettered, {retried} retries, offsets {}",
+        if committed {
+            "committed"
+        } else {
+            "NOT committed"
+        }
+    );
+    Ok(Summary {
+        processed,
+        dead_lettered,
+        retried,
+        failed_attempts,
+        clean: clean && committed,
+    })
+}
+
+/// Sets the lag gauge of every owned partition: high watermark − stored position.
+async fn measure_lag(consumer: Weak<LoopConsumer>, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(LAG_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let owned: Vec<(String, i32, Option<i64>)> = lock_partitions(&shared.partitions)
+            .iter()
+            .map(|((t, p), h)| (t.clone(), *p, offsets::lock(&h.offsets).stored()))
+            .collect();
+        let Some(c) = consumer.upgrade() else { return };
+        let measured = tokio::task::spawn_blocking(move || {
+            owned
+                .into_iter()
+                .filter_map(|(t, p, stored)| {
+                    let (_, high) = c.fetch_watermarks(&t, p, Duration::from_secs(2)).ok()?;
+                    Some((t, p, high - stored?))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (topic, partition, lag) in measured {
+            shared
+                .metrics
+                .lag
+                .get_or_create(&PartitionLabels { topic, partition })
+                .set(lag.max(0));
+        }
+    }
+}

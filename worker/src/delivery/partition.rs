@@ -1,0 +1,323 @@
+//! One task per owned partition: takes that partition's messages in order, runs the
+//! handler with retries, dead-letters what fails for good, and releases offsets.
+//!
+//! Concurrency comes from partitions running side by side; a partition's own messages
+//! never overlap, which is what keeps per-key order. In-flight work is bounded by the
+//! small queue in front of each task: when it is full the dispatcher buffers what
+//! librdkafka already fetched and pauses the partition (see [`PauseGate`]).
+//!
+//! Stopping has two strengths: *soft* (a revoke or SIGTERM: finish the current message,
+//! take no new one) and *hard* (the drain time is up: abandon the current message at its
+//! next await point, its offset stays unstored and the message is redelivered).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::dlq::DlqWriter;
+use super::offsets::{Ack, OffsetSink, PartitionOffsets, SharedOffsets};
+use super::retry::{self, Attempted, RetryPolicy};
+use crate::handlers::{Handler, Outcome};
+use crate::metrics::Metrics;
+
+/// Messages queued in front of a partition task. Small on purpose: it bounds in-flight
+/// work per partition; librdkafka's own prefetch (queued.max.messages.kbytes) holds more.
+pub const PARTITION_QUEUE: usize = 32;
+
+/// What a partition task needs from the consumer.
+pub trait PartitionControl: OffsetSink {
+    /// Pauses (`true`) or resumes (`false`) fetching of one partition.
+    fn set_paused(&self, topic: &str, partition: i32, paused: bool);
+}
+
+/// Pauses a partition while any reason holds: a full queue (backpressure) or an
+/// unavailable dead-letter topic. Resumes only when none does.
+pub struct PauseGate {
+    topic: String,
+    partition: i32,
+    reasons: Mutex<(bool, bool)>,
+    control: Arc<dyn PartitionControl>,
+}
+
+impl PauseGate {
+    pub fn new(topic: &str, partition: i32, control: Arc<dyn PartitionControl>) -> PauseGate {
+        PauseGate {
+            topic: topic.to_owned(),
+            partition,
+            reasons: Mutex::new((false, false)),
+            control,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut (bool, bool))) {
+        let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        let before = reasons.0 || reasons.1;
+        f(&mut reasons);
+        let after = reasons.0 || reasons.1;
+        if before != after {
+            // Under the lock, so pause and resume calls cannot overtake each other.
+            self.control.set_paused(&self.topic, self.partition, after);
+        }
+    }
+
+    pub fn backpressure(&self, on: bool) {
+        self.update(|r| r.0 = on);
+    }
+
+    pub fn dlq_blocked(&self, on: bool) {
+        self.update(|r| r.1 = on);
+    }
+}
+
+/// Everything partition tasks share.
+pub struct WorkerContext {
+    pub handler: Arc<Handler>,
+    pub policy: RetryPolicy,
+    pub dlq: DlqWriter,
+    pub metrics: Metrics,
+    pub tally: Arc<crate::delivery::Tally>,
+}
+
+/// The dispatcher's side of a partition task.
+pub struct PartitionHandle {
+    pub tx: mpsc::Sender<OwnedMessage>,
+    /// Fetched messages that did not fit the queue, in order.
+    pub overflow: VecDeque<OwnedMessage>,
+    pub offsets: SharedOffsets,
+    pub gate: Arc<PauseGate>,
+    pub soft: CancellationToken,
+    pub hard: CancellationToken,
+    pub join: JoinHandle<()>,
+}
+
+impl PartitionHandle {
+    /// Starts the task of `topic`/`partition`. `hard_parent` is the process-wide abort.
+    pub fn spawn(
+        topic: &str,
+        partition: i32,
+        ctx: Arc<WorkerContext>,
+        control: Arc<dyn PartitionControl>,
+        hard_parent: &CancellationToken,
+    ) -> PartitionHandle {
+        let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
+        let offsets: SharedOffsets = Arc::new(Mutex::new(PartitionOffsets::new(topic, partition)));
+        let gate = Arc::new(PauseGate::new(topic, partition, control.clone()));
+        let soft = CancellationToken::new();
+        let hard = hard_parent.child_token();
+        let join = tokio::spawn(run(
+            ctx,
+            rx,
+            offsets.clone(),
+            gate.clone(),
+            control,
+            soft.clone(),
+            hard.clone(),
+        ));
+        PartitionHandle {
+            tx,
+            overflow: VecDeque::new(),
+            offsets,
+            gate,
+            soft,
+            hard,
+            join,
+        }
+    }
+
+    /// Hands `msg` to the task, or buffers it and pauses the partition when the queue is
+    /// full. Returns `false` if the task is gone (the message will be redelivered).
+    pub fn dispatch(&mut self, msg: OwnedMessage) -> bool {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(msg);
+            return true;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.overflow.push_back(msg);
+                self.gate.backpressure(true);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Moves buffered messages into the queue as space frees up; resumes when drained.
+    pub fn drain_overflow(&mut self) {
+        if self.overflow.is_empty() {
+            return;
+        }
+        while let Some(msg) = self.overflow.pop_front() {
+            match self.tx.try_send(msg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(msg)) => {
+                    self.overflow.push_front(msg);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.overflow.clear();
+                    return;
+                }
+            }
+        }
+        self.gate.backpressure(false);
+    }
+}
+
+async fn run(
+    ctx: Arc<WorkerContext>,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    offsets: SharedOffsets,
+    gate: Arc<PauseGate>,
+    control: Arc<dyn PartitionControl>,
+    soft: CancellationToken,
+    hard: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = soft.cancelled() => break,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        process(&ctx, &msg, &offsets, &gate, control.clone(), &hard).await;
+        if hard.is_cancelled() {
+            break;
+        }
+    }
+}
+
+fn key_text(msg: &OwnedMessage) -> String {
+    msg.key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default()
+}
+
+async fn process(
+    ctx: &WorkerContext,
+    msg: &OwnedMessage,
+    offsets: &SharedOffsets,
+    gate: &PauseGate,
+    control: Arc<dyn PartitionControl>,
+    hard: &CancellationToken,
+) {
+    let ack = Ack::begin(offsets, msg.offset(), control);
+    let m = &ctx.metrics;
+    m.in_flight.inc();
+    let key = key_text(msg);
+    let attempted = retry::run(
+        &ctx.policy,
+        hard,
+        |_attempt| {
+            let started = Instant::now();
+            let handler = ctx.handler.clone();
+            let ack = ack.clone();
+            async move {
+                let result = handler.handle(msg, &ack).await;
+                m.latency
+                    .get_or_create(&m.labels())
+                    .observe(started.elapsed().as_secs_f64());
+                result
+            }
+        },
+        |error, attempt, next| {
+            m.failed
+                .get_or_create(&m.failure_labels(error.class()))
+                .inc();
+            ctx.tally.failed_attempt();
+            match next {
+                Some(delay) => {
+                    m.retried.get_or_create(&m.labels()).inc();
+                    ctx.tally.retried();
+                    tracing::warn!(
+                        topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                        key = %key, attempt, error = %error, class = error.class(),
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "attempt failed; retrying"
+                    );
+                }
+                None => tracing::warn!(
+                    topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                    key = %key, attempt, error = %error, class = error.class(),
+                    retryable = error.is_retryable(),
+                    "message failed; dead-lettering"
+                ),
+            }
+        },
+    )
+    .await;
+    match attempted {
+        Attempted::Succeeded(outcome) => {
+            m.processed.get_or_create(&m.labels()).inc();
+            ctx.tally.processed();
+            if outcome == Outcome::Done {
+                ack.release();
+            }
+            tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "processed");
+        }
+        Attempted::Failed(failure) => {
+            let written = ctx
+                .dlq
+                .write(msg, &failure, hard, |blocked| gate.dlq_blocked(blocked))
+                .await;
+            if written {
+                m.dead_lettered
+                    .get_or_create(&m.failure_labels(failure.error.class()))
+                    .inc();
+                ctx.tally.dead_lettered();
+                tracing::info!(
+                    topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                    key = %key, attempts = failure.attempts, class = failure.error.class(),
+                    dlq = %ctx.dlq.topic, "dead-lettered"
+                );
+                ack.release();
+            }
+        }
+        Attempted::Cancelled => {
+            tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
+        }
+    }
+    m.in_flight.dec();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<bool>>);
+    impl OffsetSink for Calls {
+        fn store(&self, _: &str, _: i32, _: i64) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    impl PartitionControl for Calls {
+        fn set_paused(&self, _: &str, _: i32, paused: bool) {
+            self.0.lock().unwrap().push(paused);
+        }
+    }
+
+    #[test]
+    fn a_partition_stays_paused_until_every_reason_is_gone() {
+        let calls = Arc::new(Calls::default());
+        let gate = PauseGate::new("t", 0, calls.clone());
+        gate.backpressure(true);
+        gate.dlq_blocked(true);
+        gate.backpressure(false);
+        assert_eq!(
+            *calls.0.lock().unwrap(),
+            vec![true],
+            "still blocked by the DLQ"
+        );
+        gate.dlq_blocked(false);
+        gate.dlq_blocked(false);
+        assert_eq!(*calls.0.lock().unwrap(), vec![true, false]);
+    }
+}

@@ -1,0 +1,264 @@
+//! Attempts with a per-attempt timeout, and exponential backoff with jitter between them.
+//!
+//! The backoff delays come from `backon`'s [`ExponentialBuilder`]; this module only adds
+//! what the delivery loop needs around it: the timeout that turns a hung attempt into a
+//! retryable failure, classification (non-retryable errors stop at once), the first and
+//! last failure times the dead-letter record carries, and cancellation during a backoff
+//! sleep (a revoke or the shutdown deadline must not wait for a 10 s backoff).
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RetrySettings;
+use crate::handlers::{HandlerError, Outcome};
+
+/// How often and how patiently a message is tried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub attempt_timeout: Duration,
+    backoff: ExponentialBuilder,
+}
+
+impl RetryPolicy {
+    pub fn new(settings: &RetrySettings) -> RetryPolicy {
+        let retries =
+            usize::try_from(settings.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        RetryPolicy {
+            max_attempts: settings.max_attempts,
+            attempt_timeout: settings.attempt_timeout,
+            backoff: ExponentialBuilder::default()
+                .with_min_delay(settings.backoff_initial)
+                .with_max_delay(settings.backoff_max)
+                .with_factor(settings.backoff_multiplier)
+                .with_max_times(retries)
+                .with_jitter(),
+        }
+    }
+
+    /// The delays before retry 1, 2, …; as many as there are retries. Each is the
+    /// exponential delay (capped at the maximum) plus backon's jitter of up to 100 %, so
+    /// retries of many messages that failed together spread out.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        self.backoff.build()
+    }
+}
+
+/// A message that failed for good.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: HandlerError,
+    pub attempts: u32,
+    pub first_failure: DateTime<Utc>,
+    pub last_failure: DateTime<Utc>,
+}
+
+/// How trying a message ended.
+#[derive(Debug)]
+pub enum Attempted {
+    Succeeded(Outcome),
+    /// Non-retryable, or retries exhausted: dead-letter it.
+    Failed(Failure),
+    /// Stopped by a revoke or the shutdown deadline: leave the offset unstored.
+    Cancelled,
+}
+
+/// Runs `attempt(n)` (n from 1) until it succeeds, fails non-retryably, runs out of
+/// attempts, or `cancel` fires. `on_failure(error, attempt, next_delay)` is told about each
+/// failed attempt (`next_delay` is `None` when no retry follows).
+pub async fn run<F, Fut>(
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+    mut attempt: F,
+    mut on_failure: impl FnMut(&HandlerError, u32, Option<Duration>),
+) -> Attempted
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<Outcome, HandlerError>>,
+{
+    let mut delays = policy.delays();
+    let mut first_failure = None;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Attempted::Cancelled,
+            r = tokio::time::timeout(policy.attempt_timeout, attempt(n)) => r,
+        };
+        let error = match result {
+            Ok(Ok(outcome)) => return Attempted::Succeeded(outcome),
+            Ok(Err(e)) => e,
+            Err(_elapsed) => HandlerError::Timeout(policy.attempt_timeout),
+        };
+        let now = Utc::now();
+        let first = *first_failure.get_or_insert(now);
+        let next = if error.is_retryable() && n < policy.max_attempts {
+            delays.next()
+        } else {
+            None
+        };
+        on_failure(&error, n, next);
+        let Some(delay) = next else {
+            return Attempted::Failed(Failure {
+                error,
+                attempts: n,
+                first_failure: first,
+                last_failure: now,
+            });
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Attempted::Cancelled,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy::new(&RetrySettings {
+            max_attempts,
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(4),
+            backoff_multiplier: 2.0,
+            attempt_timeout: Duration::from_millis(200),
+        })
+    }
+
+    fn transient() -> HandlerError {
+        HandlerError::SinkStatus {
+            status: 503,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_policy_allows_max_attempts_minus_one_retries_with_bounded_delays() {
+        let p = RetryPolicy::new(&RetrySettings {
+            max_attempts: 6,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(500),
+            backoff_multiplier: 2.0,
+            attempt_timeout: Duration::from_secs(1),
+        });
+        let delays: Vec<_> = p.delays().collect();
+        assert_eq!(delays.len(), 5);
+        for d in &delays {
+            // backon's jitter adds up to 100 % of the (capped) delay.
+            assert!(
+                *d >= Duration::from_millis(100) && *d <= Duration::from_millis(1000),
+                "{d:?}"
+            );
+        }
+        assert!(
+            delays[4] >= Duration::from_millis(500),
+            "grows to the cap: {delays:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_until_it_succeeds() {
+        let calls = AtomicU32::new(0);
+        let mut seen = vec![];
+        let result = run(
+            &policy(5),
+            &CancellationToken::new(),
+            |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err(transient())
+                    } else {
+                        Ok(Outcome::Done)
+                    }
+                }
+            },
+            |_, n, next| seen.push((n, next.is_some())),
+        )
+        .await;
+        assert!(matches!(result, Attempted::Succeeded(Outcome::Done)));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(seen, vec![(1, true), (2, true)]);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_max_attempts_with_the_failure_times() {
+        let result = run(
+            &policy(3),
+            &CancellationToken::new(),
+            |_| async { Err(transient()) },
+            |_, _, _| {},
+        )
+        .await;
+        let Attempted::Failed(f) = result else {
+            panic!("expected failure, got {result:?}")
+        };
+        assert_eq!(f.attempts, 3);
+        assert!(f.first_failure <= f.last_failure);
+        assert_eq!(f.error.class(), "sink-unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_validation_error_fails_at_once_without_retry() {
+        let result = run(
+            &policy(5),
+            &CancellationToken::new(),
+            |_| async { Err(EventError::Decode("bad".into()).into()) },
+            |_, _, next| assert!(next.is_none()),
+        )
+        .await;
+        let Attempted::Failed(f) = result else {
+            panic!("expected failure")
+        };
+        assert_eq!((f.attempts, f.error.class()), (1, "decode"));
+    }
+
+    #[tokio::test]
+    async fn a_hung_attempt_times_out_and_counts_as_retryable() {
+        let result = run(
+            &policy(2),
+            &CancellationToken::new(),
+            |_| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(Outcome::Done)
+            },
+            |_, _, _| {},
+        )
+        .await;
+        let Attempted::Failed(f) = result else {
+            panic!("expected failure")
+        };
+        assert_eq!((f.attempts, f.error.class()), (2, "timeout"));
+    }
+
+    #[tokio::test]
+    async fn cancellation_interrupts_a_backoff_sleep() {
+        let cancel = CancellationToken::new();
+        let slow = RetryPolicy::new(&RetrySettings {
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(30),
+            backoff_multiplier: 2.0,
+            attempt_timeout: Duration::from_secs(1),
+        });
+        let c = cancel.clone();
+        let result = run(
+            &slow,
+            &cancel,
+            |_| async { Err(transient()) },
+            move |_, _, _| c.cancel(),
+        )
+        .await;
+        assert!(matches!(result, Attempted::Cancelled));
+    }
+}

@@ -1,0 +1,322 @@
+//! The `analytics` handler: counts user events in tumbling windows (default 5 s, as in
+//! the seed) — `page_view`s per path and all events per type — and publishes each
+//! window's counts to the output topic when the window ends.
+//!
+//! **Offsets move with the published counts.** Counting a message does not finish it: the
+//! handler keeps the message's [`Ack`] in the window and releases all of them only after
+//! the window's report is acknowledged by the broker. A crash therefore never loses a
+//! count; the price is that a crash (or a lost partition) after a report was published but
+//! before its offsets were committed makes the next owner count those messages again, so
+//! **a window can be counted twice after a crash**. A clean shutdown or a revoke flushes
+//! the open window first (a report with `closed_early: true`), stores and commits, so
+//! nothing is counted twice then.
+//!
+//! Windows follow processing time and are aligned to multiples of the window length since
+//! the Unix epoch. Each worker publishes its own report per window (keyed by consumer
+//! name); with several workers in a group, readers add up the reports of a window, and
+//! the same window can have an early and a regular report.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, TimeDelta, Utc};
+use rdkafka::message::OwnedMessage;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{HandlerError, Outcome, payload};
+use crate::delivery::offsets::Ack;
+use crate::events::{self, UserEvent};
+use crate::producer::Producer;
+
+/// Counts of one window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    /// All events counted.
+    pub events: u64,
+    /// `page_view` events per `payload.path`.
+    pub page_views: BTreeMap<String, u64>,
+    /// All events per `type`.
+    pub events_by_type: BTreeMap<String, u64>,
+}
+
+impl WindowCounts {
+    pub fn add(&mut self, event: &UserEvent) {
+        self.events += 1;
+        *self.events_by_type.entry(event.kind.clone()).or_default() += 1;
+        if let Some(path) = event.page_path() {
+            *self.page_views.entry(path.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+}
+
+/// The record published per window to the output topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowReport {
+    /// The worker that counted (several workers of a group each report their share).
+    pub consumer: String,
+    /// RFC 3339 start of the window.
+    pub window_start: String,
+    /// RFC 3339 end of the window (the flush time for an early report).
+    pub window_end: String,
+    /// Published before the window ended, because of a shutdown or a rebalance.
+    pub closed_early: bool,
+    #[serde(flatten)]
+    pub counts: WindowCounts,
+}
+
+/// The start of the tumbling window of length `len` that contains `now`.
+pub fn window_start(now: DateTime<Utc>, len: Duration) -> DateTime<Utc> {
+    let len_ms = i64::try_from(len.as_millis()).unwrap_or(i64::MAX).max(1);
+    let ms = now.timestamp_millis();
+    DateTime::from_timestamp_millis(ms - ms.rem_euclid(len_ms)).unwrap_or(now)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Default)]
+struct Window {
+    counts: WindowCounts,
+    acks: Vec<Ack>,
+}
+
+pub struct AnalyticsHandler {
+    len: Duration,
+    output_topic: String,
+    consumer: String,
+    producer: Producer,
+    open: Mutex<Window>,
+    /// Reports are published one at a time, so a worker's reports stay in order.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+/// Backoff of a failed report publish: quick first retry, then at most every 5 s so a
+/// broker that comes back is noticed soon.
+fn report_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Attempts of an early (revoke or shutdown) flush; the caller bounds the time too.
+const EARLY_FLUSH_ATTEMPTS: usize = 3;
+
+impl AnalyticsHandler {
+    pub fn new(
+        len: Duration,
+        output_topic: &str,
+        consumer: &str,
+        producer: Producer,
+    ) -> AnalyticsHandler {
+        AnalyticsHandler {
+            len,
+            output_topic: output_topic.to_owned(),
+            consumer: consumer.to_owned(),
+            producer,
+            open: Mutex::new(Window::default()),
+            publishing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts the event into the open window and keeps its ack there.
+    pub fn handle(&self, msg: &OwnedMessage, ack: &Ack) -> Result<Outcome, HandlerError> {
+        let event: UserEvent = events::decode(payload(msg)?)?;
+        event.validate()?;
+        let mut open = self.open();
+        open.counts.add(&event);
+        open.acks.push(ack.clone());
+        Ok(Outcome::Deferred)
+    }
+
+    fn take(&self) -> Window {
+        std::mem::take(&mut *self.open())
+    }
+
+    async fn publish(&self, report: &WindowReport) -> Result<(), HandlerError> {
+        let body = serde_json::to_vec(report)
+            .map_err(|e| events::EventError::Decode(format!("cannot encode the report: {e}")))?;
+        self.producer
+            .send(
+                &self.output_topic,
+                Some(self.consumer.as_bytes()),
+                &body,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes `window` with retries (at most `attempts`, or until `stop`), then releases
+    /// its acks. Returns whether it was published.
+    async fn publish_window(
+        &self,
+        window: Window,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        closed_early: bool,
+        attempts: Option<usize>,
+        stop: &CancellationToken,
+    ) -> bool {
+        if window.counts.is_empty() {
+            return true;
+        }
+        let report = WindowReport {
+            consumer: self.consumer.clone(),
+            window_start: rfc3339(start),
+            window_end: rfc3339(end),
+            closed_early,
+            counts: window.counts,
+        };
+        let mut delays = report_backoff().build();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.publish(&report).await {
+                Ok(()) => {
+                    for ack in &window.acks {
+                        ack.release();
+                    }
+                    tracing::info!(
+                        window_start = %report.window_start,
+                        events = report.counts.events,
+                        closed_early,
+                        "analytics window published"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "analytics report not published");
+                    if attempts.is_some_and(|max| attempt >= max) {
+                        return false;
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the open window now as an early report (revoke, shutdown).
+    pub async fn flush_now(&self) -> bool {
+        let _one_at_a_time = self.publishing.lock().await;
+        let window = self.take();
+        let now = Utc::now();
+        self.publish_window(
+            window,
+            window_start(now, self.len),
+            now,
+            true,
+            Some(EARLY_FLUSH_ATTEMPTS),
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// Closes a window at every boundary until `stop`. A report that cannot be published
+    /// is retried until it is (its offsets stay unstored meanwhile) or until `stop`.
+    pub async fn run_windows(&self, stop: CancellationToken) {
+        loop {
+            let now = Utc::now();
+            let start = window_start(now, self.len);
+            let end = start + TimeDelta::from_std(self.len).unwrap_or(TimeDelta::seconds(5));
+            let wait = (end - now).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let _one_at_a_time = self.publishing.lock().await;
+            let window = self.take();
+            if !self
+                .publish_window(window, start, end, false, None, &stop)
+                .await
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, path: Option<&str>) -> UserEvent {
+        UserEvent {
+            kind: kind.into(),
+            user_id: "u".into(),
+            session_id: "s".into(),
+            payload: path
+                .map(|p| BTreeMap::from([("path".to_owned(), p.to_owned())]))
+                .unwrap_or_default(),
+            timestamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_window_counts_page_views_per_path_and_events_per_type() {
+        let mut c = WindowCounts::default();
+        c.add(&event("page_view", Some("/")));
+        c.add(&event("page_view", Some("/cart")));
+        c.add(&event("page_view", Some("/")));
+        c.add(&event("click", None));
+        assert_eq!(c.events, 4);
+        assert_eq!(
+            c.page_views,
+            BTreeMap::from([("/".into(), 2), ("/cart".into(), 1)])
+        );
+        assert_eq!(
+            c.events_by_type,
+            BTreeMap::from([("click".into(), 1), ("page_view".into(), 3)])
+        );
+    }
+
+    #[test]
+    fn windows_are_aligned_to_multiples_of_their_length() {
+        let t = DateTime::parse_from_rfc3339("2026-11-26T10:00:07.300Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            rfc3339(window_start(t, Duration::from_secs(5))),
+            "2026-11-26T10:00:05.000Z"
+        );
+        assert_eq!(
+            rfc3339(window_start(t, Duration::from_secs(60))),
+            "2026-11-26T10:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn a_report_flattens_its_counts_into_one_json_object() {
+        let mut counts = WindowCounts::default();
+        counts.add(&event("page_view", Some("/")));
+        let report = WindowReport {
+            consumer: "c".into(),
+            window_start: "a".into(),
+            window_end: "b".into(),
+            closed_early: false,
+            counts,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["page_views"]["/"], 1);
+        assert_eq!(json["events"], 1);
+        let back: WindowReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,208 @@
+//! The three handlers the worker can run, behind one enum so the delivery loop stays
+//! generic, plus the error type that decides whether a failure is retried.
+//!
+//! A handler sees one message at a time per partition and answers with an [`Outcome`]:
+//! `Done` (everything the message caused is durable, its offset may be stored) or
+//! `Deferred` (the handler kept the message's [`Ack`] and will release it later — the
+//! analytics window does this so that offsets move only once the window's counts are
+//! published).
+
+pub mod analytics;
+pub mod order;
+pub mod video;
+
+use std::time::Duration;
+
+use rdkafka::message::{Message, OwnedMessage};
+
+use crate::config::{HandlerSettings, RetrySettings};
+use crate::delivery::offsets::Ack;
+use crate::events::EventError;
+use crate::producer::{Producer, PublishError};
+
+/// What became of a message the handler accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished: the loop stores the offset.
+    Done,
+    /// The handler holds the [`Ack`] and calls it once the work is durable.
+    Deferred,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Bad bytes or a broken rule: retrying cannot help.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The outcome event was not acknowledged.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The HTTP sink answered with a status that is not 2xx.
+    #[error("sink answered HTTP {status}: {body}")]
+    SinkStatus { status: u16, body: String },
+    /// The HTTP sink could not be reached or did not answer.
+    #[error("sink request failed: {0}")]
+    SinkTransport(String),
+    /// The attempt took longer than `--attempt-timeout`.
+    #[error("attempt timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
+/// Whether an HTTP status from the sink is retryable; `None` for success.
+///
+/// 408 (timeout), 429 (throttled) and 5xx are the sink's temporary trouble; any other
+/// non-2xx means the request itself is wrong and would fail again.
+pub fn sink_status_retryable(status: u16) -> Option<bool> {
+    match status {
+        200..=299 => None,
+        408 | 429 | 500..=599 => Some(true),
+        _ => Some(false),
+    }
+}
+
+impl HandlerError {
+    /// A short, stable name: metrics label and the DLQ error-class header.
+    pub fn class(&self) -> &'static str {
+        match self {
+            HandlerError::Event(e) => e.class(),
+            HandlerError::Publish(_) => "publish",
+            HandlerError::SinkStatus { status, .. } => {
+                if sink_status_retryable(*status) == Some(true) {
+                    "sink-unavailable"
+                } else {
+                    "sink-rejected"
+                }
+            }
+            HandlerError::SinkTransport(_) => "sink-unreachable",
+            HandlerError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// Retryable failures get backoff and more attempts; the others go to the DLQ at once.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HandlerError::Event(_) => false,
+            HandlerError::SinkStatus { status, .. } => sink_status_retryable(*status) == Some(true),
+            HandlerError::Publish(_)
+            | HandlerError::SinkTransport(_)
+            | HandlerError::Timeout(_) => true,
+        }
+    }
+}
+
+/// The payload of a message, or a decode error for a tombstone.
+pub(crate) fn payload(msg: &OwnedMessage) -> Result<&[u8], EventError> {
+    msg.payload()
+        .ok_or_else(|| EventError::Decode("the message has no value".to_owned()))
+}
+
+/// The handler a worker runs.
+pub enum Handler {
+    Order(order::OrderHandler),
+    Analytics(analytics::AnalyticsHandler),
+    Video(video::VideoHandler),
+}
+
+impl Handler {
+    /// Builds the configured handler around `producer` (outcome events).
+    pub fn new(
+        settings: &HandlerSettings,
+        output_topic: &str,
+        consumer_name: &str,
+        retry: &RetrySettings,
+        producer: Producer,
+    ) -> Result<Handler, reqwest::Error> {
+        Ok(match settings {
+            HandlerSettings::Order { action, sink_url } => {
+                Handler::Order(order::OrderHandler::new(
+                    *action,
+                    output_topic,
+                    sink_url.clone(),
+                    retry.attempt_timeout,
+                    producer,
+                )?)
+            }
+            HandlerSettings::Analytics { window } => Handler::Analytics(
+                analytics::AnalyticsHandler::new(*window, output_topic, consumer_name, producer),
+            ),
+            HandlerSettings::Video {
+                stage,
+                transcode_bytes_per_sec,
+            } => Handler::Video(video::VideoHandler::new(
+                *stage,
+                output_topic,
+                *transcode_bytes_per_sec,
+                producer,
+            )),
+        })
+    }
+
+    /// One attempt at `msg`. `ack` releases the message's offset; only deferring handlers
+    /// keep it.
+    pub async fn handle(&self, msg: &OwnedMessage, ack: &Ack) -> Result<Outcome, HandlerError> {
+        match self {
+            Handler::Order(h) => h.handle(msg).await,
+            Handler::Analytics(h) => h.handle(msg, ack),
+            Handler::Video(h) => h.handle(msg).await,
+        }
+    }
+
+    /// Publishes any deferred work now (before a revoke or shutdown) and releases its
+    /// acks; `false` if that failed (the offsets then stay unstored).
+    pub async fn flush(&self) -> bool {
+        match self {
+            Handler::Analytics(h) => h.flush_now().await,
+            Handler::Order(_) | Handler::Video(_) => true,
+        }
+    }
+
+    /// The analytics handler, for the loop to run its window timer.
+    pub fn as_analytics(&self) -> Option<&analytics::AnalyticsHandler> {
+        match self {
+            Handler::Analytics(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_statuses_are_classified_as_the_issue_says() {
+        for ok in [200, 201, 202, 204] {
+            assert_eq!(sink_status_retryable(ok), None, "{ok}");
+        }
+        for retry in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(sink_status_retryable(retry), Some(true), "{retry}");
+        }
+        for reject in [400, 401, 403, 404, 409, 413, 422] {
+            assert_eq!(sink_status_retryable(reject), Some(false), "{reject}");
+        }
+    }
+
+    #[test]
+    fn decode_and_validation_errors_are_not_retried_and_transient_ones_are() {
+        let decode = HandlerError::from(EventError::Decode("x".into()));
+        assert!(!decode.is_retryable());
+        assert_eq!(decode.class(), "decode");
+        let timeout = HandlerError::Timeout(Duration::from_secs(1));
+        assert!(timeout.is_retryable());
+        assert_eq!(timeout.class(), "timeout");
+        assert_eq!(timeout.to_string(), "attempt timed out after 1s");
+        let rejected = HandlerError::SinkStatus {
+            status: 422,
+            body: String::new(),
+        };
+        assert!(!rejected.is_retryable());
+        assert_eq!(rejected.class(), "sink-rejected");
+        let busy = HandlerError::SinkStatus {
+            status: 503,
+            body: String::new(),
+        };
+        assert!(busy.is_retryable());
+        assert!(HandlerError::SinkTransport("refused".into()).is_retryable());
+    }
+}

@@ -1,0 +1,245 @@
+//! The `order` handler: one of the seed's four `order.placed` consumers (inventory,
+//! payment, email, analytics), chosen by `--action`, each in its own consumer group.
+//!
+//! Each order is decoded and validated (a bad order is non-retryable), optionally POSTed to
+//! an HTTP sink with `Idempotency-Key: <order id>` so a retried call cannot act twice, and
+//! the action's outcome event is published to the output topic keyed by order id. The
+//! sink is called before the publish, so a retry after a sink failure does not publish
+//! the outcome twice; the publish is acknowledged before the loop stores the offset.
+
+use std::time::Duration;
+
+use rdkafka::message::OwnedMessage;
+use serde::{Deserialize, Serialize};
+
+use super::{HandlerError, Outcome, payload, sink_status_retryable};
+use crate::cli::OrderAction;
+use crate::events::{self, OrderPlaced};
+use crate::producer::Producer;
+
+/// One reserved line of an inventory reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReservedItem {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+/// The event an order action publishes (`order.inventory`, `order.payment`, …).
+/// Fields that do not apply to the action are left out of the JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderOutcome {
+    pub order_id: String,
+    pub customer_id: String,
+    /// `inventory` | `payment` | `email` | `analytics`.
+    pub action: String,
+    /// `reserved` | `initiated` | `queued` | `recorded`.
+    pub status: String,
+    /// Inventory: the lines reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ReservedItem>>,
+    /// Payment: the amount to charge, as in the order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<f64>,
+    /// Payment: the same amount in cents, exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_cents: Option<i64>,
+    /// Email: the template queued for the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Analytics: units ordered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<i64>,
+    /// Analytics: the order total in cents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue_cents: Option<i64>,
+    pub order_created_at: String,
+}
+
+/// The outcome of `action` for a valid `order` whose total is `total_cents`.
+pub fn outcome(action: OrderAction, order: &OrderPlaced, total_cents: i64) -> OrderOutcome {
+    let mut out = OrderOutcome {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        action: action.as_str().to_owned(),
+        status: String::new(),
+        items: None,
+        amount: None,
+        amount_cents: None,
+        template: None,
+        units: None,
+        revenue_cents: None,
+        order_created_at: order.created_at.clone(),
+    };
+    match action {
+        OrderAction::Inventory => {
+            out.status = "reserved".into();
+            out.items = Some(
+                order
+                    .items
+                    .iter()
+                    .map(|i| ReservedItem {
+                        product_id: i.product_id.clone(),
+                        quantity: i.quantity,
+                    })
+                    .collect(),
+            );
+        }
+        OrderAction::Payment => {
+            out.status = "initiated".into();
+            out.amount = Some(order.total);
+            out.amount_cents = Some(total_cents);
+        }
+        OrderAction::Email => {
+            out.status = "queued".into();
+            out.template = Some("order-confirmation".into());
+        }
+        OrderAction::Analytics => {
+            out.status = "recorded".into();
+            out.units = Some(order.items.iter().map(|i| i.quantity).sum());
+            out.revenue_cents = Some(total_cents);
+        }
+    }
+    out
+}
+
+/// Longest sink answer body kept for the error message (and so the DLQ header).
+const SINK_BODY_LIMIT: usize = 512;
+
+struct Sink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl Sink {
+    async fn post(&self, order_id: &str, body: Vec<u8>) -> Result<(), HandlerError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header("Idempotency-Key", order_id)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    HandlerError::SinkTransport(format!("timed out: {e}"))
+                } else {
+                    HandlerError::SinkTransport(e.to_string())
+                }
+            })?;
+        let status = response.status().as_u16();
+        if sink_status_retryable(status).is_none() {
+            return Ok(());
+        }
+        let mut text = response.text().await.unwrap_or_default();
+        if text.len() > SINK_BODY_LIMIT {
+            let mut cut = SINK_BODY_LIMIT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        Err(HandlerError::SinkStatus { status, body: text })
+    }
+}
+
+pub struct OrderHandler {
+    action: OrderAction,
+    output_topic: String,
+    sink: Option<Sink>,
+    producer: Producer,
+}
+
+impl OrderHandler {
+    pub fn new(
+        action: OrderAction,
+        output_topic: &str,
+        sink_url: Option<reqwest::Url>,
+        attempt_timeout: Duration,
+        producer: Producer,
+    ) -> Result<OrderHandler, reqwest::Error> {
+        let sink = match sink_url {
+            Some(url) => Some(Sink {
+                client: reqwest::Client::builder()
+                    .timeout(attempt_timeout)
+                    .build()?,
+                url,
+            }),
+            None => None,
+        };
+        Ok(OrderHandler {
+            action,
+            output_topic: output_topic.to_owned(),
+            sink,
+            producer,
+        })
+    }
+
+    pub async fn handle(&self, msg: &OwnedMessage) -> Result<Outcome, HandlerError> {
+        let order: OrderPlaced = events::decode(payload(msg)?)?;
+        let total_cents = order.validate()?;
+        let event = outcome(self.action, &order, total_cents);
+        let body = serde_json::to_vec(&event)
+            .map_err(|e| events::EventError::Decode(format!("cannot encode the outcome: {e}")))?;
+        if let Some(sink) = &self.sink {
+            sink.post(&order.order_id, body.clone()).await?;
+        }
+        self.producer
+            .send(
+                &self.output_topic,
+                Some(order.order_id.as_bytes()),
+                &body,
+                None,
+            )
+            .await?;
+        tracing::debug!(order_id = %order.order_id, action = self.action.as_str(), "order handled");
+        Ok(Outcome::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::OrderItem;
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_id: "o-1".into(),
+            customer_id: "c-1".into(),
+            items: vec![OrderItem {
+                product_id: "SKU-001".into(),
+                quantity: 2,
+                price: 29.99,
+            }],
+            total: 59.98,
+            created_at: "2026-11-26T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn each_action_publishes_its_own_outcome() {
+        let o = order();
+        let inv = outcome(OrderAction::Inventory, &o, 5998);
+        assert_eq!(inv.status, "reserved");
+        assert_eq!(
+            inv.items,
+            Some(vec![ReservedItem {
+                product_id: "SKU-001".into(),
+                quantity: 2
+            }])
+        );
+        let pay = outcome(OrderAction::Payment, &o, 5998);
+        assert_eq!((pay.amount, pay.amount_cents), (Some(59.98), Some(5998)));
+        assert_eq!(outcome(OrderAction::Email, &o, 5998).status, "queued");
+        let an = outcome(OrderAction::Analytics, &o, 5998);
+        assert_eq!((an.units, an.revenue_cents), (Some(2), Some(5998)));
+    }
+
+    #[test]
+    fn outcome_json_leaves_out_fields_of_other_actions() {
+        let json = serde_json::to_value(outcome(OrderAction::Payment, &order(), 5998)).unwrap();
+        assert_eq!(json["amount_cents"], 5998);
+        assert!(json.get("items").is_none(), "{json}");
+        assert_eq!(json["order_id"], "o-1");
+    }
+}
