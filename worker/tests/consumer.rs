@@ -1,0 +1,617 @@
+//! The consumer (`eventconsumer-worker run`) against the real Kafka of the local stack.
+//!
+//! Every test runs the real binary as a child process with its own topics and group, so
+//! tests can run side by side, and checks what a user would: records in the output and
+//! dead-letter topics, committed offsets, exit codes. A missing stack makes every test
+//! fail saying how to start it (`make dev-up && . .dev/env`). Waits poll with deadlines.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_eventconsumer-worker");
+/// Generous: a cold broker on a busy 2-core machine can take a while to form a group.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- helpers
+
+struct Stack {
+    bootstrap: String,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        Stack {
+            bootstrap: testkit::kafka_bootstrap(),
+        }
+    }
+
+    async fn topic(&self, prefix: &str, partitions: i32) -> String {
+        let name = testkit::unique_name(prefix);
+        testkit::create_topic(&self.bootstrap, &name, partitions).await;
+        name
+    }
+
+    fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("test producer")
+    }
+
+    async fn produce(&self, p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
+        self.produce_with_headers(p, topic, key, value, None).await;
+    }
+
+    async fn produce_with_headers(
+        &self,
+        p: &FutureProducer,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) {
+        let mut record = FutureRecord::to(topic).key(key).payload(value);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        p.send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("cannot produce to {topic}: {e}"));
+    }
+
+    /// Reads `topic` from the beginning (no group) until at least `want` records arrived,
+    /// then a little longer to catch extras; panics at the deadline.
+    async fn read(&self, topic: &str, want: usize) -> Vec<OwnedMessage> {
+        self.read_for(topic, want, DEADLINE).await
+    }
+
+    async fn read_for(&self, topic: &str, want: usize, deadline: Duration) -> Vec<OwnedMessage> {
+        let bootstrap = self.bootstrap.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", testkit::unique_name("reader"))
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("reader");
+            let md = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .expect("metadata");
+            let mut tpl = TopicPartitionList::new();
+            for p in md.topics()[0].partitions() {
+                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                    .expect("tpl");
+            }
+            consumer.assign(&tpl).expect("assign");
+            let start = std::time::Instant::now();
+            let mut out = Vec::new();
+            let mut settle = None;
+            loop {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    out.push(m.detach());
+                }
+                if out.len() >= want && settle.is_none() {
+                    settle = Some(std::time::Instant::now());
+                }
+                // After the wanted count, keep reading 1 s for duplicates or extras.
+                if settle.is_some_and(|s| s.elapsed() > Duration::from_secs(1)) {
+                    return out;
+                }
+                if start.elapsed() > deadline {
+                    panic!(
+                        "timed out after {deadline:?} reading {topic}: {} of {want} records",
+                        out.len()
+                    );
+                }
+            }
+        })
+        .await
+        .expect("reader thread")
+    }
+
+    /// The committed offsets of `group` on every partition of `topic`.
+    async fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+        let bootstrap = self.bootstrap.clone();
+        let group = group.to_owned();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group)
+                .create()
+                .expect("offset reader");
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition(&topic, p);
+            }
+            let got = consumer
+                .committed_offsets(tpl, Duration::from_secs(10))
+                .expect("committed offsets");
+            (0..partitions)
+                .map(|p| match got.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                })
+                .collect()
+        })
+        .await
+        .expect("offset thread")
+    }
+}
+
+fn text_headers(m: &OwnedMessage) -> BTreeMap<String, String> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn json_of(m: &OwnedMessage) -> serde_json::Value {
+    serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON record")
+}
+
+fn order(order_id: &str, customer: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "order_id": order_id,
+        "customer_id": customer,
+        "items": [{"product_id": "SKU-001", "quantity": 2, "price": 29.99}],
+        "total": 59.98,
+        "created_at": "2026-11-26T10:00:00Z",
+    }))
+    .expect("order JSON")
+}
+
+/// A running worker process whose JSON log goes to a file.
+struct Worker {
+    child: Child,
+    log: PathBuf,
+    name: String,
+}
+
+impl Worker {
+    fn start(bootstrap: &str, name: &str, args: &[&str]) -> Worker {
+        let log = std::env::temp_dir().join(format!("{}.log", testkit::unique_name(name)));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .arg("run")
+            .args([
+                "--bootstrap-servers",
+                bootstrap,
+                "--http-addr",
+                "127.0.0.1:0",
+                "--backoff-initial",
+                "50ms",
+                "--backoff-max",
+                "200ms",
+                "--attempt-timeout",
+                "5s",
+                "--shutdown-grace",
+                "10",
+                "--log-level",
+                "info,librdkafka=warn",
+            ])
+            .args(args)
+            .env_clear()
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn the worker binary");
+        Worker {
+            child,
+            log,
+            name: name.to_owned(),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn count_logged(&self, message: &str) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|l| l["message"].as_str() == Some(message))
+            .count()
+    }
+
+    /// Waits until the worker owns at least one partition (its log says so).
+    async fn assigned(&self) {
+        testkit::eventually(
+            &format!("worker {} to be assigned partitions", self.name),
+            DEADLINE,
+            || {
+                let lines = self.log_lines();
+                let ok = lines.iter().any(|l| {
+                    l["message"].as_str() == Some("partitions assigned")
+                        && l["partitions"].as_str().is_some_and(|p| !p.is_empty())
+                });
+                async move { ok.then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    fn http_addr(&self) -> Option<SocketAddr> {
+        self.log_lines().iter().find_map(|l| {
+            (l["message"].as_str() == Some("health and metrics server listening"))
+                .then(|| l["addr"].as_str()?.parse().ok())
+                .flatten()
+        })
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its code.
+    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "worker {} did not exit within {within:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of worker {} ---\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// A local HTTP sink that answers with `script[n]` for its n-th request (then 200), and
+/// records the Idempotency-Key of each request.
+struct Sink {
+    addr: SocketAddr,
+    keys: Arc<Mutex<Vec<String>>>,
+    calls: Arc<AtomicU32>,
+}
+
+async fn start_sink(script: Vec<u16>) -> Sink {
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (k, c) = (keys.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let (k, c) = (k.clone(), c.clone());
+            let script = script.clone();
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst) as usize;
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                k.lock().unwrap().push(key);
+                let status = script.get(n).copied().unwrap_or(200);
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Sink { addr, keys, calls }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_is_published_to_the_output_topic_and_its_offset_is_committed() {
+    let s = Stack::new();
+    let input = s.topic("orders", 2).await;
+    let output = s.topic("order-payment", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("payment");
+    let p = s.producer();
+    for i in 0..5 {
+        s.produce(&p, &input, &format!("c-{i}"), &order(&format!("o-{i}"), &format!("c-{i}")))
+            .await;
+    }
+    let w = Worker::start(
+        &s.bootstrap,
+        "payment",
+        &[
+            "--handler", "order", "--action", "payment", "--topics", &input, "--group-id",
+            &group, "--output-topic", &output, "--dlq-topic", &dlq,
+        ],
+    );
+    let out = s.read(&output, 5).await;
+    assert_eq!(out.len(), 5, "one payment per order");
+    let mut ids: Vec<String> = out
+        .iter()
+        .map(|m| {
+            let v = json_of(m);
+            assert_eq!(v["status"], "initiated");
+            assert_eq!(v["amount_cents"], 5998);
+            assert_eq!(m.key(), v["order_id"].as_str().map(str::as_bytes), "keyed by order id");
+            v["order_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..5).map(|i| format!("o-{i}")).collect::<Vec<_>>());
+    testkit::eventually("offsets committed for all 5 orders", DEADLINE, || async {
+        let c = s.committed(&group, &input, 2).await;
+        (c.iter().map(|o| (*o).max(0)).sum::<i64>() == 5).then_some(())
+    })
+    .await;
+    assert!(w.http_addr().is_some());
+}
+
+fn order_args<'a>(input: &'a str, group: &'a str, output: &'a str, dlq: &'a str) -> Vec<&'a str> {
+    vec![
+        "--handler", "order", "--action", "email", "--topics", input, "--group-id", group,
+        "--output-topic", output, "--dlq-topic", dlq, "--max-attempts", "3",
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_failing_twice_is_retried_and_the_order_then_succeeds() {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let sink = start_sink(vec![500, 500]).await;
+    let url = format!("http://{}/hook", sink.addr);
+    s.produce(&s.producer(), &input, "c-1", &order("o-retry", "c-1")).await;
+    let mut args = order_args(&input, &group, &output, &dlq);
+    args.extend(["--sink-url", &url]);
+    let w = Worker::start(&s.bootstrap, "email", &args);
+
+    let out = s.read(&output, 1).await;
+    assert_eq!(out.len(), 1, "published once, after the sink accepted");
+    assert_eq!(json_of(&out[0])["status"], "queued");
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 3, "500, 500, then 200");
+    assert!(
+        sink.keys.lock().unwrap().iter().all(|k| k == "o-retry"),
+        "every call carries the order id as Idempotency-Key"
+    );
+    assert_eq!(w.count_logged("attempt failed; retrying"), 2);
+    testkit::eventually("the offset to be committed", DEADLINE, || async {
+        (s.committed(&group, &input, 1).await == vec![1]).then_some(())
+    })
+    .await;
+    assert!(s.read_for(&dlq, 0, DEADLINE).await.is_empty(), "nothing dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_whose_sink_keeps_failing_is_dead_lettered_with_every_documented_header() {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let sink = start_sink(vec![503; 100]).await;
+    let url = format!("http://{}/hook", sink.addr);
+    let original = OwnedHeaders::new().insert(Header {
+        key: "trace-id",
+        value: Some("t-42"),
+    });
+    s.produce_with_headers(&s.producer(), &input, "c-9", &order("o-doomed", "c-9"), Some(original))
+        .await;
+    let mut args = order_args(&input, &group, &output, &dlq);
+    args.extend(["--sink-url", &url]);
+    let _w = Worker::start(&s.bootstrap, "email", &args);
+
+    let dead = s.read(&dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.key(), Some(&b"c-9"[..]), "original key kept");
+    assert_eq!(m.payload(), Some(&order("o-doomed", "c-9")[..]), "original value kept");
+    let h = text_headers(m);
+    for name in eventconsumer_worker::delivery::dlq::header::ALL {
+        assert!(h.contains_key(*name), "missing {name} in {h:?}");
+    }
+    assert_eq!(h["trace-id"], "t-42", "original headers kept");
+    assert_eq!(h["ec-dlt-original-topic"], input);
+    assert_eq!(h["ec-dlt-original-partition"], "0");
+    assert_eq!(h["ec-dlt-original-offset"], "0");
+    assert_eq!(h["ec-dlt-consumer-group"], group);
+    assert_eq!(h["ec-dlt-handler"], "order/email");
+    assert_eq!(h["ec-dlt-attempts"], "3");
+    assert_eq!(h["ec-dlt-error-class"], "sink-unavailable");
+    assert_eq!(h["ec-dlt-error-retryable"], "true");
+    assert!(h["ec-dlt-error-message"].contains("503"), "{h:?}");
+    assert!(h["ec-dlt-first-failure"] < h["ec-dlt-last-failure"], "{h:?}");
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 3);
+    testkit::eventually("the offset to be committed past the dead letter", DEADLINE, || async {
+        (s.committed(&group, &input, 1).await == vec![1]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_message_is_dead_lettered_at_once_without_retries_and_the_next_one_succeeds() {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let p = s.producer();
+    s.produce(&p, &input, "c-1", b"{not json").await;
+    let mut bad_total: serde_json::Value = serde_json::from_slice(&order("o-bad", "c-1")).unwrap();
+    bad_total["total"] = json!(1.0);
+    s.produce(&p, &input, "c-1", &serde_json::to_vec(&bad_total).unwrap()).await;
+    s.produce(&p, &input, "c-1", &order("o-good", "c-1")).await;
+    let w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+
+    let dead = s.read(&dlq, 2).await;
+    assert_eq!(dead.len(), 2);
+    let classes: Vec<_> = dead.iter().map(|m| text_headers(m)["ec-dlt-error-class"].clone()).collect();
+    assert_eq!(classes, vec!["decode", "validation"]);
+    for m in &dead {
+        let h = text_headers(m);
+        assert_eq!(h["ec-dlt-attempts"], "1", "no retry for a poison message");
+        assert_eq!(h["ec-dlt-error-retryable"], "false");
+    }
+    assert!(text_headers(&dead[1])["ec-dlt-error-message"].contains("total"));
+    let out = s.read(&output, 1).await;
+    assert_eq!(json_of(&out[0])["order_id"], "o-good");
+    assert_eq!(w.count_logged("attempt failed; retrying"), 0);
+    testkit::eventually("all three offsets committed", DEADLINE, || async {
+        (s.committed(&group, &input, 1).await == vec![3]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
+    let s = Stack::new();
+    let input = s.topic("orders", 2).await;
+    let output = s.topic("order-email", 1).await;
+    // Not created yet: auto topic creation is off on the stack's broker.
+    let dlq = testkit::unique_name("orders-dlq-later");
+    let group = testkit::unique_name("email");
+    let p = s.producer();
+    // Partition 0 gets the poison message; partition 1 keeps working meanwhile.
+    let poison = FutureRecord::to(&input).key("c-0").payload(&b"{not json"[..]).partition(0);
+    p.send(poison, Duration::from_secs(10)).await.expect("produce");
+    let good_bytes = order("o-p1", "c-1");
+    let good = FutureRecord::to(&input).key("c-1").payload(&good_bytes[..]).partition(1);
+    p.send(good, Duration::from_secs(10)).await.expect("produce");
+    let w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+
+    let out = s.read(&output, 1).await;
+    assert_eq!(json_of(&out[0])["order_id"], "o-p1", "the other partition kept going");
+    testkit::eventually("the DLQ write to fail and pause the partition", DEADLINE, || {
+        let n = w.count_logged("dead-letter write failed; partition paused, offset not stored");
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    testkit::eventually("partition 1 committed", DEADLINE, || async {
+        (s.committed(&group, &input, 2).await[1] == 1).then_some(())
+    })
+    .await;
+    // Wait past two auto-commit periods: partition 0 must still have no commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.committed(&group, &input, 2).await[0], -1, "offset of the undead-lettered message not committed");
+
+    testkit::create_topic(&s.bootstrap, &dlq, 1).await;
+    let dead = s.read(&dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(text_headers(&dead[0])["ec-dlt-original-partition"], "0");
+    testkit::eventually("partition 0 committed after recovery", DEADLINE, || async {
+        (s.committed(&group, &input, 2).await == vec![1, 1]).then_some(())
+    })
+    .await;
+    assert!(w.count_logged("dead-letter topic available again; partition resumes") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_commits_offsets_and_exits_with_code_zero() {
+    let s = Stack::new();
+    let input = s.topic("orders", 2).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let p = s.producer();
+    for i in 0..20 {
+        s.produce(&p, &input, &format!("c-{i}"), &order(&format!("o-{i}"), &format!("c-{i}")))
+            .await;
+    }
+    let mut w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    s.read(&output, 20).await;
+    w.sigterm();
+    assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
+    let summary = w
+        .log_lines()
+        .into_iter()
+        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("worker stopped")))
+        .expect("a summary line");
+    assert_eq!(summary["processed"], 20, "{summary}");
+    assert_eq!(summary["committed"], true, "{summary}");
+    // Committed synchronously before exit: visible at once, no waiting.
+    let committed = s.committed(&group, &input, 2).await;
+    assert_eq!(committed.iter().sum::<i64>(), 20, "{committed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_of_one_customer_are_handled_in_the_order_they_were_placed() {
+    let s = Stack::new();
+    let input = s.topic("orders", 4).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let p = s.producer();
+    let customers = 6;
+    let per_customer = 25;
+    for n in 0..per_customer {
+        for c in 0..customers {
+            s.produce(&p, &input, &format!("c-{c}"), &order(&format!("c-{c}/{n:03}"), &format!("c-{c}")))
+                .await;
+        }
+    }
+    let _w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    // One output partition: its order is the order the worker finished the orders in.
+    let out = s.read(&output, customers * per_customer).await;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &out {
+        let v = json_of(m);
+        seen.entry(v["customer_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(v["order_id"].as_str().unwrap().to_owned());
+    }
+    for (customer, ids) in seen {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "orders of {customer} out of order");
+        assert_eq!(ids.len(), per_customer);
+    }
+}
