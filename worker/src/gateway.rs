@@ -143,7 +143,8 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 }
 
 fn parse_publish_timeout(value: &str) -> Result<Duration, String> {
-    let timeout = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    // The same syntax as the consumer's durations (`500ms`, `5s`, or bare seconds).
+    let timeout = crate::cli::parse_duration(value)?;
     if timeout < Duration::from_millis(1) {
         Err("must be at least 1ms".to_owned())
     } else if timeout > MAX_PUBLISH_TIMEOUT {
@@ -223,10 +224,20 @@ pub fn producer_config(mut base: ClientConfig, publish_timeout: Duration) -> Cli
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A setting that cannot work: the process should exit with the usage exit code.
     #[error(transparent)]
-    Config(#[from] KafkaConfigError),
+    Config(#[from] ConfigError),
     #[error("cannot create the Kafka producer: {0}")]
     Producer(#[source] KafkaError),
+}
+
+/// A gateway setting that cannot work, named after its flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaConfigError),
+    #[error("{0}")]
+    LogLevel(String),
 }
 
 /// Why Kafka did not take a record. Every case answers 503: none is the client's fault.
@@ -744,10 +755,13 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains requests and flushes.
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    telemetry::init(&args.log_level)?;
+    telemetry::init(&args.log_level)
+        .map_err(|e| GatewayError::Config(ConfigError::LogLevel(e.to_string())))?;
     let settings = args.settings();
     let config = producer_config(
-        args.kafka.client_config().map_err(GatewayError::Config)?,
+        args.kafka
+            .client_config()
+            .map_err(|e| GatewayError::Config(e.into()))?,
         settings.publish_timeout,
     );
     let producer: FutureProducer = config.create().map_err(GatewayError::Producer)?;
@@ -1154,6 +1168,8 @@ mod tests {
 
         let cli = Cli::try_parse_from(["gw", "--publish-timeout", "750ms"]).unwrap();
         assert_eq!(cli.gateway.publish_timeout, Duration::from_millis(750));
+        let cli = Cli::try_parse_from(["gw", "--publish-timeout", "2"]).unwrap();
+        assert_eq!(cli.gateway.publish_timeout, Duration::from_secs(2));
         for bad in [
             &["gw", "--publish-timeout", "0s"][..],
             &["gw", "--publish-timeout", "1h"],
