@@ -1,2 +1,24 @@
-//! The EventConsumer operator: CRD types and the reconciler.
+//! The EventConsumer operator: the `EventConsumer` CRD and the reconciler that turns each one
+//! into a Deployment of `eventconsumer-worker` pods.
+//!
+//! One reconcile: dereference (read the CR and the Secrets it names) → [`config::validate`] into
+//! a [`config::ValidConsumer`] → [`deployment::build`] (pure) → server-side apply when
+//! [`drift`] finds a difference → [`status::compute`] from the Deployment → status patch when it
+//! changed. [`manager::run`] runs it under [`leader`] election; `main.rs` adds the CLI and
+//! [`http`] endpoints.
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod crd;
+pub mod deployment;
+pub mod drift;
+pub mod http;
+pub mod leader;
+pub mod manager;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+
+#[cfg(test)]
+mod test_fixtures;

@@ -1,0 +1,806 @@
+//! The `EventConsumer` custom resource: its Rust types, the documentation `kubectl explain`
+//! shows, and the admission rules (OpenAPI constraints and CEL) the API server enforces.
+//!
+//! The types are the single source of the CRD: `crdgen` prints [`crd()`] and a test
+//! fails when `crds/eventconsumer.yaml` differs. Everything that can be checked without reading
+//! other objects is checked here, at admission, so a wrong manifest is refused with a message that
+//! names the field instead of turning into a broken Deployment later. The operator validates the
+//! same facts again in [`crate::config`] (the API server may run an older copy of the CRD).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "eventconsumer.dev";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `metadata.name` of the CustomResourceDefinition.
+pub const CRD_NAME: &str = "eventconsumers.eventconsumer.dev";
+
+/// Kafka's own rule for topic names (`kafka.common.internals.Topic`): at most 249 characters
+/// from this set.
+const TOPIC_PATTERN: &str = "^[a-zA-Z0-9._-]+$";
+/// Kafka's topic name length limit.
+const TOPIC_MAX_LENGTH: u32 = 249;
+/// Go duration syntax restricted to one unit, which both CEL's `duration()` and the worker's
+/// `humantime` parser accept identically.
+pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
+
+/// Spec of an EventConsumer: a group of Kafka consumers running one handler.
+///
+/// The operator renders it into a Deployment of `eventconsumer-worker` pods.
+// clippy reads the repeated `type_ = ...` of separate `printcolumn(...)` entries as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "eventconsumer.dev",
+    version = "v1alpha1",
+    kind = "EventConsumer",
+    plural = "eventconsumers",
+    shortname = "ec",
+    category = "eventconsumer",
+    namespaced,
+    status = "EventConsumerStatus",
+    derive = "PartialEq",
+    doc = "An EventConsumer runs one event handler (order, analytics or video) as a group of Kafka consumers. The operator keeps a Deployment of eventconsumer-worker pods in line with it and reports their health in status.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Handler", type_ = "string", json_path = ".spec.handler"),
+    printcolumn(name = "Topics", type_ = "string", json_path = ".spec.kafka.topics"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Worker pods that exist"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Worker pods that are ready"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.handler != 'order' || has(self.order)")
+        .message("required when handler is order (it names the action)")
+        .field_path(".order")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.order) || self.handler == 'order'")
+        .message("only allowed when handler is order")
+        .field_path(".order")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("self.handler != 'video' || has(self.video)")
+        .message("required when handler is video (it names the stage)")
+        .field_path(".video")
+        .reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.video) || self.handler == 'video'")
+        .message("only allowed when handler is video")
+        .field_path(".video")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.analytics) || self.handler == 'analytics'")
+        .message("only allowed when handler is analytics")
+        .field_path(".analytics")
+        .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.delivery.deadLetterTopic) || !(self.delivery.deadLetterTopic in self.kafka.topics)")
+        .message("must differ from every topic in spec.kafka.topics, or the consumer would read its own dead letters")
+        .field_path(".delivery.deadLetterTopic"),
+    validation = Rule::new("has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || !((self.kafka.topics[0] + '.dlq') in self.kafka.topics)")
+        .message("the default dead-letter topic (the first topic + '.dlq') is itself a source topic: set spec.delivery.deadLetterTopic")
+        .field_path(".kafka.topics"),
+    validation = Rule::new("!has(self.order) || !has(self.order.outputTopic) || !(self.order.outputTopic in self.kafka.topics)")
+        .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
+        .field_path(".order.outputTopic"),
+    validation = Rule::new("!has(self.analytics) || !has(self.analytics.outputTopic) || !(self.analytics.outputTopic in self.kafka.topics)")
+        .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
+        .field_path(".analytics.outputTopic"),
+    validation = Rule::new("!has(self.video) || !has(self.video.outputTopic) || !(self.video.outputTopic in self.kafka.topics)")
+        .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
+        .field_path(".video.outputTopic"),
+)]
+pub struct EventConsumerSpec {
+    /// The handler the workers run: `order` (validate an order and run one action on it),
+    /// `analytics` (count events in tumbling windows) or `video` (one stage of the video
+    /// pipeline). The matching field (`order`, `analytics` or `video`) holds its options.
+    pub handler: Handler,
+
+    /// Options of the `order` handler. Required when handler is `order`, forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderOptions>,
+
+    /// Options of the `analytics` handler. Optional when handler is `analytics` (every option
+    /// has a default), forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsOptions>,
+
+    /// Options of the `video` handler. Required when handler is `video`, forbidden otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoOptions>,
+
+    /// Where to consume from: brokers, topics, consumer group and security.
+    pub kafka: KafkaSpec,
+
+    /// How failed messages are retried and where they go when retries run out.
+    #[serde(default)]
+    pub delivery: DeliverySpec,
+
+    /// Number of worker pods. Kafka gives each partition to one member of the consumer group, so
+    /// replicas beyond the number of partitions stay idle. `kubectl scale` changes this field.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Stop consuming without deleting anything: the Deployment is scaled to 0 and the group's
+    /// committed offsets stay in Kafka, so consumption resumes where it stopped once this is
+    /// set back to false.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Worker container image. When unset the operator uses its own default (its
+    /// `--worker-image` flag), which matches the operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), pattern(r"^\S+$"))]
+    pub image: Option<String>,
+
+    /// Compute resources of the worker container. When unset the container requests 100m CPU
+    /// and 128Mi memory and has no limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Node labels a worker pod's node must have (the pod's `nodeSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Tolerations of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+
+    /// Affinity rules of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Log filter of the workers, in tracing's syntax: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or per-module directives such as `info,eventconsumer_worker=debug`.
+    #[serde(default = "default_log_level")]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_:=,.\-]+$"))]
+    pub log_level: String,
+}
+
+/// The handler a worker runs. (Plain comments on the variants: doc comments would turn the
+/// schema's `enum` into a non-structural `oneOf`.)
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Handler {
+    // Orders from `order.placed`: validate, then one action.
+    Order,
+    // Page-view and event counts in tumbling windows.
+    Analytics,
+    // One stage of the video pipeline.
+    Video,
+}
+
+impl Handler {
+    /// The name the worker understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handler::Order => "order",
+            Handler::Analytics => "analytics",
+            Handler::Video => "video",
+        }
+    }
+}
+
+/// Options of the `order` handler.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderOptions {
+    /// What this consumer group does with each valid order: `inventory` (reserve the items),
+    /// `payment` (initiate the payment), `email` (send the confirmation) or `analytics` (record
+    /// the sale). Run one EventConsumer per action for the usual fan-out.
+    pub action: OrderAction,
+
+    /// Topic the outcome events are published to, keyed by order id. Defaults to
+    /// `order.<action>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_topic: Option<TopicName>,
+
+    /// Optional HTTP endpoint every valid order is POSTed to, with the order id as idempotency
+    /// key. 2xx succeeds; 408, 429, 5xx and timeouts are retried; other 4xx go to the
+    /// dead-letter topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
+        .message("must be an absolute http:// or https:// URL"))]
+    pub sink_url: Option<String>,
+}
+
+/// What the `order` handler does with a valid order.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderAction {
+    Inventory,
+    Payment,
+    Email,
+    Analytics,
+}
+
+impl OrderAction {
+    /// The name the worker understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderAction::Inventory => "inventory",
+            OrderAction::Payment => "payment",
+            OrderAction::Email => "email",
+            OrderAction::Analytics => "analytics",
+        }
+    }
+}
+
+/// Options of the `analytics` handler.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsOptions {
+    /// Length of the tumbling window, such as `5s` or `1m`. At the end of each window the
+    /// counts are published and the window's offsets committed.
+    #[serde(default = "default_window")]
+    pub window: HumanDuration,
+
+    /// Topic the window counts are published to. Defaults to `analytics.counts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_topic: Option<TopicName>,
+}
+
+impl Default for AnalyticsOptions {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            output_topic: None,
+        }
+    }
+}
+
+/// Options of the `video` handler.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoOptions {
+    /// Pipeline stage: `transcode` (consumes uploads, publishes transcoded videos) or `publish`
+    /// (consumes transcoded videos, publishes ready videos with a thumbnail).
+    pub stage: VideoStage,
+
+    /// Topic the stage publishes to. Defaults to `video.transcoded` for `transcode` and
+    /// `video.ready` for `publish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_topic: Option<TopicName>,
+}
+
+/// A stage of the video pipeline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoStage {
+    Transcode,
+    Publish,
+}
+
+impl VideoStage {
+    /// The name the worker understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoStage::Transcode => "transcode",
+            VideoStage::Publish => "publish",
+        }
+    }
+}
+
+/// Where and how the workers consume.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list of brokers to bootstrap from, such as
+    /// `kafka-0.kafka:9092,kafka-1.kafka:9092`.
+    #[schemars(
+        length(min = 1, max = 1024),
+        pattern(r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$")
+    )]
+    pub bootstrap_servers: String,
+
+    /// Topics to consume, at least one, without duplicates. The default dead-letter topic is
+    /// derived from the first one.
+    #[schemars(length(min = 1, max = 64), extend("x-kubernetes-list-type" = "set"))]
+    pub topics: Vec<TopicName>,
+
+    /// Kafka consumer group id. Defaults to `<namespace>.<name>` of this EventConsumer. Two
+    /// EventConsumers that share a group split the partitions between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249), pattern(r"^[a-zA-Z0-9._-]+$"))]
+    pub consumer_group: Option<String>,
+
+    /// Where a consumer group without committed offsets starts: `earliest` (the oldest
+    /// retained message) or `latest` (only messages produced from now on).
+    #[serde(default)]
+    pub initial_offset: InitialOffset,
+
+    /// SASL authentication. Unset means no SASL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+
+    /// TLS to the brokers, verified with a CA certificate from a Secret. Unset means plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Where a consumer group without committed offsets starts.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialOffset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+impl InitialOffset {
+    /// The name the worker understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialOffset::Earliest => "earliest",
+            InitialOffset::Latest => "latest",
+        }
+    }
+}
+
+/// SASL authentication to the brokers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Use it with `tls`: PLAIN
+    /// sends the password in clear text.
+    pub mechanism: SaslMechanism,
+
+    /// Secret in this namespace holding the username and password. The pods read it through
+    /// `secretKeyRef`; the operator never copies the values.
+    pub secret_ref: SaslSecretRef,
+}
+
+/// SASL mechanism.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name the worker (and librdkafka) understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A Secret with SASL credentials.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSecretRef {
+    /// Name of the Secret, in the EventConsumer's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Key of the username in the Secret.
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub username_key: String,
+
+    /// Key of the password in the Secret.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub password_key: String,
+}
+
+/// TLS to the brokers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret holding the PEM CA bundle the brokers' certificates are verified with. It is
+    /// mounted read-only into the pods; the operator never copies it.
+    pub ca_secret_ref: CaSecretRef,
+}
+
+/// A Secret key holding a PEM CA bundle.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    /// Name of the Secret, in the EventConsumer's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Key of the CA bundle in the Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Retries and dead-lettering. A message that fails with a retryable error (handler or
+/// downstream failure, attempt timeout) is retried with exponential backoff and jitter; after
+/// `maxAttempts` attempts, or at once for a message that can never succeed (undecodable or
+/// invalid), it is written to the dead-letter topic with headers describing the failure, and
+/// only then is its offset committed.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySpec {
+    /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
+    /// retry.
+    #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_attempts: i32,
+
+    /// Delay between attempts.
+    #[serde(default)]
+    pub backoff: BackoffSpec,
+
+    /// Time one attempt may take before it counts as failed (and retryable), such as `30s`.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout: HumanDuration,
+
+    /// Topic failed messages are written to. Defaults to the first source topic followed by
+    /// `.dlq`, such as `order.placed.dlq`. Must not be one of the source topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<TopicName>,
+}
+
+impl Default for DeliverySpec {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff: BackoffSpec::default(),
+            attempt_timeout: default_attempt_timeout(),
+            dead_letter_topic: None,
+        }
+    }
+}
+
+/// Exponential backoff between attempts: the n-th retry waits about
+/// `initial * multiplier^(n-1)`, capped at `max`, with random jitter.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("duration(self.max) >= duration(self.initial)")
+    .message("must be at least backoff.initial")
+    .field_path(".max"))]
+pub struct BackoffSpec {
+    /// Delay before the first retry, such as `200ms`.
+    #[serde(default = "default_backoff_initial")]
+    pub initial: HumanDuration,
+
+    /// Longest delay between two attempts, such as `30s`. At least `initial`.
+    #[serde(default = "default_backoff_max")]
+    pub max: HumanDuration,
+
+    /// Factor the delay grows by after each failed attempt, from 1 (constant delay) to 10.
+    #[serde(default = "default_backoff_multiplier")]
+    #[schemars(range(min = 1.0, max = 10.0))]
+    pub multiplier: f64,
+}
+
+impl Default for BackoffSpec {
+    fn default() -> Self {
+        Self {
+            initial: default_backoff_initial(),
+            max: default_backoff_max(),
+            multiplier: default_backoff_multiplier(),
+        }
+    }
+}
+
+/// A Kafka topic name: 1 to 249 characters among letters, digits, `.`, `_` and `-`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(transparent)]
+pub struct TopicName(pub String);
+
+impl TopicName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for TopicName {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl JsonSchema for TopicName {
+    fn schema_name() -> Cow<'static, str> {
+        "TopicName".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": TOPIC_MAX_LENGTH,
+            "pattern": TOPIC_PATTERN,
+            "x-kubernetes-validations": [{
+                "rule": "self != '.' && self != '..'",
+                "message": "'.' and '..' are not valid Kafka topic names"
+            }]
+        })
+    }
+}
+
+/// A duration such as `200ms`, `5s`, `1m` or `1h`: a positive whole number and one unit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct HumanDuration(pub String);
+
+impl HumanDuration {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for HumanDuration {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "HumanDuration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            // Long enough for any sane value, short enough to keep CEL's cost estimate low.
+            "maxLength": 16,
+            "pattern": DURATION_PATTERN,
+            "x-kubernetes-validations": [{
+                "rule": "duration(self) > duration('0s')",
+                "message": "must be greater than zero"
+            }]
+        })
+    }
+}
+
+/// Observed state of an EventConsumer, written by the operator.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventConsumerStatus {
+    /// Latest observations: `Ready` (the wanted number of workers are ready and consuming),
+    /// `Progressing` (a rollout or scale is under way) and `Degraded` (the spec cannot be
+    /// carried out, e.g. a referenced Secret is missing, or the rollout is stuck). `reason`
+    /// and `message` say why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Worker pods that exist, ready or not.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Worker pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the worker pods, for the scale subresource (and autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn default_window() -> HumanDuration {
+    "5s".into()
+}
+
+fn default_max_attempts() -> i32 {
+    5
+}
+
+fn default_attempt_timeout() -> HumanDuration {
+    "30s".into()
+}
+
+fn default_backoff_initial() -> HumanDuration {
+    "200ms".into()
+}
+
+fn default_backoff_max() -> HumanDuration {
+    "30s".into()
+}
+
+fn default_backoff_multiplier() -> f64 {
+    2.0
+}
+
+fn default_username_key() -> String {
+    "username".to_owned()
+}
+
+fn default_password_key() -> String {
+    "password".to_owned()
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// The CustomResourceDefinition: the derived one, with the line breaks of doc comments unwrapped
+/// so `kubectl explain` can wrap the text to the reader's terminal.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = EventConsumer::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version.schema.as_mut() else {
+            continue;
+        };
+        if let Some(props) = schema.open_api_v3_schema.take() {
+            schema.open_api_v3_schema = Some(unwrap_descriptions(props));
+        }
+    }
+    crd
+}
+
+/// The CRD as the YAML committed in `crds/eventconsumer.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&crd())
+}
+
+fn unwrap_descriptions(props: JSONSchemaProps) -> JSONSchemaProps {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = unwrap_lines(text);
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&props) else {
+        return props;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(props)
+}
+
+/// Joins the lines of each paragraph with spaces, as rustdoc renders them; keeps paragraph breaks
+/// and lines that start a list item.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            let mut out = String::new();
+            for line in paragraph.lines() {
+                let line = line.trim();
+                if out.is_empty() {
+                    out.push_str(line);
+                } else if line.starts_with("- ") || line.starts_with("* ") {
+                    out.push('\n');
+                    out.push_str(line);
+                } else {
+                    out.push(' ');
+                    out.push_str(line);
+                }
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMITTED: &str = include_str!("../../crds/eventconsumer.yaml");
+
+    #[test]
+    fn the_committed_crd_matches_the_types() {
+        let generated = crd_yaml().unwrap();
+        assert!(
+            generated == COMMITTED,
+            "crds/eventconsumer.yaml is stale: run `cargo run -p eventconsumer-operator --bin crdgen > crds/eventconsumer.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_crd_has_status_scale_and_a_short_name() {
+        let crd = crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["ec".to_owned()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, VERSION);
+        let subresources = version.subresources.as_ref().unwrap();
+        assert!(subresources.status.is_some());
+        let scale = subresources.scale.as_ref().unwrap();
+        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+        assert_eq!(scale.status_replicas_path, ".status.replicas");
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            ["Handler", "Topics", "Replicas", "Ready", "Status", "Age"]
+        );
+    }
+
+    #[test]
+    fn conditions_merge_by_type() {
+        let yaml = crd_yaml().unwrap();
+        let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let conditions = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+    }
+
+    #[test]
+    fn descriptions_are_unwrapped_into_paragraphs() {
+        assert_eq!(unwrap_lines("one\ntwo\n\nthree"), "one two\n\nthree");
+        assert_eq!(unwrap_lines("list:\n- a\n- b"), "list:\n- a\n- b");
+    }
+}

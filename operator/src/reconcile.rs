@@ -1,0 +1,411 @@
+//! The reconciler: for one EventConsumer, read what it references, validate, build the
+//! Deployment, apply it when it differs, and record the outcome in status.
+//!
+//! Writes happen only when something changed: the Deployment is applied (server-side, field
+//! manager [`FIELD_MANAGER`]) only when [`crate::drift`] finds a difference, the status is
+//! patched only when the computed status differs from the current one, and a Warning Event is
+//! published only when the spec newly becomes (or stays, differently) unusable. So an operator
+//! restart converges without touching unchanged objects.
+//!
+//! Requeues are bounded: an invalid spec waits for the next spec change; a missing Secret (which
+//! the operator does not watch, to avoid caching every Secret of the cluster) is checked again
+//! after [`RECHECK_EXTERNAL`]; API errors back off exponentially per object.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::config::{self, SecretFacts, Settings};
+use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
+use crate::deployment::{self, MANAGED_BY};
+use crate::drift;
+use crate::metrics::Metrics;
+use crate::status::{self, DEGRADED, Observation};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "eventconsumer-operator";
+/// Periodic resync of a healthy EventConsumer. Changes to it and to its Deployment trigger a
+/// reconcile at once; this only bounds how long a missed watch event could go unnoticed.
+const RESYNC: Duration = Duration::from_secs(10 * 60);
+/// How soon a spec blocked by another object (a missing Secret, a foreign Deployment) is checked
+/// again. Long enough not to load the API server, short enough that creating the Secret takes
+/// effect without touching the EventConsumer.
+pub const RECHECK_EXTERNAL: Duration = Duration::from_secs(30);
+/// First retry after an API error; doubles with each consecutive failure of the same object.
+const ERROR_BACKOFF_START: Duration = Duration::from_secs(2);
+/// Cap of the per-object error backoff.
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// Reason of the Warning Event and condition when a Deployment of the same name belongs to
+/// something else.
+const DEPLOYMENT_CONFLICT: &str = "DeploymentConflict";
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    /// Consecutive failures per object, for the error backoff.
+    failures: Mutex<HashMap<ObjectRef<EventConsumer>, u32>>,
+}
+
+impl Context {
+    /// `instance` identifies this operator replica in the Events it publishes.
+    pub fn new(client: Client, settings: Settings, metrics: Metrics, instance: String) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Failures of a reconcile. Each is retried with backoff by [`error_policy`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the EventConsumer has no namespace")]
+    MissingNamespace,
+    #[error("reading Secret {name:?}: {source}")]
+    ReadSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading the Deployment: {0}")]
+    ReadDeployment(#[source] kube::Error),
+    #[error("applying the Deployment: {0}")]
+    ApplyDeployment(#[source] kube::Error),
+    #[error("patching the status: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// Label of the `reconcile_errors_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::MissingNamespace => "MissingNamespace",
+            Error::ReadSecret { .. } => "ReadSecret",
+            Error::ReadDeployment(_) => "ReadDeployment",
+            Error::ApplyDeployment(_) => "ApplyDeployment",
+            Error::PatchStatus(_) => "PatchStatus",
+        }
+    }
+}
+
+/// Reconciles one EventConsumer; see the module documentation.
+pub async fn reconcile(ec: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let result = reconcile_inner(&ec, &ctx).await;
+    if let Err(error) = &result {
+        ctx.metrics.error(error.metric_label());
+    } else if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&ObjectRef::from_obj(&*ec));
+    }
+    result
+}
+
+async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Error> {
+    let namespace = ec.namespace().ok_or(Error::MissingNamespace)?;
+    let name = ec.name_any();
+    debug!(%namespace, %name, generation = ?ec.metadata.generation, "reconciling");
+
+    let secrets = read_secrets(&ctx.client, &namespace, config::referenced_secrets(ec)).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let live = deployments
+        .get_opt(&name)
+        .await
+        .map_err(Error::ReadDeployment)?;
+
+    let (status, action, problem) = match config::validate(ec, &secrets) {
+        Err(error) => {
+            ctx.metrics.error(error.reason());
+            let message = error.to_string();
+            let status = status::compute(
+                ec,
+                Observation::Blocked {
+                    reason: error.reason(),
+                    message: &message,
+                    deployment: live.as_ref().filter(|d| controlled_by(d, ec)),
+                },
+                Timestamp::now(),
+            );
+            let action = if error.depends_on_other_objects() {
+                Action::requeue(RECHECK_EXTERNAL)
+            } else {
+                Action::await_change()
+            };
+            (status, action, Some((error.reason(), message)))
+        }
+        Ok(valid) => match live.as_ref() {
+            Some(foreign) if !controlled_by(foreign, ec) => {
+                ctx.metrics.error(DEPLOYMENT_CONFLICT);
+                let message = format!(
+                    "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
+                );
+                let status = status::compute(
+                    ec,
+                    Observation::Blocked {
+                        reason: DEPLOYMENT_CONFLICT,
+                        message: &message,
+                        deployment: None,
+                    },
+                    Timestamp::now(),
+                );
+                (
+                    status,
+                    Action::requeue(RECHECK_EXTERNAL),
+                    Some((DEPLOYMENT_CONFLICT, message)),
+                )
+            }
+            _ => {
+                let mut desired = deployment::build(&valid, &ctx.settings);
+                drift::stamp(&mut desired);
+                let current = if drift::needs_apply(&desired, live.as_ref()) {
+                    info!(%namespace, %name, "applying Deployment");
+                    deployments
+                        .patch(
+                            &name,
+                            &PatchParams::apply(FIELD_MANAGER).force(),
+                            &Patch::Apply(&desired),
+                        )
+                        .await
+                        .map_err(Error::ApplyDeployment)?
+                } else {
+                    debug!(%namespace, %name, "Deployment up to date");
+                    live.unwrap_or(desired)
+                };
+                let status = status::compute(
+                    ec,
+                    Observation::Deployed {
+                        deployment: &current,
+                        paused: valid.paused,
+                    },
+                    Timestamp::now(),
+                );
+                (status, Action::requeue(RESYNC), None)
+            }
+        },
+    };
+
+    if ec.status.as_ref() != Some(&status) {
+        if let Some((reason, message)) = problem
+            && newly_degraded(ec.status.as_ref(), &status)
+        {
+            warn!(%namespace, %name, reason, message, "EventConsumer cannot be carried out");
+            publish_warning(ctx, ec, reason, message).await;
+        }
+        patch_status(&ctx.client, &namespace, &name, &status).await?;
+    }
+    Ok(action)
+}
+
+/// Requeue delay after a failed reconcile: exponential per object, capped.
+pub fn error_policy(ec: Arc<EventConsumer>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut failures| {
+            let count = failures.entry(ObjectRef::from_obj(&*ec)).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        })
+        .unwrap_or(1);
+    let delay = backoff_delay(failures);
+    warn!(
+        namespace = ec.namespace().unwrap_or_default(),
+        name = ec.name_any(),
+        error = %error,
+        failures,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn backoff_delay(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    ERROR_BACKOFF_START
+        .saturating_mul(1 << exponent)
+        .min(ERROR_BACKOFF_MAX)
+}
+
+fn controlled_by(deployment: &Deployment, ec: &EventConsumer) -> bool {
+    let uid = ec.uid();
+    deployment
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// The Degraded condition of `new` is True and differs (in status, reason or message) from
+/// `old`'s: the user has not been told about this problem yet.
+fn newly_degraded(old: Option<&EventConsumerStatus>, new: &EventConsumerStatus) -> bool {
+    let parts = |s: &EventConsumerStatus| {
+        status::condition(s, DEGRADED)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let new_parts = parts(new);
+    new_parts.as_ref().is_some_and(|(s, _, _)| s == "True") && old.and_then(parts) != new_parts
+}
+
+async fn read_secrets(
+    client: &Client,
+    namespace: &str,
+    names: BTreeSet<String>,
+) -> Result<SecretFacts, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut facts = SecretFacts::default();
+    for name in names {
+        let secret = api
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::ReadSecret {
+                name: name.clone(),
+                source,
+            })?;
+        if let Some(secret) = secret {
+            facts.insert(&secret);
+        }
+    }
+    Ok(facts)
+}
+
+async fn publish_warning(ctx: &Context, ec: &EventConsumer, reason: &str, message: String) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(message),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    // Events are best effort: failing to publish one must not fail the reconcile, or the status
+    // (which carries the same message) would never be written.
+    if let Err(error) = ctx.recorder.publish(&event, &ec.object_ref(&())).await {
+        warn!(%error, "publishing a Warning Event failed");
+    }
+}
+
+async fn patch_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &EventConsumerStatus,
+) -> Result<(), Error> {
+    let api: Api<EventConsumer> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": EventConsumer::api_version(&()),
+        "kind": EventConsumer::kind(&()),
+        "status": status,
+    });
+    debug!(%namespace, %name, "patching status");
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Which namespaces the operator watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Scope::AllNamespaces => Api::all(client),
+            Scope::Namespace(ns) => Api::namespaced(client, ns),
+        }
+    }
+}
+
+/// The CRD is not served: the one line to print before exiting.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdCheckError {
+    #[error(
+        "the EventConsumer CRD ({CRD_NAME}) is not installed: run `kubectl apply -f crds/eventconsumer.yaml` (or install the helm chart), then start the operator again"
+    )]
+    NotInstalled,
+    #[error("cannot list EventConsumers: {0}")]
+    Api(#[source] kube::Error),
+}
+
+/// Checks that EventConsumers can be listed in `scope`.
+pub async fn check_crd_installed(client: &Client, scope: &Scope) -> Result<(), CrdCheckError> {
+    let api: Api<EventConsumer> = scope.api(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(CrdCheckError::NotInstalled),
+        Err(error) => Err(CrdCheckError::Api(error)),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, then lets running reconciles finish.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let consumers: Api<EventConsumer> = scope.api(ctx.client.clone());
+    let deployments: Api<Deployment> = scope.api(ctx.client.clone());
+    info!(?scope, "controller starting");
+    Controller::new(consumers, watcher::Config::default().any_semantic())
+        .owns(
+            deployments,
+            watcher::Config::default()
+                .labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}")),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => {
+                    debug!(name = %object.name, namespace = ?object.namespace, "reconciled")
+                }
+                Err(error) => debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(100), ERROR_BACKOFF_MAX);
+    }
+}
