@@ -18,6 +18,7 @@ pub const EXIT_FAILURE: u8 = 1;
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_consumer(&args),
+        Command::Gateway(args) => run_gateway(*args),
         Command::Demo(args) => {
             eprintln!(
                 "error: the demo is not available yet (log level {})",
@@ -58,6 +59,30 @@ fn run_consumer(args: &RunArgs) -> ExitCode {
             tracing::error!(error = %format!("{e:#}"), "worker failed");
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_gateway(args: crate::gateway::GatewayArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(crate::gateway::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let config = matches!(
+                e.downcast_ref::<crate::gateway::GatewayError>(),
+                Some(crate::gateway::GatewayError::Config(_))
+            );
+            eprintln!("error: {e:#}");
+            ExitCode::from(if config { EXIT_CONFIG } else { EXIT_FAILURE })
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Consume topics in a consumer group and run one handler over every message.
     Run(Box<RunArgs>),
+    /// Serve the checkout and user-event HTTP API that publishes to Kafka.
+    Gateway(Box<crate::gateway::GatewayArgs>),
     /// Run all three use cases against an embedded mock Kafka cluster and print a summary.
     Demo(DemoArgs),
 }

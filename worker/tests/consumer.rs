@@ -144,10 +144,12 @@ impl Stack {
                 .committed_offsets(tpl, Duration::from_secs(10))
                 .expect("committed offsets");
             (0..partitions)
-                .map(|p| match got.find_partition(&topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                })
+                .map(
+                    |p| match got.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => -1,
+                    },
+                )
                 .collect()
         })
         .await
@@ -338,15 +340,17 @@ async fn start_sink(script: Vec<u16>) -> Sink {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                k.lock().unwrap().push(key);
+                k.lock().expect("sink keys").push(key);
                 let status = script.get(n).copied().unwrap_or(200);
-                StatusCode::from_u16(status).unwrap()
+                StatusCode::from_u16(status).expect("scripted status")
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("sink listener");
+    let addr = listener.local_addr().expect("sink address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
     Sink { addr, keys, calls }
 }
 
@@ -361,15 +365,30 @@ async fn an_order_is_published_to_the_output_topic_and_its_offset_is_committed()
     let group = testkit::unique_name("payment");
     let p = s.producer();
     for i in 0..5 {
-        s.produce(&p, &input, &format!("c-{i}"), &order(&format!("o-{i}"), &format!("c-{i}")))
-            .await;
+        s.produce(
+            &p,
+            &input,
+            &format!("c-{i}"),
+            &order(&format!("o-{i}"), &format!("c-{i}")),
+        )
+        .await;
     }
     let w = Worker::start(
         &s.bootstrap,
         "payment",
         &[
-            "--handler", "order", "--action", "payment", "--topics", &input, "--group-id",
-            &group, "--output-topic", &output, "--dlq-topic", &dlq,
+            "--handler",
+            "order",
+            "--action",
+            "payment",
+            "--topics",
+            &input,
+            "--group-id",
+            &group,
+            "--output-topic",
+            &output,
+            "--dlq-topic",
+            &dlq,
         ],
     );
     let out = s.read(&output, 5).await;
@@ -380,7 +399,11 @@ async fn an_order_is_published_to_the_output_topic_and_its_offset_is_committed()
             let v = json_of(m);
             assert_eq!(v["status"], "initiated");
             assert_eq!(v["amount_cents"], 5998);
-            assert_eq!(m.key(), v["order_id"].as_str().map(str::as_bytes), "keyed by order id");
+            assert_eq!(
+                m.key(),
+                v["order_id"].as_str().map(str::as_bytes),
+                "keyed by order id"
+            );
             v["order_id"].as_str().unwrap().to_owned()
         })
         .collect();
@@ -396,8 +419,20 @@ async fn an_order_is_published_to_the_output_topic_and_its_offset_is_committed()
 
 fn order_args<'a>(input: &'a str, group: &'a str, output: &'a str, dlq: &'a str) -> Vec<&'a str> {
     vec![
-        "--handler", "order", "--action", "email", "--topics", input, "--group-id", group,
-        "--output-topic", output, "--dlq-topic", dlq, "--max-attempts", "3",
+        "--handler",
+        "order",
+        "--action",
+        "email",
+        "--topics",
+        input,
+        "--group-id",
+        group,
+        "--output-topic",
+        output,
+        "--dlq-topic",
+        dlq,
+        "--max-attempts",
+        "3",
     ]
 }
 
@@ -410,7 +445,8 @@ async fn a_sink_failing_twice_is_retried_and_the_order_then_succeeds() {
     let group = testkit::unique_name("email");
     let sink = start_sink(vec![500, 500]).await;
     let url = format!("http://{}/hook", sink.addr);
-    s.produce(&s.producer(), &input, "c-1", &order("o-retry", "c-1")).await;
+    s.produce(&s.producer(), &input, "c-1", &order("o-retry", "c-1"))
+        .await;
     let mut args = order_args(&input, &group, &output, &dlq);
     args.extend(["--sink-url", &url]);
     let w = Worker::start(&s.bootstrap, "email", &args);
@@ -428,7 +464,10 @@ async fn a_sink_failing_twice_is_retried_and_the_order_then_succeeds() {
         (s.committed(&group, &input, 1).await == vec![1]).then_some(())
     })
     .await;
-    assert!(s.read_for(&dlq, 0, DEADLINE).await.is_empty(), "nothing dead-lettered");
+    assert!(
+        s.read_for(&dlq, 0, DEADLINE).await.is_empty(),
+        "nothing dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -444,8 +483,14 @@ async fn an_order_whose_sink_keeps_failing_is_dead_lettered_with_every_documente
         key: "trace-id",
         value: Some("t-42"),
     });
-    s.produce_with_headers(&s.producer(), &input, "c-9", &order("o-doomed", "c-9"), Some(original))
-        .await;
+    s.produce_with_headers(
+        &s.producer(),
+        &input,
+        "c-9",
+        &order("o-doomed", "c-9"),
+        Some(original),
+    )
+    .await;
     let mut args = order_args(&input, &group, &output, &dlq);
     args.extend(["--sink-url", &url]);
     let _w = Worker::start(&s.bootstrap, "email", &args);
@@ -454,7 +499,11 @@ async fn an_order_whose_sink_keeps_failing_is_dead_lettered_with_every_documente
     assert_eq!(dead.len(), 1);
     let m = &dead[0];
     assert_eq!(m.key(), Some(&b"c-9"[..]), "original key kept");
-    assert_eq!(m.payload(), Some(&order("o-doomed", "c-9")[..]), "original value kept");
+    assert_eq!(
+        m.payload(),
+        Some(&order("o-doomed", "c-9")[..]),
+        "original value kept"
+    );
     let h = text_headers(m);
     for name in eventconsumer_worker::delivery::dlq::header::ALL {
         assert!(h.contains_key(*name), "missing {name} in {h:?}");
@@ -469,11 +518,16 @@ async fn an_order_whose_sink_keeps_failing_is_dead_lettered_with_every_documente
     assert_eq!(h["ec-dlt-error-class"], "sink-unavailable");
     assert_eq!(h["ec-dlt-error-retryable"], "true");
     assert!(h["ec-dlt-error-message"].contains("503"), "{h:?}");
-    assert!(h["ec-dlt-first-failure"] < h["ec-dlt-last-failure"], "{h:?}");
+    assert!(
+        h["ec-dlt-first-failure"] < h["ec-dlt-last-failure"],
+        "{h:?}"
+    );
     assert_eq!(sink.calls.load(Ordering::SeqCst), 3);
-    testkit::eventually("the offset to be committed past the dead letter", DEADLINE, || async {
-        (s.committed(&group, &input, 1).await == vec![1]).then_some(())
-    })
+    testkit::eventually(
+        "the offset to be committed past the dead letter",
+        DEADLINE,
+        || async { (s.committed(&group, &input, 1).await == vec![1]).then_some(()) },
+    )
     .await;
 }
 
@@ -488,13 +542,21 @@ async fn a_poison_message_is_dead_lettered_at_once_without_retries_and_the_next_
     s.produce(&p, &input, "c-1", b"{not json").await;
     let mut bad_total: serde_json::Value = serde_json::from_slice(&order("o-bad", "c-1")).unwrap();
     bad_total["total"] = json!(1.0);
-    s.produce(&p, &input, "c-1", &serde_json::to_vec(&bad_total).unwrap()).await;
+    s.produce(&p, &input, "c-1", &serde_json::to_vec(&bad_total).unwrap())
+        .await;
     s.produce(&p, &input, "c-1", &order("o-good", "c-1")).await;
-    let w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    let w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &order_args(&input, &group, &output, &dlq),
+    );
 
     let dead = s.read(&dlq, 2).await;
     assert_eq!(dead.len(), 2);
-    let classes: Vec<_> = dead.iter().map(|m| text_headers(m)["ec-dlt-error-class"].clone()).collect();
+    let classes: Vec<_> = dead
+        .iter()
+        .map(|m| text_headers(m)["ec-dlt-error-class"].clone())
+        .collect();
     assert_eq!(classes, vec!["decode", "validation"]);
     for m in &dead {
         let h = text_headers(m);
@@ -521,19 +583,41 @@ async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
     let group = testkit::unique_name("email");
     let p = s.producer();
     // Partition 0 gets the poison message; partition 1 keeps working meanwhile.
-    let poison = FutureRecord::to(&input).key("c-0").payload(&b"{not json"[..]).partition(0);
-    p.send(poison, Duration::from_secs(10)).await.expect("produce");
+    let poison = FutureRecord::to(&input)
+        .key("c-0")
+        .payload(&b"{not json"[..])
+        .partition(0);
+    p.send(poison, Duration::from_secs(10))
+        .await
+        .expect("produce");
     let good_bytes = order("o-p1", "c-1");
-    let good = FutureRecord::to(&input).key("c-1").payload(&good_bytes[..]).partition(1);
-    p.send(good, Duration::from_secs(10)).await.expect("produce");
-    let w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    let good = FutureRecord::to(&input)
+        .key("c-1")
+        .payload(&good_bytes[..])
+        .partition(1);
+    p.send(good, Duration::from_secs(10))
+        .await
+        .expect("produce");
+    let w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &order_args(&input, &group, &output, &dlq),
+    );
 
     let out = s.read(&output, 1).await;
-    assert_eq!(json_of(&out[0])["order_id"], "o-p1", "the other partition kept going");
-    testkit::eventually("the DLQ write to fail and pause the partition", DEADLINE, || {
-        let n = w.count_logged("dead-letter write failed; partition paused, offset not stored");
-        async move { (n >= 2).then_some(()) }
-    })
+    assert_eq!(
+        json_of(&out[0])["order_id"],
+        "o-p1",
+        "the other partition kept going"
+    );
+    testkit::eventually(
+        "the DLQ write to fail and pause the partition",
+        DEADLINE,
+        || {
+            let n = w.count_logged("dead-letter write failed; partition paused, offset not stored");
+            async move { (n >= 2).then_some(()) }
+        },
+    )
     .await;
     testkit::eventually("partition 1 committed", DEADLINE, || async {
         (s.committed(&group, &input, 2).await[1] == 1).then_some(())
@@ -541,7 +625,11 @@ async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
     .await;
     // Wait past two auto-commit periods: partition 0 must still have no commit.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(s.committed(&group, &input, 2).await[0], -1, "offset of the undead-lettered message not committed");
+    assert_eq!(
+        s.committed(&group, &input, 2).await[0],
+        -1,
+        "offset of the undead-lettered message not committed"
+    );
 
     testkit::create_topic(&s.bootstrap, &dlq, 1).await;
     let dead = s.read(&dlq, 1).await;
@@ -563,17 +651,30 @@ async fn sigterm_drains_commits_offsets_and_exits_with_code_zero() {
     let group = testkit::unique_name("email");
     let p = s.producer();
     for i in 0..20 {
-        s.produce(&p, &input, &format!("c-{i}"), &order(&format!("o-{i}"), &format!("c-{i}")))
-            .await;
+        s.produce(
+            &p,
+            &input,
+            &format!("c-{i}"),
+            &order(&format!("o-{i}"), &format!("c-{i}")),
+        )
+        .await;
     }
-    let mut w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    let mut w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &order_args(&input, &group, &output, &dlq),
+    );
     s.read(&output, 20).await;
     w.sigterm();
     assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
     let summary = w
         .log_lines()
         .into_iter()
-        .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with("worker stopped")))
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("worker stopped"))
+        })
         .expect("a summary line");
     assert_eq!(summary["processed"], 20, "{summary}");
     assert_eq!(summary["committed"], true, "{summary}");
@@ -594,11 +695,20 @@ async fn orders_of_one_customer_are_handled_in_the_order_they_were_placed() {
     let per_customer = 25;
     for n in 0..per_customer {
         for c in 0..customers {
-            s.produce(&p, &input, &format!("c-{c}"), &order(&format!("c-{c}/{n:03}"), &format!("c-{c}")))
-                .await;
+            s.produce(
+                &p,
+                &input,
+                &format!("c-{c}"),
+                &order(&format!("c-{c}/{n:03}"), &format!("c-{c}")),
+            )
+            .await;
         }
     }
-    let _w = Worker::start(&s.bootstrap, "email", &order_args(&input, &group, &output, &dlq));
+    let _w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &order_args(&input, &group, &output, &dlq),
+    );
     // One output partition: its order is the order the worker finished the orders in.
     let out = s.read(&output, customers * per_customer).await;
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
@@ -614,4 +724,301 @@ async fn orders_of_one_customer_are_handled_in_the_order_they_were_placed() {
         assert_eq!(ids, sorted, "orders of {customer} out of order");
         assert_eq!(ids.len(), per_customer);
     }
+}
+
+fn upload(video_id: &str, size_bytes: i64) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "video_id": video_id,
+        "s3_key": format!("uploads/{video_id}.mp4"),
+        "user_id": "u-1",
+        "size_bytes": size_bytes,
+    }))
+    .expect("upload JSON")
+}
+
+/// Transcode at 50 MB/s: a 1 MB upload takes 20 ms, slow enough to kill or rebalance a
+/// worker in the middle of a stream.
+const SLOW_TRANSCODE: &str = "50000000";
+
+fn transcode_args<'a>(
+    input: &'a str,
+    group: &'a str,
+    output: &'a str,
+    dlq: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--handler",
+        "video",
+        "--stage",
+        "transcode",
+        "--topics",
+        input,
+        "--group-id",
+        group,
+        "--output-topic",
+        output,
+        "--dlq-topic",
+        dlq,
+        "--transcode-bytes-per-sec",
+        SLOW_TRANSCODE,
+    ]
+}
+
+/// Produces `n` uploads `v-0000…` (every 50th a poison message) round-robin over
+/// `partitions`; returns the ids expected in the output and the poison count.
+async fn produce_uploads(
+    s: &Stack,
+    topic: &str,
+    partitions: i32,
+    from: usize,
+    n: usize,
+) -> (Vec<String>, usize) {
+    let p = s.producer();
+    let mut ids = Vec::new();
+    let mut poison = 0;
+    for i in from..from + n {
+        let id = format!("v-{i:04}");
+        let value = if i % 50 == 49 {
+            poison += 1;
+            b"{\"video_id\": 1}".to_vec()
+        } else {
+            ids.push(id.clone());
+            upload(&id, 1_000_000)
+        };
+        let partition = i32::try_from(i).expect("small index") % partitions;
+        let record = FutureRecord::to(topic)
+            .key(&id)
+            .payload(&value[..])
+            .partition(partition);
+        p.send(record, Duration::from_secs(10))
+            .await
+            .expect("produce");
+    }
+    (ids, poison)
+}
+
+/// Checks that every expected id reached the output and every poison message the DLQ;
+/// returns (output records, duplicates).
+async fn assert_nothing_lost(
+    s: &Stack,
+    output: &str,
+    dlq: &str,
+    ids: &[String],
+    poison: usize,
+) -> (usize, usize) {
+    let out = s.read(output, ids.len()).await;
+    let dead = s.read(dlq, poison).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in &out {
+        *counts
+            .entry(
+                json_of(m)["video_id"]
+                    .as_str()
+                    .expect("video_id")
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    let missing: Vec<_> = ids.iter().filter(|id| !counts.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    let dead_offsets: std::collections::BTreeSet<_> = dead
+        .iter()
+        .map(|m| {
+            let h = text_headers(m);
+            (
+                h["ec-dlt-original-partition"].clone(),
+                h["ec-dlt-original-offset"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead_offsets.len(),
+        poison,
+        "every poison message dead-lettered"
+    );
+    let duplicates = out.len() - counts.len() + (dead.len() - dead_offsets.len());
+    (out.len(), duplicates)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_stream_loses_nothing_after_a_restart() {
+    let s = Stack::new();
+    let input = s.topic("uploads", 3).await;
+    let output = s.topic("transcoded", 1).await;
+    let dlq = s.topic("uploads-dlq", 1).await;
+    let group = testkit::unique_name("transcode");
+    let (ids, poison) = produce_uploads(&s, &input, 3, 0, 300).await;
+    let args = transcode_args(&input, &group, &output, &dlq);
+
+    let mut first = Worker::start(&s.bootstrap, "transcode-1", &args);
+    let before = s.read(&output, 60).await.len();
+    first.kill9();
+    let committed = s.committed(&group, &input, 3).await;
+    assert!(
+        committed.iter().map(|o| (*o).max(0)).sum::<i64>() < 300,
+        "killed mid-stream, not after the end: {committed:?}"
+    );
+
+    let _second = Worker::start(&s.bootstrap, "transcode-2", &args);
+    let (records, duplicates) = assert_nothing_lost(&s, &output, &dlq, &ids, poison).await;
+    println!(
+        "kill -9 after ≥{before} outputs: {} expected, {records} output records, {duplicates} duplicates (redelivered after the crash), {poison} dead-lettered",
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_in_one_group_lose_nothing_through_rebalances() {
+    let s = Stack::new();
+    let input = s.topic("uploads", 4).await;
+    let output = s.topic("transcoded", 1).await;
+    let dlq = s.topic("uploads-dlq", 1).await;
+    let group = testkit::unique_name("transcode");
+    let (mut ids, mut poison) = produce_uploads(&s, &input, 4, 0, 400).await;
+    let args = transcode_args(&input, &group, &output, &dlq);
+
+    let mut a = Worker::start(&s.bootstrap, "transcode-a", &args);
+    s.read(&output, 40).await;
+    // B joins: partitions are revoked from A and shared.
+    let b = Worker::start(&s.bootstrap, "transcode-b", &args);
+    b.assigned().await;
+    let (more, more_poison) = produce_uploads(&s, &input, 4, 400, 200).await;
+    ids.extend(more);
+    poison += more_poison;
+    // A leaves: B takes everything over.
+    a.sigterm();
+    assert_eq!(a.exit_code(Duration::from_secs(30)).await, Some(0));
+    let (records, duplicates) = assert_nothing_lost(&s, &output, &dlq, &ids, poison).await;
+    assert!(
+        b.count_logged("partitions revoked; draining") >= 1,
+        "B saw a rebalance"
+    );
+    println!(
+        "rebalance: {} expected, {records} output records, {duplicates} duplicates, {poison} dead-lettered",
+        ids.len()
+    );
+}
+
+fn user_event(kind: &str, path: &str, session: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "type": kind,
+        "user_id": "u",
+        "session_id": session,
+        "payload": {"path": path},
+        "timestamp": "2026-11-26T10:00:00Z",
+    }))
+    .expect("event JSON")
+}
+
+/// Events `from..from + n`: three paths, every fourth a click; adds the page views to
+/// `expected`.
+fn events_batch(
+    n: usize,
+    from: usize,
+    expected: &mut BTreeMap<String, u64>,
+) -> Vec<(String, Vec<u8>)> {
+    let paths = ["/", "/cart", "/checkout"];
+    (from..from + n)
+        .map(|i| {
+            let path = paths[i % 3];
+            let kind = if i % 4 == 3 { "click" } else { "page_view" };
+            if kind == "page_view" {
+                *expected.entry(path.to_owned()).or_default() += 1;
+            }
+            let session = format!("s-{}", i % 7);
+            (session.clone(), user_event(kind, path, &session))
+        })
+        .collect()
+}
+
+/// Sums the published window reports: (events, page views per path).
+async fn counted(s: &Stack, output: &str, at_least: u64) -> (u64, BTreeMap<String, u64>) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let reports = s.read_for(output, 0, DEADLINE).await;
+        let mut events = 0;
+        let mut paths: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &reports {
+            let v = json_of(r);
+            events += v["events"].as_u64().expect("events count");
+            for (path, n) in v["page_views"].as_object().expect("page_views") {
+                *paths.entry(path.clone()).or_default() += n.as_u64().expect("a count");
+            }
+        }
+        if events >= at_least {
+            return (events, paths);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {events} of {at_least} counted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_counts_stay_exact_across_a_clean_restart_and_lose_nothing_after_a_crash() {
+    let s = Stack::new();
+    let input = s.topic("user-events", 2).await;
+    let output = s.topic("analytics-counts", 1).await;
+    let dlq = s.topic("user-events-dlq", 1).await;
+    let group = testkit::unique_name("analytics");
+    let args = vec![
+        "--handler",
+        "analytics",
+        "--window",
+        "1s",
+        "--topics",
+        &input,
+        "--group-id",
+        &group,
+        "--output-topic",
+        &output,
+        "--dlq-topic",
+        &dlq,
+    ];
+    let p = s.producer();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut produce = |n, from| events_batch(n, from, &mut expected);
+    for (key, value) in produce(100, 0) {
+        s.produce(&p, &input, &key, &value).await;
+    }
+    s.produce(&p, &input, "s-x", b"not json").await; // dead-lettered, never counted
+
+    let mut first = Worker::start(&s.bootstrap, "analytics-1", &args);
+    counted(&s, &output, 100).await;
+    first.sigterm();
+    assert_eq!(first.exit_code(Duration::from_secs(30)).await, Some(0));
+
+    for (key, value) in produce(100, 100) {
+        s.produce(&p, &input, &key, &value).await;
+    }
+    let mut second = Worker::start(&s.bootstrap, "analytics-2", &args);
+    let (events, page_views) = counted(&s, &output, 200).await;
+    assert_eq!(
+        events, 200,
+        "a clean restart counts every event exactly once"
+    );
+    let mut exact: BTreeMap<String, u64> = BTreeMap::new();
+    events_batch(200, 0, &mut exact);
+    assert_eq!(page_views, exact);
+    assert_eq!(s.read(&dlq, 1).await.len(), 1);
+
+    // A crash: counts already published may be counted again, but none is lost.
+    for (key, value) in produce(100, 200) {
+        s.produce(&p, &input, &key, &value).await;
+    }
+    counted(&s, &output, 250).await;
+    second.kill9();
+    let _third = Worker::start(&s.bootstrap, "analytics-3", &args);
+    let (events, page_views) = counted(&s, &output, 300).await;
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    events_batch(300, 0, &mut expected);
+    for (path, n) in &expected {
+        assert!(page_views[path] >= *n, "{path}: {} < {n}", page_views[path]);
+    }
+    println!(
+        "analytics after kill -9: 300 events, {events} counted ({} counted twice)",
+        events - 300
+    );
 }
