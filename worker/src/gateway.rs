@@ -89,8 +89,9 @@ pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// within a few seconds, while the metadata requests stay negligible for the brokers.
 pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one readiness metadata fetch may take; bounds how stale `/readyz` can be
-/// after the brokers vanish (interval + this).
-const READINESS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// after the brokers vanish (interval + this), and stays under the interval so checks
+/// never pile up.
+pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(3);
 /// `Retry-After` on a 503: a broker outage or leader election rarely clears in under a
 /// few seconds, and an immediate retry storm would only fill the producer queue again.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -166,6 +167,7 @@ impl GatewayArgs {
             body_limit: self.body_limit_bytes,
             publish_timeout: self.publish_timeout,
             readiness_interval: DEFAULT_READINESS_INTERVAL,
+            readiness_timeout: DEFAULT_READINESS_TIMEOUT,
         }
     }
 }
@@ -177,7 +179,10 @@ pub struct GatewaySettings {
     pub events_topic: String,
     pub body_limit: usize,
     pub publish_timeout: Duration,
+    /// Pause between two readiness checks of the brokers.
     pub readiness_interval: Duration,
+    /// How long one readiness check may wait for the brokers.
+    pub readiness_timeout: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -188,6 +193,7 @@ impl Default for GatewaySettings {
             body_limit: DEFAULT_BODY_LIMIT,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             readiness_interval: DEFAULT_READINESS_INTERVAL,
+            readiness_timeout: DEFAULT_READINESS_TIMEOUT,
         }
     }
 }
@@ -297,8 +303,14 @@ struct FailureLabels {
     reason: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    result: &'static str,
+}
+
 struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    readiness_checks: Family<CheckLabels, Counter>,
     publish_latency: Family<TopicLabels, Histogram>,
     publish_failures: Family<FailureLabels, Counter>,
 }
@@ -307,6 +319,7 @@ impl Metrics {
     fn register(registry: &mut Registry) -> Self {
         let metrics = Metrics {
             requests: Family::default(),
+            readiness_checks: Family::default(),
             // 1 ms to ~16 s doubling: a healthy acks=all publish takes a few ms, and
             // the top buckets still resolve the 5 s default timeout.
             publish_latency: Family::new_with_constructor(|| {
@@ -318,6 +331,11 @@ impl Metrics {
             "gateway_http_requests",
             "HTTP requests answered by the gateway, by route and status",
             metrics.requests.clone(),
+        );
+        registry.register(
+            "gateway_readiness_checks",
+            "Broker metadata checks behind /readyz, by result (reachable or unreachable)",
+            metrics.readiness_checks.clone(),
         );
         registry.register_with_unit(
             "gateway_publish_duration",
@@ -475,26 +493,27 @@ impl Gateway {
             .layer(middleware::from_fn_with_state(self.clone(), count_requests))
     }
 
-    /// Whether the brokers answer a metadata request now. Missing topics are logged,
-    /// not fatal: the brokers may create them on first use.
-    pub async fn brokers_reachable(&self) -> Result<(), KafkaError> {
+    /// Whether the brokers answer a metadata request now. Returns the problems the
+    /// brokers report about our topics (e.g. a topic that does not exist yet): logged,
+    /// not fatal, because brokers may create topics on first use.
+    pub async fn brokers_reachable(&self) -> Result<Vec<String>, KafkaError> {
         let producer = self.inner.producer.clone();
+        let timeout = self.inner.settings.readiness_timeout;
         let topics = [
             self.inner.settings.orders_topic.clone(),
             self.inner.settings.events_topic.clone(),
         ];
-        let fetched = tokio::task::spawn_blocking(move || -> Result<(), KafkaError> {
+        let fetched = tokio::task::spawn_blocking(move || -> Result<Vec<String>, KafkaError> {
+            let mut problems = Vec::new();
             for topic in &topics {
-                let metadata = producer
-                    .client()
-                    .fetch_metadata(Some(topic), READINESS_FETCH_TIMEOUT)?;
+                let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
                 for t in metadata.topics() {
                     if let Some(error) = t.error() {
-                        tracing::warn!(topic = t.name(), error = ?error, "topic metadata reports an error");
+                        problems.push(format!("{}: {error:?}", t.name()));
                     }
                 }
             }
-            Ok(())
+            Ok(problems)
         })
         .await;
         match fetched {
@@ -505,7 +524,7 @@ impl Gateway {
     }
 
     /// Keeps `readiness` equal to "the brokers answer", re-checking every
-    /// `readiness_interval` until `shutdown`.
+    /// `readiness_interval` until `shutdown`. Logs only changes, not every check.
     pub fn watch_readiness(
         &self,
         readiness: Arc<Readiness>,
@@ -513,6 +532,7 @@ impl Gateway {
     ) -> tokio::task::JoinHandle<()> {
         let gateway = self.clone();
         tokio::spawn(async move {
+            let mut known_problems = Vec::new();
             loop {
                 let check = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -521,11 +541,27 @@ impl Gateway {
                 let ready = check.is_ok();
                 if ready != readiness.get() {
                     match &check {
-                        Ok(()) => tracing::info!("brokers reachable: ready"),
+                        Ok(_) => tracing::info!("brokers reachable: ready"),
                         Err(e) => tracing::warn!(error = %e, "brokers unreachable: not ready"),
                     }
                 }
+                if let Ok(problems) = check
+                    && problems != known_problems
+                {
+                    if !problems.is_empty() {
+                        tracing::warn!(?problems, "the brokers report problems with our topics");
+                    }
+                    known_problems = problems;
+                }
                 readiness.set(ready);
+                gateway
+                    .inner
+                    .metrics
+                    .readiness_checks
+                    .get_or_create(&CheckLabels {
+                        result: if ready { "reachable" } else { "unreachable" },
+                    })
+                    .inc();
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(gateway.inner.settings.readiness_interval) => {}
