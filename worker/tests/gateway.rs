@@ -394,3 +394,93 @@ async fn readyz_stays_not_ready_while_the_broker_is_unreachable_and_turns_ready_
     .await;
     assert_eq!(unreachable.get("/readyz").await.0, 503);
 }
+
+/// The worker binary, whose `gateway` subcommand these last tests run as a process.
+const BIN: &str = env!("CARGO_BIN_EXE_eventconsumer-worker");
+
+/// A child process killed if a test fails before it exits by itself.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_process_serves_until_sigterm_then_flushes_and_exits_zero() {
+    let bootstrap = testkit::kafka_bootstrap();
+    let settings = settings_with_fresh_topics(&bootstrap).await;
+    let addr = closed_port();
+    let mut child = Child(
+        std::process::Command::new(BIN)
+            .arg("gateway")
+            .args(["--bootstrap-servers", &bootstrap])
+            .args(["--listen-addr", &addr])
+            .args(["--orders-topic", &settings.orders_topic])
+            .args(["--events-topic", &settings.events_topic])
+            .args(["--log-level", "info"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the worker binary starts"),
+    );
+    let http = reqwest::Client::new();
+    testkit::eventually("the gateway process to be ready", DEADLINE, || async {
+        let ready = http.get(format!("http://{addr}/readyz")).send().await;
+        matches!(ready, Ok(r) if r.status() == 200).then_some(())
+    })
+    .await;
+    let response = http
+        .post(format!("http://{addr}{CHECKOUT_PATH}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(r#"{"customer_id":"proc","items":[{"product_id":"p","quantity":1,"price":1}],"total":1}"#)
+        .send()
+        .await
+        .expect("the gateway process answers");
+    assert_eq!(response.status().as_u16(), 202);
+
+    let pid = child.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let status = testkit::eventually("the gateway process to exit", DEADLINE, || {
+        let exited = child.0.try_wait().expect("the child's status");
+        async move { exited }
+    })
+    .await;
+    let mut logs = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().expect("piped stdout"), &mut logs)
+        .expect("the logs");
+    assert!(status.success(), "{status}: {logs}");
+    assert!(logs.contains("SIGTERM"), "{logs}");
+    assert!(logs.contains("producer flushed"), "{logs}");
+
+    let records = read_back(&bootstrap, &settings.orders_topic, 1).await;
+    assert_eq!(key_of(&records[0]), "proc");
+}
+
+#[test]
+fn a_setting_that_cannot_work_makes_the_gateway_process_exit_2_naming_the_flag() {
+    let output = std::process::Command::new(BIN)
+        .args(["gateway", "--sasl-mechanism", "PLAIN"])
+        .args(["--listen-addr", "127.0.0.1:0"])
+        .env_remove("EC_SASL_USERNAME")
+        .env_remove("EC_SASL_PASSWORD")
+        .output()
+        .expect("the worker binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--sasl-username"), "{stderr}");
+
+    let output = std::process::Command::new(BIN)
+        .args(["gateway", "--publish-timeout", "0s"])
+        .output()
+        .expect("the worker binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--publish-timeout"), "{stderr}");
+}
