@@ -95,6 +95,9 @@ pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(3);
 /// `Retry-After` on a 503: a broker outage or leader election rarely clears in under a
 /// few seconds, and an immediate retry storm would only fill the producer queue again.
 const RETRY_AFTER_SECS: u64 = 5;
+/// The smallest publish timeout: librdkafka refuses a `message.timeout.ms` not above
+/// `linger.ms` (5 ms), and an acks=all round trip needs a few milliseconds anyway.
+const MIN_PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 /// The largest publish timeout: librdkafka's `message.timeout.ms` is a 32-bit
 /// millisecond count, and no HTTP client waits anywhere near this long anyway.
 const MAX_PUBLISH_TIMEOUT: Duration = Duration::from_secs(300);
@@ -146,8 +149,11 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 fn parse_publish_timeout(value: &str) -> Result<Duration, String> {
     // The same syntax as the consumer's durations (`500ms`, `5s`, or bare seconds).
     let timeout = crate::cli::parse_duration(value)?;
-    if timeout < Duration::from_millis(1) {
-        Err("must be at least 1ms".to_owned())
+    if timeout < MIN_PUBLISH_TIMEOUT {
+        Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_PUBLISH_TIMEOUT)
+        ))
     } else if timeout > MAX_PUBLISH_TIMEOUT {
         Err(format!(
             "must be at most {}",
@@ -810,7 +816,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let watcher = gateway.watch_readiness(readiness.clone(), shutdown.clone());
     let (addr, server) = http::serve(
         args.listen_addr,
-        gateway.app(Arc::new(registry), readiness),
+        gateway.app(Arc::new(registry), readiness.clone()),
         shutdown.clone(),
     )
     .await?;
@@ -824,13 +830,16 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
 
     let signal = shutdown_signal().await?;
     tracing::info!(signal, "shutting down: draining requests");
+    // Stop accepting connections and checking the brokers; a probe on a connection
+    // that is still open during the drain sees "not ready".
     shutdown.cancel();
+    let _ = watcher.await;
+    readiness.set(false);
     // Requests in flight finish (each waits at most the publish timeout) before the
     // server task ends; nothing is left half-answered.
     if let Err(e) = server.await {
         tracing::error!(error = %e, "HTTP server task failed");
     }
-    let _ = watcher.await;
     match gateway.flush(publish_timeout).await {
         Ok(()) => tracing::info!("producer flushed; bye"),
         Err(e) => tracing::warn!(error = %e, "producer flush incomplete"),
@@ -1208,6 +1217,7 @@ mod tests {
         assert_eq!(cli.gateway.publish_timeout, Duration::from_secs(2));
         for bad in [
             &["gw", "--publish-timeout", "0s"][..],
+            &["gw", "--publish-timeout", "5ms"],
             &["gw", "--publish-timeout", "1h"],
             &["gw", "--body-limit-bytes", "0"],
             &["gw", "--orders-topic", ""],
