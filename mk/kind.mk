@@ -1,0 +1,127 @@
+# kind quickstart: the whole system on a local kind cluster. Included from the root
+# Makefile (`include mk/kind.mk`). Needs Docker, kind, kubectl and helm on the machine.
+#
+#   make kind-up images kind-load deploy samples   # then curl the gateway (examples/README.md)
+#   make kind-down
+#
+# Every variable can be overridden on the command line, e.g. `make deploy NAMESPACE=ec`.
+
+KIND ?= kind
+DOCKER ?= docker
+KUBECTL ?= kubectl
+# The project's pinned helm (hack/provision.sh builds it) when present, else the one on PATH.
+HELM ?= $(firstword $(wildcard $(HOME)/.cache/eventconsumer/helm-*/bin/helm) helm)
+
+KIND_CLUSTER ?= eventconsumer
+KIND_CONFIG ?= kind-config.yaml
+# Node image (kindest/node:vX.Y.Z); empty means the default of the installed kind release.
+KIND_NODE_IMAGE ?=
+# kind names the kubeconfig context kind-<cluster>; every command below targets it
+# explicitly, so a deploy never lands on whatever cluster the current context points at.
+KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
+
+CHART_DIR ?= charts/eventconsumer
+# Image tags follow the chart's appVersion, like the chart's defaults: the tags built here
+# are the ones the chart asks for, with no --set needed.
+APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' $(CHART_DIR)/Chart.yaml)
+IMAGE_TAG ?= $(APP_VERSION)
+OPERATOR_IMAGE ?= eventconsumer/operator
+WORKER_IMAGE ?= eventconsumer/worker
+DOCKER_BUILD_FLAGS ?=
+
+RELEASE ?= eventconsumer
+NAMESPACE ?= eventconsumer-system
+# Values for kind: the chart's Kafka and the gateway on NodePort 30080.
+KIND_VALUES ?= examples/kind-values.yaml
+# The examples' bootstrapServers name the Kafka of release "eventconsumer" in
+# "eventconsumer-system"; keep RELEASE and NAMESPACE at their defaults for `samples`.
+SAMPLES_NAMESPACE ?= default
+# kind pulls apache/kafka, builds a JVM heap and formats storage: a first deploy can take
+# minutes on a laptop.
+DEPLOY_TIMEOUT ?= 10m
+# Worker pods start in seconds once the images are loaded; 3 minutes covers a slow laptop.
+SAMPLES_TIMEOUT ?= 180s
+
+# Kubernetes version helm lints and renders against (the local stack's, hack/versions.env).
+HELM_KUBE_VERSION ?= 1.37.2
+# Values the schema must refuse (helm-schema-check): a wrong type, an unknown key, an enum
+# miss, a malformed bootstrap list, an out-of-range port. Each must make `helm template` fail.
+HELM_BAD_SETS ?= \
+	operator.replicas=two \
+	operator.typo=1 \
+	operator.image.pullPolicy=Sometimes \
+	gateway.bootstrapServers=no-port \
+	gateway.service.nodePort=80 \
+	kafka.clusterId=short \
+	metrics.serviceMonitor.interval=30
+
+.PHONY: kind-up images image-operator image-worker kind-load deploy samples kind-down \
+	chart-crds chart-crds-check helm-lint helm-schema-check helm-template
+
+kind-up: ## Create the kind cluster (kind-config.yaml: one node, gateway port 30080 on localhost)
+	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+		echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+		$(KIND) create cluster --name '$(KIND_CLUSTER)' --config '$(KIND_CONFIG)' \
+			$(if $(KIND_NODE_IMAGE),--image '$(KIND_NODE_IMAGE)') --wait 120s; \
+	fi
+
+images: image-operator image-worker ## Build the operator and worker images (docker/*.Dockerfile)
+
+image-operator:
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/operator.Dockerfile -t '$(OPERATOR_IMAGE):$(IMAGE_TAG)' .
+
+image-worker:
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/worker.Dockerfile -t '$(WORKER_IMAGE):$(IMAGE_TAG)' .
+
+kind-load: ## Copy the built images into the kind node (no registry needed)
+	$(KIND) load docker-image --name '$(KIND_CLUSTER)' '$(OPERATOR_IMAGE):$(IMAGE_TAG)' '$(WORKER_IMAGE):$(IMAGE_TAG)'
+
+# helm installs crds/ only on the first install and never upgrades it, so the CRD is
+# applied server-side first: a changed schema reaches the cluster on every deploy.
+deploy: ## helm upgrade --install the chart with Kafka and the gateway (examples/kind-values.yaml)
+	$(KUBECTL) --context '$(KUBE_CONTEXT)' apply --server-side --force-conflicts -f '$(CHART_DIR)/crds/'
+	$(HELM) upgrade --install '$(RELEASE)' '$(CHART_DIR)' --kube-context '$(KUBE_CONTEXT)' \
+		--namespace '$(NAMESPACE)' --create-namespace -f '$(KIND_VALUES)' \
+		--set operator.image.repository='$(OPERATOR_IMAGE)' --set-string operator.image.tag='$(IMAGE_TAG)' \
+		--set worker.image.repository='$(WORKER_IMAGE)' --set-string worker.image.tag='$(IMAGE_TAG)' \
+		--wait --timeout '$(DEPLOY_TIMEOUT)'
+
+samples: ## Create the example topics, apply the example EventConsumers and wait until they are Ready
+	KUBE_CONTEXT='$(KUBE_CONTEXT)' KAFKA_NAMESPACE='$(NAMESPACE)' \
+		KAFKA_POD='$(RELEASE)-kafka-0' examples/topics.sh
+	$(KUBECTL) --context '$(KUBE_CONTEXT)' apply -n '$(SAMPLES_NAMESPACE)' -f examples/consumers/
+	$(KUBECTL) --context '$(KUBE_CONTEXT)' wait -n '$(SAMPLES_NAMESPACE)' --for=condition=Ready \
+		eventconsumers --all --timeout='$(SAMPLES_TIMEOUT)'
+	$(KUBECTL) --context '$(KUBE_CONTEXT)' get -n '$(SAMPLES_NAMESPACE)' eventconsumers
+
+kind-down: ## Delete the kind cluster and everything in it
+	$(KIND) delete cluster --name '$(KIND_CLUSTER)'
+
+chart-crds: ## Copy crds/eventconsumer.yaml into the chart (the chart's copy must stay identical)
+	@test -s crds/eventconsumer.yaml || { echo "crds/eventconsumer.yaml is missing: cargo run -p eventconsumer-operator --bin crdgen > crds/eventconsumer.yaml" >&2; exit 1; }
+	cp crds/eventconsumer.yaml '$(CHART_DIR)/crds/eventconsumer.yaml'
+
+chart-crds-check: ## Fail when the chart's CRD differs from crds/eventconsumer.yaml
+	@cmp -s crds/eventconsumer.yaml '$(CHART_DIR)/crds/eventconsumer.yaml' || \
+		{ echo "$(CHART_DIR)/crds/eventconsumer.yaml differs from crds/eventconsumer.yaml: run make chart-crds" >&2; exit 1; }
+
+helm-lint: ## helm lint --strict the chart with its defaults and each ci/*-values.yaml case
+	$(HELM) lint --strict --kube-version '$(HELM_KUBE_VERSION)' '$(CHART_DIR)'
+	@set -e; for f in $(CHART_DIR)/ci/*-values.yaml; do \
+		echo "$(HELM) lint --strict --kube-version $(HELM_KUBE_VERSION) $(CHART_DIR) -f $$f"; \
+		$(HELM) lint --strict --kube-version '$(HELM_KUBE_VERSION)' '$(CHART_DIR)' -f "$$f"; \
+	done
+
+helm-schema-check: ## Check that values.schema.json refuses each of HELM_BAD_SETS
+	@set -e; for s in $(HELM_BAD_SETS); do \
+		if out=$$($(HELM) template x '$(CHART_DIR)' --kube-version '$(HELM_KUBE_VERSION)' --set "$$s" 2>&1); then \
+			echo "values.schema.json accepted --set $$s" >&2; exit 1; \
+		elif ! printf '%s' "$$out" | grep -q "don't meet the specifications of the schema"; then \
+			echo "--set $$s failed, but not in schema validation:" >&2; printf '%s\n' "$$out" >&2; exit 1; \
+		else echo "refused by the schema, as expected: --set $$s"; fi; \
+	done
+
+helm-template: ## Render the chart with the kind values to stdout (e.g. | kubectl apply --dry-run=server -f -)
+	@$(HELM) template '$(RELEASE)' '$(CHART_DIR)' --namespace '$(NAMESPACE)' \
+		--kube-version '$(HELM_KUBE_VERSION)' -f '$(KIND_VALUES)'
