@@ -19,13 +19,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run_consumer(&args),
         Command::Gateway(args) => run_gateway(*args),
-        Command::Demo(args) => {
-            eprintln!(
-                "error: the demo is not available yet (log level {})",
-                args.log_level
-            );
-            ExitCode::from(EXIT_FAILURE)
-        }
+        Command::Demo(args) => run_demo(&args),
     }
 }
 
@@ -57,6 +51,27 @@ fn run_consumer(args: &RunArgs) -> ExitCode {
         Ok(false) => ExitCode::from(EXIT_FAILURE),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "worker failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_demo(args: &crate::cli::DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(crate::demo::run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_FAILURE),
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)
         }

@@ -223,7 +223,7 @@ pub struct RunArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Log filter for the demo's own JSON logs (the summary is printed regardless).
-    #[arg(long, default_value = "warn")]
+    #[arg(long, default_value = "error")]
     pub log_level: String,
 }
 

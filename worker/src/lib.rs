@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod events;
 pub mod gateway;
 pub mod handlers;

@@ -414,7 +414,26 @@ async fn an_order_is_published_to_the_output_topic_and_its_offset_is_committed()
         (c.iter().map(|o| (*o).max(0)).sum::<i64>() == 5).then_some(())
     })
     .await;
-    assert!(w.http_addr().is_some());
+    let addr = w.http_addr().expect("the worker logs its HTTP address");
+    let get = |path: &'static str| async move {
+        let r = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect(path);
+        (r.status().as_u16(), r.text().await.expect("body"))
+    };
+    assert_eq!(get("/readyz").await.0, 200, "ready once assigned");
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains(r#"eventconsumer_messages_processed_total{handler="order/payment"} 5"#),
+        "{metrics}"
+    );
+    testkit::eventually("consumer lag to be measured as 0", DEADLINE, || async {
+        let (_, m) = get("/metrics").await;
+        m.lines()
+            .any(|l| l.starts_with("eventconsumer_consumer_lag{") && l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
 }
 
 fn order_args<'a>(input: &'a str, group: &'a str, output: &'a str, dlq: &'a str) -> Vec<&'a str> {
