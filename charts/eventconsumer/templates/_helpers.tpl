@@ -55,6 +55,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/*
+Name of the leader-election Lease: the operator Deployment's name, one Lease per release.
+*/}}
+{{- define "eventconsumer.leaseName" -}}
+{{- printf "%s-operator" (include "eventconsumer.fullname" .) }}
+{{- end }}
+
 {{- define "eventconsumer.operatorImage" -}}
 {{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) }}
 {{- end }}
