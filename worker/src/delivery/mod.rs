@@ -249,9 +249,16 @@ impl ConsumerContext for LoopContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(partitions = %tpl_text(tpl), "partitions assigned");
+            // A partition paused under its previous task (full queue, DLQ down) must not
+            // stay paused now that a fresh task will own it.
+            if tpl.count() > 0
+                && let Err(e) = consumer.resume(tpl)
+            {
+                tracing::debug!(error = %e, "resume on assign refused");
+            }
             self.shared.readiness.set(tpl.count() > 0);
         }
     }
@@ -517,5 +524,116 @@ async fn measure_lag(consumer: Weak<LoopConsumer>, shared: Arc<Shared>, stop: Ca
                 .get_or_create(&PartitionLabels { topic, partition })
                 .set(lag.max(0));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use rdkafka::mocking::MockCluster;
+
+    fn settings(bootstrap: &str) -> Settings {
+        let argv = [
+            "w",
+            "run",
+            "--handler",
+            "order",
+            "--action",
+            "inventory",
+            "--topics",
+            "in",
+            "--group-id",
+            "g",
+            "--output-topic",
+            "out",
+            "--dlq-topic",
+            "in.dlq",
+            "--bootstrap-servers",
+            bootstrap,
+            "--shutdown-grace",
+            "5",
+        ];
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("run")
+        };
+        Settings::from_args(&args).unwrap()
+    }
+
+    fn order(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "order_id": id, "customer_id": "c",
+            "items": [{"product_id": "p", "quantity": 1, "price": 2.5}],
+            "total": 2.5, "created_at": "t",
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_loop_commits_offsets_of_processed_and_dead_lettered_messages_on_a_mock_cluster() {
+        let cluster = MockCluster::new(1).unwrap();
+        for (topic, partitions) in [("in", 2), ("out", 1), ("in.dlq", 1)] {
+            cluster.create_topic(topic, partitions, 1).unwrap();
+        }
+        let bootstrap = cluster.bootstrap_servers();
+        let s = settings(&bootstrap);
+        let producer = Producer::new(&s.kafka, Duration::from_secs(5)).unwrap();
+        for (i, value) in [order("o-1"), order("o-2"), b"poison".to_vec(), order("o-3")]
+            .iter()
+            .enumerate()
+        {
+            let key = format!("k{}", i % 2);
+            producer
+                .send("in", Some(key.as_bytes()), value, None)
+                .await
+                .unwrap();
+        }
+        let (_registry, metrics) = crate::metrics::registry_with("order/inventory");
+        let readiness = Arc::new(Readiness::default());
+        let stop = CancellationToken::new();
+        let run = tokio::spawn({
+            let (s, readiness, stop) = (s.clone(), readiness.clone(), stop.clone());
+            async move { super::run(&s, metrics, readiness, stop).await }
+        });
+
+        let checker: Arc<BaseConsumer> =
+            Arc::new(consumer_config(&s).set("group.id", "g").create().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = checker.clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition("in", 0);
+                tpl.add_partition("in", 1);
+                c.committed_offsets(tpl, Duration::from_secs(2))
+                    .map(|t| {
+                        t.elements()
+                            .iter()
+                            .filter_map(|e| match e.offset() {
+                                Offset::Offset(o) => Some(o),
+                                _ => None,
+                            })
+                            .sum::<i64>()
+                    })
+                    .unwrap_or(0)
+            })
+            .await
+            .unwrap();
+            if committed == 4 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {committed} of 4 offsets committed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(readiness.get(), "ready while assigned");
+        stop.cancel();
+        let summary = run.await.unwrap().unwrap();
+        assert_eq!((summary.processed, summary.dead_lettered), (3, 1));
+        assert!(summary.clean);
+        assert!(!readiness.get(), "not ready after stopping");
     }
 }
