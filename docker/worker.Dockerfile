@@ -30,6 +30,9 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
 #   python3        - librdkafka's linker-script generator; without it configure only
 #                    warns, but the build log stays clean with it
 # zstd and curl stay disabled: rdkafka-sys builds them only with its `zstd`/`curl` features.
+# Package versions are not pinned (hadolint DL3008): the suite's security updates replace
+# old versions, and a pinned one would stop building; the Debian release is the pin.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make g++ pkg-config libssl-dev zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
@@ -57,18 +60,23 @@ COPY . .
 RUN cargo build --release --locked --package eventconsumer-worker --bin eventconsumer-worker
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# Shared libraries the binary links besides glibc: libssl/libcrypto 3 (trixie's package
-# is libssl3t64 after Debian's 64-bit time_t transition) and zlib (already in the base,
+# Shared libraries the binary links besides glibc and libgcc_s (checked with ldd on a
+# local build: libssl.so.3, libcrypto.so.3, libz.so.1): libssl3t64 (trixie's name for
+# libssl3 after Debian's 64-bit time_t transition) and zlib1g (already in the base,
 # listed to state the dependency). librdkafka itself is linked statically.
 # ca-certificates: brokers with certificates from a public CA are verified against the
 # system roots when no CA Secret is given.
+# Package versions are not pinned (hadolint DL3008): the suite's security updates replace
+# old versions, and a pinned one would stop building; the Debian release is the pin.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl3t64 zlib1g ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /src/target/release/eventconsumer-worker /usr/local/bin/eventconsumer-worker
 # Fails the build when a shared library the binary links is missing from this image (the
 # log shows what it links). ldd comes with libc-bin, part of every Debian image.
-RUN ldd /usr/local/bin/eventconsumer-worker && ! ldd /usr/local/bin/eventconsumer-worker | grep -F "not found"
+RUN libs="$(ldd /usr/local/bin/eventconsumer-worker)" && echo "$libs" \
+ && case "$libs" in *"not found"*) exit 1 ;; esac
 # Numeric UID/GID 65532 (the usual "nonroot" id): Kubernetes' runAsNonRoot can only verify
 # a numeric user. The operator's worker pods and the chart's gateway set the same ids.
 USER 65532:65532
