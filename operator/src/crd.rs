@@ -143,7 +143,12 @@ pub struct EventConsumerSpec {
     /// Where to consume from: brokers, topics, consumer group and security.
     pub kafka: KafkaSpec,
 
-    /// How failed messages are retried and where they go when retries run out.
+    /// How failed messages are retried and where they go when retries run out. A message
+    /// that fails with a retryable error (handler or downstream failure, attempt timeout) is
+    /// retried with exponential backoff and jitter; after `maxAttempts` attempts, or at once
+    /// for a message that can never succeed (undecodable or invalid), it is written to the
+    /// dead-letter topic with headers describing the failure, and only then is its offset
+    /// committed. Nothing is skipped silently.
     #[serde(default)]
     pub delivery: DeliverySpec,
 
@@ -453,11 +458,7 @@ pub struct CaSecretRef {
     pub key: String,
 }
 
-/// Retries and dead-lettering. A message that fails with a retryable error (handler or
-/// downstream failure, attempt timeout) is retried with exponential backoff and jitter; after
-/// `maxAttempts` attempts, or at once for a message that can never succeed (undecodable or
-/// invalid), it is written to the dead-letter topic with headers describing the failure, and
-/// only then is its offset committed.
+/// Retries and dead-lettering of failed messages.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverySpec {
@@ -496,7 +497,11 @@ impl Default for DeliverySpec {
 /// `initial * multiplier^(n-1)`, capped at `max`, with random jitter.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("duration(self.max) >= duration(self.initial)")
+// The guards skip values the pattern already refuses, so those get one clear error, not two.
+#[x_kube(validation = Rule::new(format!(
+        "!self.initial.matches('{DURATION_PATTERN}') || !self.max.matches('{DURATION_PATTERN}') \
+         || duration(self.max) >= duration(self.initial)"
+    ))
     .message("must be at least backoff.initial")
     .field_path(".max"))]
 pub struct BackoffSpec {
@@ -597,7 +602,8 @@ impl JsonSchema for HumanDuration {
             "maxLength": 16,
             "pattern": DURATION_PATTERN,
             "x-kubernetes-validations": [{
-                "rule": "duration(self) > duration('0s')",
+                // The guard leaves values the pattern refuses to the pattern's clearer error.
+                "rule": format!("!self.matches('{DURATION_PATTERN}') || duration(self) > duration('0s')"),
                 "message": "must be greater than zero"
             }]
         })

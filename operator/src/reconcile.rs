@@ -642,6 +642,31 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_missing_crd_is_reported_in_one_line_saying_how_to_install_it() {
+        let (ctx, mut handle) = test_context();
+        let server = tokio::spawn(async move {
+            let (_, send) = expect(
+                &mut handle,
+                "GET",
+                "/apis/eventconsumer.dev/v1alpha1/eventconsumers",
+            )
+            .await;
+            send.send_response(not_found());
+        });
+        let error = check_crd_installed(&ctx.client, &Scope::AllNamespaces)
+            .await
+            .unwrap_err();
+        server.await.unwrap();
+        let line = error.to_string();
+        assert!(matches!(error, CrdCheckError::NotInstalled));
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("kubectl apply -f crds/eventconsumer.yaml"),
+            "{line}"
+        );
+    }
+
     async fn assert_nothing_more(handle: &mut Handle) {
         let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
         if let Ok(Some((request, _))) = next {
