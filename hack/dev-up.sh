@@ -195,6 +195,8 @@ start_apiserver() {
   local p="$EC_PKI_DIR"
   # Admission: the default plugin set, which includes ServiceAccount (we run the
   # controller-manager that backs it). --profiling off: nothing to profile here.
+  # --endpoint-reconciler-type=none: the reconciler refuses a loopback advertise address,
+  # and nothing here reaches the API server through the `kubernetes` Service anyway.
   start_bg kube-apiserver "--secure-port=$APISERVER_PORT" "$K8S_BIN/kube-apiserver" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -204,7 +206,7 @@ start_apiserver() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --allow-privileged=true --profiling=false
+    --endpoint-reconciler-type=none --allow-privileged=true --profiling=false
   STARTED+=(kube-apiserver)
 }
 
