@@ -104,6 +104,10 @@ async fn a_group_consumes_what_was_produced_and_its_committed_offset_reads_back(
         .find_partition(&topic, 1)
         .expect("partition 1")
         .offset();
-    assert_eq!(p0, Offset::Offset(3), "next offset to read after 3 messages");
+    assert_eq!(
+        p0,
+        Offset::Offset(3),
+        "next offset to read after 3 messages"
+    );
     assert_eq!(p1, Offset::Invalid, "nothing was committed on partition 1");
 }

@@ -31,7 +31,10 @@ async fn the_api_server_says_readyz_is_ok() {
 async fn the_kwok_node_is_ready() {
     let nodes: Api<Node> = Api::all(kube_client().await);
     let node = nodes.get(NODE).await.expect("the kwok node exists");
-    assert!(is_ready(node.status.and_then(|s| s.conditions)), "{NODE} is not Ready");
+    assert!(
+        is_ready(node.status.and_then(|s| s.conditions)),
+        "{NODE} is not Ready"
+    );
 }
 
 #[tokio::test]
@@ -56,20 +59,30 @@ async fn a_deployment_pod_becomes_ready_on_the_kwok_node() {
     )
     .await;
     let spec = pod.spec.expect("pod spec");
-    assert_eq!(spec.node_name.as_deref(), Some(NODE), "bound by the scheduler");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some(NODE),
+        "bound by the scheduler"
+    );
     // The ServiceAccount admission plugin gave the pod its account and token volume.
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
     let volumes = spec.volumes.unwrap_or_default();
     assert!(
-        volumes.iter().any(|v| v.name.starts_with("kube-api-access-")),
+        volumes
+            .iter()
+            .any(|v| v.name.starts_with("kube-api-access-")),
         "no service-account token volume in {volumes:?}"
     );
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    eventually("the Deployment to report 1 ready replica", TIMEOUT, || async {
-        let d = deployments.get(&name).await.ok()?;
-        (d.status?.ready_replicas == Some(1)).then_some(())
-    })
+    eventually(
+        "the Deployment to report 1 ready replica",
+        TIMEOUT,
+        || async {
+            let d = deployments.get(&name).await.ok()?;
+            (d.status?.ready_replicas == Some(1)).then_some(())
+        },
+    )
     .await;
     ns.delete().await;
 }

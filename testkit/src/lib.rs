@@ -22,9 +22,9 @@ pub const START_THE_STACK: &str =
 pub fn kafka_bootstrap() -> String {
     match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "KAFKA_BOOTSTRAP is not set: the local stack is not running. {START_THE_STACK}"
-        ),
+        _ => {
+            panic!("KAFKA_BOOTSTRAP is not set: the local stack is not running. {START_THE_STACK}")
+        }
     }
 }
 
