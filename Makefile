@@ -35,3 +35,8 @@ lint: ## rustfmt check and clippy with warnings as errors.
 
 # More targets (demo, crds, bench, ...) live in mk/*.mk, one file per topic.
 -include $(wildcard mk/*.mk)
+
+.PHONY: crds
+crds: ## Regenerate crds/eventconsumer.yaml from the operator's types (then `make chart-crds`).
+	cargo run -q -p eventconsumer-operator --bin crdgen > crds/eventconsumer.yaml.tmp
+	mv crds/eventconsumer.yaml.tmp crds/eventconsumer.yaml
