@@ -305,14 +305,21 @@ main() {
   local comps=()
   [ $want_kafka = 0 ] || comps+=(kafka)
   [ $want_k8s = 0 ] || comps+=(etcd k8s kwok helm)
+  # Cold: something had to be built or fetched first; warm: the cache had everything.
+  local kind=warm c prov_start
+  for c in "${comps[@]}"; do
+    cached "$c" || kind=cold
+  done
+  prov_start="$(now_s)"
   "$EC_ROOT/hack/provision.sh" "${comps[@]}"
+  [ "$kind" = warm ] || kind="cold: provisioning took $(($(now_s) - prov_start))s"
   mkdir -p "$EC_LOG_DIR" "$EC_PID_DIR" "$EC_DATA_DIR"
   write_env
   # Kafka's JVM starts in the background while the control plane comes up.
   [ $want_kafka = 0 ] || start_kafka
   [ $want_k8s = 0 ] || up_k8s
   [ $want_kafka = 0 ] || wait_until kafka "$READY_TIMEOUT_S" kafka_ready
-  log "dev-up: ready in $(($(now_s) - start))s (started: ${STARTED[*]:-none}; reused: ${REUSED[*]:-none})"
+  log "dev-up: ready in $(($(now_s) - start))s ($kind; started: ${STARTED[*]:-none}; reused: ${REUSED[*]:-none})"
   echo "Local stack is up. Use it with:  . .dev/env"
 }
 

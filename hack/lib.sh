@@ -21,6 +21,20 @@ KWOK_BIN="$EC_CACHE_DIR/kwok-$KWOK_VERSION/bin"
 HELM_BIN="$EC_CACHE_DIR/helm-$HELM_VERSION/bin"
 KAFKA_HOME="$EC_CACHE_DIR/kafka-$KAFKA_VERSION"
 
+# cached COMPONENT: true when the cache holds the pinned version of COMPONENT complete.
+cached() {
+  local v
+  case "$1" in
+    k8s) v="$K8S_VERSION" ;;
+    etcd) v="$ETCD_VERSION" ;;
+    kwok) v="$KWOK_VERSION" ;;
+    helm) v="$HELM_VERSION" ;;
+    kafka) v="$KAFKA_VERSION" ;;
+    *) return 1 ;;
+  esac
+  [ -f "$EC_CACHE_DIR/$1-$v/.complete" ]
+}
+
 # Ports, all on 127.0.0.1. Each can be moved with its EC_*_PORT variable.
 KAFKA_PORT="${EC_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${EC_KAFKA_CONTROLLER_PORT:-9093}"

@@ -24,6 +24,17 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$HELM_K8S_MINOR"
 done
 
+# lock NAME: hold the cache's lock for component NAME until this script exits, so two
+# checkouts provisioning at once (a developer's make test beside CI's) build it only once.
+lock() {
+  local fd
+  exec {fd}>"$EC_CACHE_DIR/.lock-$1"
+  if ! flock -n "$fd"; then
+    log "$1: another provision run is building it; waiting"
+    flock "$fd"
+  fi
+}
+
 # check_pin DIR MODULE VERSION: the wrapper module's go.mod must require what versions.env pins.
 check_pin() {
   local got
@@ -45,6 +56,11 @@ go_build() {
   fi
   need_go
   check_pin "$name" "${pin%@*}" "${pin#*@}"
+  lock "$name"
+  if [ -f "$dest/.complete" ]; then
+    log "$name: built meanwhile by another provision run"
+    return 0
+  fi
   start="$(now_s)"
   log "$name: building into $dest (cold: this takes a while; log: .dev/logs/provision-$name.log)"
   tmp="$dest.tmp.$$"
@@ -101,6 +117,11 @@ provision_kafka() {
   fi
   need_java
   need_mvn
+  lock kafka
+  if [ -f "$dest/.complete" ]; then
+    log "kafka: resolved meanwhile by another provision run"
+    return 0
+  fi
   start="$(now_s)"
   log "kafka: resolving Kafka $KAFKA_VERSION jars from Maven into $dest"
   tmp="$dest.tmp.$$"
