@@ -54,6 +54,10 @@ const AUTO_COMMIT_INTERVAL_MS: &str = "1000";
 /// killed pod's partitions move on quickly; heartbeats every 3 s keep a live one safe.
 const SESSION_TIMEOUT_MS: &str = "10000";
 const HEARTBEAT_INTERVAL_MS: &str = "3000";
+/// librdkafka's prefetch per partition (default 64 MiB). What it fetched for a partition
+/// whose queue is full ends up in that partition's overflow buffer, so this bounds the
+/// memory a slow partition can hold; 4 MiB still keeps fast partitions busy.
+const QUEUED_MAX_KBYTES: &str = "4096";
 
 /// Totals for the summary line at exit.
 #[derive(Debug, Default)]
@@ -319,7 +323,8 @@ pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
         .set("auto.offset.reset", settings.initial_offset.as_str())
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS)
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES);
     config
 }
 
