@@ -29,8 +29,9 @@ WORKDIR /src
 
 FROM chef AS planner
 COPY . .
-# The recipe: every workspace manifest and the lockfile, no source. (Without --bin, so
-# path dependencies such as dev-only workspace crates still resolve.)
+# The recipe: every workspace manifest and the lockfile, no source. Not `--bin`: that
+# trims workspace members, after which Cargo.lock no longer matches and `--locked` fails
+# (seen with cargo-chef 0.1.78 on this workspace for the operator binary).
 RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
