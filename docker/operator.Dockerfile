@@ -17,7 +17,8 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=trixie
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
-# cargo-chef from crates.io, pinned: a new release cannot change the build unnoticed.
+# cargo-chef from the Rust package registry, pinned: a new release cannot change the
+# build unnoticed.
 ARG CARGO_CHEF_VERSION=0.1.78
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 # Strip symbols from release binaries: the image gets several times smaller, and panic

@@ -36,7 +36,8 @@ FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make g++ pkg-config libssl-dev zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
-# cargo-chef from crates.io, pinned: a new release cannot change the build unnoticed.
+# cargo-chef from the Rust package registry, pinned: a new release cannot change the
+# build unnoticed.
 ARG CARGO_CHEF_VERSION=0.1.78
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 # Strip symbols from release binaries (the image gets several times smaller). Set here so
