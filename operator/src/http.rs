@@ -65,3 +65,46 @@ async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(state: &HttpState, path: &str) -> (StatusCode, String) {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_turns_ok_once_started_and_metrics_are_exposed() {
+        let (metrics, registry) = crate::metrics::Metrics::registered();
+        metrics.reconciles.inc();
+        let state = HttpState {
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+        let (status, body) = get(&state, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("eventconsumer_operator_reconciles_total 1"),
+            "{body}"
+        );
+    }
+}

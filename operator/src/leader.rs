@@ -23,6 +23,7 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -103,7 +104,9 @@ impl Elector {
             info!(identity = %self.identity, lease = %self.lease_name, "became the leader");
             metrics.leader.set(1);
             let leading = shutdown.child_token();
-            let mut work = tokio::spawn(lead(leading.clone()));
+            // Aborted if this elector is dropped: no work may outlive the loop that renews
+            // the Lease it depends on.
+            let mut work = AbortOnDropHandle::new(tokio::spawn(lead(leading.clone())));
             let mut last_renewal = Instant::now();
 
             // Leader: renew until shutdown, loss, or the work ending on its own.

@@ -577,6 +577,29 @@ async fn of_two_operator_replicas_only_the_leader_writes() {
     })
     .await;
     assert!(b.reconciles() > 0);
+
+    // A leader that crashes keeps the Lease until it expires; then a standby takes over.
+    let c = env.start_replica("replica-c", lease, timings);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!c.is_leader());
+    b.crash().await;
+    eventually("replica-c to lead after the crash", TIMEOUT, || async {
+        c.is_leader().then_some(())
+    })
+    .await;
+    manifest["spec"]["logLevel"] = json!("warn");
+    env.apply(&manifest).await;
+    env.deployment_where(&name, "replica-c to apply the edit", |d| {
+        env_value(d, env::LOG_LEVEL).as_deref() == Some("warn")
+    })
+    .await;
+    let holder = leases
+        .get(lease)
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("replica-c"));
 }
 
 #[tokio::test]

@@ -200,6 +200,14 @@ impl RunningOperator {
         }
     }
 
+    /// Kills the operator as a crash would: no graceful stop, the Lease is not released.
+    pub async fn crash(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.metrics.leader.get() == 1
     }
