@@ -19,6 +19,9 @@ KIND_NODE_IMAGE ?=
 # kind names the kubeconfig context kind-<cluster>; every command below targets it
 # explicitly, so a deploy never lands on whatever cluster the current context points at.
 KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
+# How long kind-up waits for the node to be Ready: a node image already pulled is up in
+# about 30 s; 2 minutes covers a slow laptop.
+KIND_WAIT ?= 120s
 
 CHART_DIR ?= charts/eventconsumer
 # Image tags follow the chart's appVersion, like the chart's defaults: the tags built here
@@ -63,7 +66,7 @@ kind-up: ## Create the kind cluster (kind-config.yaml: one node, gateway port 30
 		echo "kind cluster $(KIND_CLUSTER) already exists"; \
 	else \
 		$(KIND) create cluster --name '$(KIND_CLUSTER)' --config '$(KIND_CONFIG)' \
-			$(if $(KIND_NODE_IMAGE),--image '$(KIND_NODE_IMAGE)') --wait 120s; \
+			$(if $(KIND_NODE_IMAGE),--image '$(KIND_NODE_IMAGE)') --wait '$(KIND_WAIT)'; \
 	fi
 
 images: image-operator image-worker ## Build the operator and worker images (docker/*.Dockerfile)
