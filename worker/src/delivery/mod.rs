@@ -335,6 +335,10 @@ pub struct Summary {
     pub dead_lettered: u64,
     pub retried: u64,
     pub failed_attempts: u64,
+    /// In-flight work finished within the grace (otherwise it was abandoned unstored,
+    /// to be redelivered: nothing is lost either way).
+    pub drained_in_time: bool,
+    /// The final commit succeeded: the process exits with code 0.
     pub clean: bool,
 }
 
@@ -453,7 +457,7 @@ pub async fn run(
         let _ = w.await;
     }
     let _ = lag.await;
-    let clean = tokio::time::Instant::now() <= deadline;
+    let drained_in_time = tokio::time::Instant::now() <= deadline;
     let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => true,
         Err(e) if is_no_offset(&e) => true,
@@ -480,7 +484,7 @@ pub async fn run(
         retried,
         failed_attempts,
         committed,
-        clean,
+        drained_in_time,
         uptime_s = started.elapsed().as_secs(),
         "worker stopped: {processed} processed, {dead_lettered} dead-lettered, {retried} retries, offsets {}",
         if committed {
@@ -494,7 +498,8 @@ pub async fn run(
         dead_lettered,
         retried,
         failed_attempts,
-        clean: clean && committed,
+        drained_in_time,
+        clean: committed,
     })
 }
 
