@@ -45,6 +45,9 @@ DEPLOY_TIMEOUT ?= 10m
 # Worker pods start in seconds once the images are loaded; 3 minutes covers a slow laptop.
 SAMPLES_TIMEOUT ?= 180s
 
+# An existing namespace to render into for helm-dry-run (objects in a missing namespace
+# are refused even in a dry run).
+DRY_RUN_NAMESPACE ?= default
 # Kubernetes version helm lints and renders against (the local stack's, hack/versions.env).
 HELM_KUBE_VERSION ?= 1.37.2
 # Values the schema must refuse (helm-schema-check): a wrong type, an unknown key, an enum
@@ -59,7 +62,7 @@ HELM_BAD_SETS ?= \
 	metrics.serviceMonitor.interval=30
 
 .PHONY: kind-up images image-operator image-worker kind-load deploy samples kind-down \
-	chart-crds chart-crds-check helm-lint helm-schema-check helm-template
+	chart-crds chart-crds-check helm-lint helm-schema-check helm-dry-run helm-template
 
 kind-up: ## Create the kind cluster (kind-config.yaml: one node, gateway port 30080 on localhost)
 	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
@@ -123,6 +126,18 @@ helm-schema-check: ## Check that values.schema.json refuses each of HELM_BAD_SET
 		elif ! printf '%s' "$$out" | grep -q "don't meet the specifications of the schema"; then \
 			echo "--set $$s failed, but not in schema validation:" >&2; printf '%s\n' "$$out" >&2; exit 1; \
 		else echo "refused by the schema, as expected: --set $$s"; fi; \
+	done
+
+# Server-side dry run against the current kubeconfig (the local stack after `. .dev/env`,
+# or any cluster): nothing is created. The CRD is dry-run too; the ServiceMonitor case is
+# left out because it needs the Prometheus Operator's CRDs.
+helm-dry-run: ## kubectl apply --dry-run=server the CRD and the chart (defaults, kind values, one namespace)
+	$(KUBECTL) apply --dry-run=server --server-side -f '$(CHART_DIR)/crds/'
+	@set -e; for v in "" "-f $(KIND_VALUES)" "--set operator.watchNamespace=$(DRY_RUN_NAMESPACE)"; do \
+		echo "helm template $(RELEASE) $(CHART_DIR) $$v | kubectl apply --dry-run=server --validate=strict"; \
+		$(HELM) template '$(RELEASE)' '$(CHART_DIR)' --namespace '$(DRY_RUN_NAMESPACE)' \
+			--kube-version '$(HELM_KUBE_VERSION)' $$v \
+			| $(KUBECTL) apply --dry-run=server --validate=strict -n '$(DRY_RUN_NAMESPACE)' -f -; \
 	done
 
 helm-template: ## Render the chart with the kind values to stdout (e.g. | kubectl apply --dry-run=server -f -)
