@@ -1,10 +1,10 @@
-# kind quickstart: the whole system on a local kind cluster. Included from the root
-# Makefile (`include mk/kind.mk`). Needs Docker, kind, kubectl and helm on the machine.
+# kind quickstart: the whole system on a local kind cluster, plus the chart's checks.
+# The root Makefile includes mk/*.mk. The quickstart needs Docker, kind, kubectl and helm.
 #
 #   make kind-up images kind-load deploy samples   # then curl the gateway (examples/README.md)
 #   make kind-down
 #
-# Every variable can be overridden on the command line, e.g. `make deploy NAMESPACE=ec`.
+# Every variable can be overridden on the command line, e.g. `make deploy HELM_NAMESPACE=ec`.
 
 KIND ?= kind
 DOCKER ?= docker
@@ -32,14 +32,14 @@ OPERATOR_IMAGE ?= eventconsumer/operator
 WORKER_IMAGE ?= eventconsumer/worker
 DOCKER_BUILD_FLAGS ?=
 
-RELEASE ?= eventconsumer
-NAMESPACE ?= eventconsumer-system
+HELM_RELEASE ?= eventconsumer
+HELM_NAMESPACE ?= eventconsumer-system
 # Values for kind: the chart's Kafka and the gateway on NodePort 30080.
 KIND_VALUES ?= examples/kind-values.yaml
 # The examples' bootstrapServers name the Kafka of release "eventconsumer" in
-# "eventconsumer-system"; keep RELEASE and NAMESPACE at their defaults for `samples`.
+# "eventconsumer-system"; keep HELM_RELEASE and HELM_NAMESPACE at their defaults for `samples`.
 SAMPLES_NAMESPACE ?= default
-# kind pulls apache/kafka, builds a JVM heap and formats storage: a first deploy can take
+# kind pulls apache/kafka, starts a JVM and formats storage: a first deploy can take
 # minutes on a laptop.
 DEPLOY_TIMEOUT ?= 10m
 # Worker pods start in seconds once the images are loaded; 3 minutes covers a slow laptop.
@@ -87,15 +87,18 @@ kind-load: ## Copy the built images into the kind node (no registry needed)
 # applied server-side first: a changed schema reaches the cluster on every deploy.
 deploy: ## helm upgrade --install the chart with Kafka and the gateway (examples/kind-values.yaml)
 	$(KUBECTL) --context '$(KUBE_CONTEXT)' apply --server-side --force-conflicts -f '$(CHART_DIR)/crds/'
-	$(HELM) upgrade --install '$(RELEASE)' '$(CHART_DIR)' --kube-context '$(KUBE_CONTEXT)' \
-		--namespace '$(NAMESPACE)' --create-namespace -f '$(KIND_VALUES)' \
+	$(HELM) upgrade --install '$(HELM_RELEASE)' '$(CHART_DIR)' --kube-context '$(KUBE_CONTEXT)' \
+		--namespace '$(HELM_NAMESPACE)' --create-namespace -f '$(KIND_VALUES)' \
 		--set operator.image.repository='$(OPERATOR_IMAGE)' --set-string operator.image.tag='$(IMAGE_TAG)' \
 		--set worker.image.repository='$(WORKER_IMAGE)' --set-string worker.image.tag='$(IMAGE_TAG)' \
 		--wait --timeout '$(DEPLOY_TIMEOUT)'
 
 samples: ## Create the example topics, apply the example EventConsumers and wait until they are Ready
-	KUBE_CONTEXT='$(KUBE_CONTEXT)' KAFKA_NAMESPACE='$(NAMESPACE)' \
-		KAFKA_POD='$(RELEASE)-kafka-0' examples/topics.sh
+	@# The Kafka pod by its labels: its name depends on how the release is named.
+	pod="$$($(KUBECTL) --context '$(KUBE_CONTEXT)' -n '$(HELM_NAMESPACE)' get pods -o name \
+		-l 'app.kubernetes.io/instance=$(HELM_RELEASE),app.kubernetes.io/component=kafka')"; \
+	test -n "$$pod" || { echo "no Kafka pod of release $(HELM_RELEASE) in $(HELM_NAMESPACE): run make deploy" >&2; exit 1; }; \
+	KUBE_CONTEXT='$(KUBE_CONTEXT)' KAFKA_NAMESPACE='$(HELM_NAMESPACE)' KAFKA_POD="$${pod#pod/}" examples/topics.sh
 	$(KUBECTL) --context '$(KUBE_CONTEXT)' apply -n '$(SAMPLES_NAMESPACE)' -f examples/consumers/
 	$(KUBECTL) --context '$(KUBE_CONTEXT)' wait -n '$(SAMPLES_NAMESPACE)' --for=condition=Ready \
 		eventconsumers --all --timeout='$(SAMPLES_TIMEOUT)'
@@ -134,12 +137,12 @@ helm-schema-check: ## Check that values.schema.json refuses each of HELM_BAD_SET
 helm-dry-run: ## kubectl apply --dry-run=server the CRD and the chart (defaults, kind values, one namespace)
 	$(KUBECTL) apply --dry-run=server --server-side -f '$(CHART_DIR)/crds/'
 	@set -e; for v in "" "-f $(KIND_VALUES)" "--set operator.watchNamespace=$(DRY_RUN_NAMESPACE)"; do \
-		echo "helm template $(RELEASE) $(CHART_DIR) $$v | kubectl apply --dry-run=server --validate=strict"; \
-		$(HELM) template '$(RELEASE)' '$(CHART_DIR)' --namespace '$(DRY_RUN_NAMESPACE)' \
+		echo "helm template $(HELM_RELEASE) $(CHART_DIR) $$v | kubectl apply --dry-run=server --validate=strict"; \
+		$(HELM) template '$(HELM_RELEASE)' '$(CHART_DIR)' --namespace '$(DRY_RUN_NAMESPACE)' \
 			--kube-version '$(HELM_KUBE_VERSION)' $$v \
 			| $(KUBECTL) apply --dry-run=server --validate=strict -n '$(DRY_RUN_NAMESPACE)' -f -; \
 	done
 
 helm-template: ## Render the chart with the kind values to stdout (e.g. | kubectl apply --dry-run=server -f -)
-	@$(HELM) template '$(RELEASE)' '$(CHART_DIR)' --namespace '$(NAMESPACE)' \
+	@$(HELM) template '$(HELM_RELEASE)' '$(CHART_DIR)' --namespace '$(HELM_NAMESPACE)' \
 		--kube-version '$(HELM_KUBE_VERSION)' -f '$(KIND_VALUES)'
