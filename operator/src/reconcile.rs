@@ -127,6 +127,12 @@ pub async fn reconcile(ec: Arc<EventConsumer>, ctx: Arc<Context>) -> Result<Acti
 async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Error> {
     let namespace = ec.namespace().ok_or(Error::MissingNamespace)?;
     let name = ec.name_any();
+    if ec.metadata.deletion_timestamp.is_some() {
+        // Being deleted (e.g. `--cascade=foreground`): the garbage collector is removing the
+        // Deployment, and applying it again would fight it.
+        debug!(%namespace, %name, "being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
     debug!(%namespace, %name, generation = ?ec.metadata.generation, "reconciling");
 
     let secrets = read_secrets(&ctx.client, &namespace, config::referenced_secrets(ec)).await?;
@@ -640,6 +646,18 @@ mod tests {
             error_policy(ec, &error, ctx),
             Action::requeue(Duration::from_secs(4))
         );
+    }
+
+    #[tokio::test]
+    async fn a_consumer_being_deleted_is_left_to_the_garbage_collector() {
+        let (ctx, mut handle) = test_context();
+        let mut ec = order_consumer();
+        ec.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        let action = reconcile(Arc::new(ec), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        assert_nothing_more(&mut handle).await;
     }
 
     #[tokio::test]

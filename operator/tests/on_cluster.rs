@@ -449,6 +449,28 @@ async fn deleting_the_consumer_garbage_collects_its_deployment() {
         },
     )
     .await;
+
+    // Foreground deletion: the consumer waits for its Deployment, which the operator must not
+    // re-create meanwhile.
+    let name = unique_name("gc-fg");
+    env.apply(&order_manifest(&name)).await;
+    env.deployment_where(&name, "the second Deployment", |_| true)
+        .await;
+    env.consumers()
+        .delete(&name, &DeleteParams::foreground())
+        .await
+        .expect("delete in the foreground");
+    let consumers = env.consumers();
+    eventually(
+        "the consumer and its Deployment to be gone",
+        TIMEOUT,
+        || async {
+            let consumer_gone = consumers.get_opt(&name).await.ok()?.is_none();
+            let deployment_gone = deployments.get_opt(&name).await.ok()?.is_none();
+            (consumer_gone && deployment_gone).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
