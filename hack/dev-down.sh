@@ -21,14 +21,20 @@ for a in "$@"; do
 done
 [ ${#want[@]} -gt 0 ] || want=("${EC_COMPONENTS[@]}")
 
-# All at once: each component shuts down on its own within seconds, and one after the
-# other would add those seconds up.
-for c in "${EC_COMPONENTS[@]}"; do
-  for w in "${want[@]}"; do
-    if [ "$w" = "$c" ]; then stop "$c" & fi
+# stop_selected C...: stop those of C that were asked for, all at once: each shuts down
+# within seconds, and one after the other would add those seconds up.
+stop_selected() {
+  local c w
+  for c in "$@"; do
+    for w in "${want[@]}"; do
+      if [ "$w" = "$c" ]; then stop "$c" & fi
+    done
   done
-done
-wait
+  wait
+}
+# etcd last: the API server shuts down slowly once its store is gone.
+stop_selected kafka kube-apiserver kube-controller-manager kube-scheduler kwok
+stop_selected etcd
 
 if [ $purge = 1 ]; then
   for c in "${EC_COMPONENTS[@]}"; do
