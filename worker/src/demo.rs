@@ -414,6 +414,9 @@ impl Reader {
             .set("bootstrap.servers", bootstrap)
             .set("group.id", "demo-reader")
             .set("enable.auto.commit", "false")
+            // The mock broker answers at once; a fetch lingering for librdkafka's default
+            // 500 ms made every read of a topic take 1.5 s.
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Reader { consumer })
     }
