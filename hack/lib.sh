@@ -139,9 +139,16 @@ start_bg() {
   echo "$! $marker" >"$(pid_file "$name")"
 }
 
+# alive PID: true while PID runs (a zombie waiting for its parent to reap it does not).
+alive() {
+  local state
+  state="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # stop NAME: stop the process recorded for NAME, if it is still ours; SIGKILL after 20 s.
 stop() {
-  local name="$1" pid i
+  local name="$1" pid
   if ! running "$name"; then
     rm -f "$(pid_file "$name")"
     return 0
@@ -149,17 +156,16 @@ stop() {
   pid="$(running_pid "$name")"
   kill -TERM "$pid" 2>/dev/null || true
   # 20 s: Kafka's controlled shutdown and etcd's snapshot finish well within it here.
-  for i in $(seq 1 200); do
-    [ -e "/proc/$pid" ] || break
+  local deadline=$(($(now_s) + 20))
+  while alive "$pid" && [ "$(now_s)" -lt "$deadline" ]; do
     sleep 0.1
   done
-  if [ -e "/proc/$pid" ]; then
+  if alive "$pid"; then
     log "$name (pid $pid) did not stop in 20 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$(pid_file "$name")"
   log "$name stopped (pid $pid)"
-  : "$i"
 }
 
 # wait_until NAME TIMEOUT_S CMD...: poll CMD every 0.25 s until it succeeds. On timeout,
