@@ -38,7 +38,9 @@ lock() {
 # check_pin DIR MODULE VERSION: the wrapper module's go.mod must require what versions.env pins.
 check_pin() {
   local got
-  got="$(cd "$EC_ROOT/hack/$1" && go list -m -f '{{.Version}}' "$2")"
+  got="$(cd "$EC_ROOT/hack/$1" && go list -m -f '{{.Version}}' "$2" 2>"$EC_LOG_DIR/provision-$1.log")" ||
+    die "cannot resolve the Go modules of hack/$1 (log: .dev/logs/provision-$1.log)" \
+      "check that the Go module proxy is reachable (go env GOPROXY), then retry 'make provision'"
   [ "$got" = "$3" ] ||
     die "hack/$1/go.mod requires $2 $got but hack/versions.env pins $3" \
       "run 'cd hack/$1 && go get -tool <cmd package>@$3' (or fix versions.env) and commit go.mod and go.sum"
