@@ -63,6 +63,13 @@ pub mod env {
     /// Name of the EventConsumer this worker serves (labels in logs and metrics).
     pub const CONSUMER_NAME: &str = "EC_CONSUMER_NAME";
 
+    /// Testing aid (benchmarks): the order handler validates but publishes nothing.
+    pub const NO_OUTPUT: &str = "EC_NO_OUTPUT";
+    /// Testing aid (benchmarks, chaos): percentage of messages whose first attempts fail.
+    pub const FAULT_FAIL_PERCENT: &str = "EC_FAULT_FAIL_PERCENT";
+    /// Testing aid: how many attempts of each chosen message fail before it passes.
+    pub const FAULT_FAIL_TIMES: &str = "EC_FAULT_FAIL_TIMES";
+
     /// Every name above. The worker test checks that its CLI reads each of them; the
     /// operator test checks that its Deployments set nothing else.
     pub const ALL: &[&str] = &[
@@ -90,6 +97,9 @@ pub mod env {
         HTTP_ADDR,
         LOG_LEVEL,
         CONSUMER_NAME,
+        NO_OUTPUT,
+        FAULT_FAIL_PERCENT,
+        FAULT_FAIL_TIMES,
     ];
 }
 

@@ -217,6 +217,10 @@ pub struct RunArgs {
     /// default so demos and tests do not wait; not an operator setting).
     #[arg(long, default_value_t = 2_000_000_000)]
     pub transcode_bytes_per_sec: u64,
+
+    /// `--no-output` and fault injection, for benchmarks and chaos tests.
+    #[command(flatten)]
+    pub testing: crate::testing::TestingArgs,
 }
 
 /// Settings of `eventconsumer-worker demo`.

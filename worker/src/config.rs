@@ -14,6 +14,10 @@ use rdkafka::ClientConfig;
 
 use crate::cli::{HandlerKind, InitialOffset, OrderAction, RunArgs, VideoStage};
 use crate::kafka::KafkaConfigError;
+use crate::testing::FaultSpec;
+
+/// What [`Settings::output_topic`] says with `--no-output` (never a valid topic name).
+pub const NO_OUTPUT_TOPIC: &str = "(none)";
 
 /// The analytics window when none is configured, as in the seed.
 pub const DEFAULT_ANALYTICS_WINDOW: Duration = Duration::from_secs(5);
@@ -57,6 +61,8 @@ pub enum HandlerSettings {
     Order {
         action: OrderAction,
         sink_url: Option<reqwest::Url>,
+        /// `false` with `--no-output` (a testing aid): publish no outcome event.
+        publish: bool,
     },
     Analytics {
         window: Duration,
@@ -65,9 +71,25 @@ pub enum HandlerSettings {
         stage: VideoStage,
         transcode_bytes_per_sec: u64,
     },
+    /// `inner` behind the fault injector of `--fault-fail-percent` (a testing aid).
+    Faulty {
+        inner: Box<HandlerSettings>,
+        fault: FaultSpec,
+    },
 }
 
 impl HandlerSettings {
+    /// The handler without its fault injector, and the injector's settings if any.
+    pub fn split_fault(&self) -> (&HandlerSettings, Option<FaultSpec>) {
+        let mut settings = self;
+        let mut fault = None;
+        while let HandlerSettings::Faulty { inner, fault: f } = settings {
+            fault = fault.or(Some(*f));
+            settings = inner;
+        }
+        (settings, fault)
+    }
+
     /// `order/payment`, `analytics`, `video/transcode`: the label in metrics, logs and the
     /// DLQ handler header.
     pub fn label(&self) -> String {
@@ -75,6 +97,7 @@ impl HandlerSettings {
             HandlerSettings::Order { action, .. } => format!("order/{}", action.as_str()),
             HandlerSettings::Analytics { .. } => "analytics".to_owned(),
             HandlerSettings::Video { stage, .. } => format!("video/{}", stage.as_str()),
+            HandlerSettings::Faulty { inner, .. } => inner.label(),
         }
     }
 }
@@ -126,7 +149,8 @@ fn check_topic(flag: &'static str, env: &'static str, topic: &str) -> Result<(),
 
 impl Settings {
     pub fn from_args(args: &RunArgs) -> Result<Settings, ConfigError> {
-        let handler = handler_settings(args)?;
+        let testing = args.testing.settings(args.handler)?;
+        let mut handler = handler_settings(args)?;
 
         let topics: Vec<String> = args
             .topics
@@ -148,17 +172,37 @@ impl Settings {
 
         let option = match &handler {
             HandlerSettings::Order { action, .. } => Some(action.as_str()),
-            HandlerSettings::Analytics { .. } => None,
+            HandlerSettings::Analytics { .. } | HandlerSettings::Faulty { .. } => None,
             HandlerSettings::Video { stage, .. } => Some(stage.as_str()),
         };
         let output_topic = match &args.output_topic {
+            Some(_) if testing.no_output => {
+                return Err(invalid(
+                    "--output-topic",
+                    env::OUTPUT_TOPIC,
+                    format!("contradicts --no-output ({})", env::NO_OUTPUT),
+                ));
+            }
+            // Shown in logs only; the handler publishes nothing.
+            None if testing.no_output => NO_OUTPUT_TOPIC.to_owned(),
             Some(t) => t.trim().to_owned(),
             None => eventconsumer_contract::default_output_topic(args.handler.as_str(), option)
                 .ok_or_else(|| {
                     invalid("--output-topic", env::OUTPUT_TOPIC, "has no default here")
                 })?,
         };
-        check_topic("--output-topic", env::OUTPUT_TOPIC, &output_topic)?;
+        if !testing.no_output {
+            check_topic("--output-topic", env::OUTPUT_TOPIC, &output_topic)?;
+        }
+        if let HandlerSettings::Order { publish, .. } = &mut handler {
+            *publish = !testing.no_output;
+        }
+        if let Some(fault) = testing.fault {
+            handler = HandlerSettings::Faulty {
+                inner: Box::new(handler),
+                fault,
+            };
+        }
 
         let dlq_topic = match &args.dlq_topic {
             Some(t) => t.trim().to_owned(),
@@ -265,7 +309,11 @@ fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
                     Some(url)
                 }
             };
-            HandlerSettings::Order { action, sink_url }
+            HandlerSettings::Order {
+                action,
+                sink_url,
+                publish: true,
+            }
         }
         HandlerKind::Analytics => {
             let window = args.window.unwrap_or(DEFAULT_ANALYTICS_WINDOW);
@@ -436,6 +484,43 @@ mod tests {
     fn a_dead_letter_topic_equal_to_a_source_topic_is_refused() {
         let err = parse(&["--handler", "analytics", "--dlq-topic", "order.placed"]).unwrap_err();
         assert!(err.to_string().contains("loop"), "{err}");
+    }
+
+    #[test]
+    fn no_output_and_fault_injection_are_order_testing_aids() {
+        let s = parse(&[
+            "--handler",
+            "order",
+            "--action",
+            "payment",
+            "--no-output",
+            "--fault-fail-percent",
+            "1",
+            "--fault-fail-times",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(s.output_topic, NO_OUTPUT_TOPIC);
+        assert_eq!(s.handler.label(), "order/payment");
+        let (inner, fault) = s.handler.split_fault();
+        assert!(matches!(
+            inner,
+            HandlerSettings::Order { publish: false, .. }
+        ));
+        assert_eq!(fault.map(|f| (f.per_million, f.times)), Some((10_000, 2)));
+        assert!(parse(&["--handler", "analytics", "--no-output"]).is_err());
+        assert!(
+            parse(&[
+                "--handler",
+                "order",
+                "--action",
+                "email",
+                "--no-output",
+                "--output-topic",
+                "x"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

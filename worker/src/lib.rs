@@ -14,3 +14,4 @@ pub mod kafka;
 pub mod metrics;
 pub mod producer;
 pub mod telemetry;
+pub mod testing;

@@ -8,6 +8,7 @@
 //! published).
 
 pub mod analytics;
+pub mod fault;
 pub mod order;
 pub mod video;
 
@@ -47,6 +48,9 @@ pub enum HandlerError {
     /// The attempt took longer than `--attempt-timeout`.
     #[error("attempt timed out after {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// A failure injected by `--fault-fail-percent` (a testing aid).
+    #[error("injected failure {failure} of {times} (--fault-fail-percent)")]
+    Injected { failure: u32, times: u32 },
 }
 
 /// Whether an HTTP status from the sink is retryable; `None` for success.
@@ -76,6 +80,7 @@ impl HandlerError {
             }
             HandlerError::SinkTransport(_) => "sink-unreachable",
             HandlerError::Timeout(_) => "timeout",
+            HandlerError::Injected { .. } => "injected",
         }
     }
 
@@ -86,7 +91,8 @@ impl HandlerError {
             HandlerError::SinkStatus { status, .. } => sink_status_retryable(*status) == Some(true),
             HandlerError::Publish(_)
             | HandlerError::SinkTransport(_)
-            | HandlerError::Timeout(_) => true,
+            | HandlerError::Timeout(_)
+            | HandlerError::Injected { .. } => true,
         }
     }
 }
@@ -97,8 +103,14 @@ pub(crate) fn payload(msg: &OwnedMessage) -> Result<&[u8], EventError> {
         .ok_or_else(|| EventError::Decode("the message has no value".to_owned()))
 }
 
-/// The handler a worker runs.
-pub enum Handler {
+/// The handler a worker runs, with the fault injector of `--fault-fail-percent` (a testing
+/// aid) in front of it when configured.
+pub struct Handler {
+    kind: Kind,
+    fault: Option<fault::FaultInjector>,
+}
+
+enum Kind {
     Order(order::OrderHandler),
     Analytics(analytics::AnalyticsHandler),
     Video(video::VideoHandler),
@@ -113,54 +125,65 @@ impl Handler {
         retry: &RetrySettings,
         producer: Producer,
     ) -> Result<Handler, reqwest::Error> {
-        Ok(match settings {
-            HandlerSettings::Order { action, sink_url } => {
-                Handler::Order(order::OrderHandler::new(
-                    *action,
-                    output_topic,
-                    sink_url.clone(),
-                    retry.attempt_timeout,
-                    producer,
-                )?)
-            }
-            HandlerSettings::Analytics { window } => Handler::Analytics(
+        let (settings, fault) = settings.split_fault();
+        let kind = match settings {
+            HandlerSettings::Order {
+                action,
+                sink_url,
+                publish,
+            } => Kind::Order(order::OrderHandler::new(
+                *action,
+                publish.then_some(output_topic),
+                sink_url.clone(),
+                retry.attempt_timeout,
+                producer,
+            )?),
+            HandlerSettings::Analytics { window } => Kind::Analytics(
                 analytics::AnalyticsHandler::new(*window, output_topic, consumer_name, producer),
             ),
             HandlerSettings::Video {
                 stage,
                 transcode_bytes_per_sec,
-            } => Handler::Video(video::VideoHandler::new(
+            } => Kind::Video(video::VideoHandler::new(
                 *stage,
                 output_topic,
                 *transcode_bytes_per_sec,
                 producer,
             )),
+            HandlerSettings::Faulty { .. } => unreachable!("split_fault unwraps every layer"),
+        };
+        Ok(Handler {
+            kind,
+            fault: fault.map(fault::FaultInjector::new),
         })
     }
 
     /// One attempt at `msg`. `ack` releases the message's offset; only deferring handlers
     /// keep it.
     pub async fn handle(&self, msg: &OwnedMessage, ack: &Ack) -> Result<Outcome, HandlerError> {
-        match self {
-            Handler::Order(h) => h.handle(msg).await,
-            Handler::Analytics(h) => h.handle(msg, ack),
-            Handler::Video(h) => h.handle(msg).await,
+        if let Some(fault) = &self.fault {
+            fault.check(msg)?;
+        }
+        match &self.kind {
+            Kind::Order(h) => h.handle(msg).await,
+            Kind::Analytics(h) => h.handle(msg, ack),
+            Kind::Video(h) => h.handle(msg).await,
         }
     }
 
     /// Publishes any deferred work now (before a revoke or shutdown) and releases its
     /// acks; `false` if that failed (the offsets then stay unstored).
     pub async fn flush(&self) -> bool {
-        match self {
-            Handler::Analytics(h) => h.flush_now().await,
-            Handler::Order(_) | Handler::Video(_) => true,
+        match &self.kind {
+            Kind::Analytics(h) => h.flush_now().await,
+            Kind::Order(_) | Kind::Video(_) => true,
         }
     }
 
     /// The analytics handler, for the loop to run its window timer.
     pub fn as_analytics(&self) -> Option<&analytics::AnalyticsHandler> {
-        match self {
-            Handler::Analytics(h) => Some(h),
+        match &self.kind {
+            Kind::Analytics(h) => Some(h),
             _ => None,
         }
     }

@@ -145,7 +145,8 @@ impl Sink {
 
 pub struct OrderHandler {
     action: OrderAction,
-    output_topic: String,
+    /// `None` with `--no-output` (a testing aid): validate only, publish nothing.
+    output_topic: Option<String>,
     sink: Option<Sink>,
     producer: Producer,
 }
@@ -153,7 +154,7 @@ pub struct OrderHandler {
 impl OrderHandler {
     pub fn new(
         action: OrderAction,
-        output_topic: &str,
+        output_topic: Option<&str>,
         sink_url: Option<reqwest::Url>,
         attempt_timeout: Duration,
         producer: Producer,
@@ -169,7 +170,7 @@ impl OrderHandler {
         };
         Ok(OrderHandler {
             action,
-            output_topic: output_topic.to_owned(),
+            output_topic: output_topic.map(str::to_owned),
             sink,
             producer,
         })
@@ -184,14 +185,11 @@ impl OrderHandler {
         if let Some(sink) = &self.sink {
             sink.post(&order.order_id, body.clone()).await?;
         }
-        self.producer
-            .send(
-                &self.output_topic,
-                Some(order.order_id.as_bytes()),
-                &body,
-                None,
-            )
-            .await?;
+        if let Some(topic) = &self.output_topic {
+            self.producer
+                .send(topic, Some(order.order_id.as_bytes()), &body, None)
+                .await?;
+        }
         tracing::debug!(order_id = %order.order_id, action = self.action.as_str(), "order handled");
         Ok(Outcome::Done)
     }
