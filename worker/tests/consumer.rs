@@ -81,6 +81,22 @@ impl Stack {
     }
 
     async fn read_for(&self, topic: &str, want: usize, deadline: Duration) -> Vec<OwnedMessage> {
+        self.read_until(topic, &format!("{want} records"), deadline, move |out| {
+            out.len() >= want
+        })
+        .await
+    }
+
+    /// Reads `topic` from the beginning (no group) until `done` says the records suffice,
+    /// then 1 s longer to catch duplicates or extras; panics after `deadline`.
+    async fn read_until(
+        &self,
+        topic: &str,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&[OwnedMessage]) -> bool + Send + 'static,
+    ) -> Vec<OwnedMessage> {
+        let what = what.to_owned();
         let bootstrap = self.bootstrap.clone();
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -106,7 +122,7 @@ impl Stack {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
                     out.push(m.detach());
                 }
-                if out.len() >= want && settle.is_none() {
+                if settle.is_none() && done(&out) {
                     settle = Some(std::time::Instant::now());
                 }
                 // After the wanted count, keep reading 1 s for duplicates or extras.
@@ -115,7 +131,7 @@ impl Stack {
                 }
                 if start.elapsed() > deadline {
                     panic!(
-                        "timed out after {deadline:?} reading {topic}: {} of {want} records",
+                        "timed out after {deadline:?} reading {topic} for {what}: {} records",
                         out.len()
                     );
                 }
@@ -659,6 +675,13 @@ async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
     })
     .await;
     assert!(w.count_logged("dead-letter topic available again; partition resumes") >= 1);
+    assert_eq!(
+        w.count_logged(
+            "the dead-letter topic does not exist; sends to it fail and are retried until it is created"
+        ),
+        1,
+        "warned at startup"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -816,6 +839,15 @@ async fn produce_uploads(
     (ids, poison)
 }
 
+/// The source partition and offset a dead-letter record names.
+fn original_position(m: &OwnedMessage) -> (String, String) {
+    let h = text_headers(m);
+    (
+        h["ec-dlt-original-partition"].clone(),
+        h["ec-dlt-original-offset"].clone(),
+    )
+}
+
 /// Checks that every expected id reached the output and every poison message the DLQ;
 /// returns (output records, duplicates).
 async fn assert_nothing_lost(
@@ -825,8 +857,26 @@ async fn assert_nothing_lost(
     ids: &[String],
     poison: usize,
 ) -> (usize, usize) {
-    let out = s.read(output, ids.len()).await;
-    let dead = s.read(dlq, poison).await;
+    // Until every id arrived: with duplicates, a record count would stop too early.
+    let wanted: std::collections::HashSet<String> = ids.iter().cloned().collect();
+    let out = s
+        .read_until(output, "every expected video id", DEADLINE, move |out| {
+            let seen: std::collections::HashSet<String> = out
+                .iter()
+                .filter_map(|m| json_of(m)["video_id"].as_str().map(str::to_owned))
+                .collect();
+            wanted.is_subset(&seen)
+        })
+        .await;
+    let dead = s
+        .read_until(dlq, "every poison message", DEADLINE, move |dead| {
+            dead.iter()
+                .map(original_position)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= poison
+        })
+        .await;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for m in &out {
         *counts
@@ -840,16 +890,7 @@ async fn assert_nothing_lost(
     }
     let missing: Vec<_> = ids.iter().filter(|id| !counts.contains_key(*id)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
-    let dead_offsets: std::collections::BTreeSet<_> = dead
-        .iter()
-        .map(|m| {
-            let h = text_headers(m);
-            (
-                h["ec-dlt-original-partition"].clone(),
-                h["ec-dlt-original-offset"].clone(),
-            )
-        })
-        .collect();
+    let dead_offsets: std::collections::BTreeSet<_> = dead.iter().map(original_position).collect();
     assert_eq!(
         dead_offsets.len(),
         poison,

@@ -396,6 +396,8 @@ pub async fn run(
         output = %settings.output_topic, dlq = %settings.dlq_topic, "consumer started"
     );
 
+    warn_about_missing_topics(&consumer, settings).await;
+
     // Aborts everything still running when the drain time is up.
     let hard = CancellationToken::new();
     let windows = handler.as_analytics().map(|_| {
@@ -501,6 +503,37 @@ pub async fn run(
         drained_in_time,
         clean: committed,
     })
+}
+
+/// Logs a warning for an output or dead-letter topic the brokers do not have. Nothing
+/// stops: with auto-creation off, sends to it fail and are retried (the partition pauses for
+/// the DLQ) until someone creates it, and this line says why up front.
+async fn warn_about_missing_topics(consumer: &Arc<LoopConsumer>, settings: &Settings) {
+    let topics = [
+        ("output", settings.output_topic.clone()),
+        ("dead-letter", settings.dlq_topic.clone()),
+    ];
+    let c = consumer.clone();
+    let missing = tokio::task::spawn_blocking(move || {
+        topics
+            .into_iter()
+            .filter(|(_, topic)| {
+                match c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                    Ok(md) => md
+                        .topics()
+                        .first()
+                        .is_none_or(|t| t.error().is_some() || t.partitions().is_empty()),
+                    // Brokers unreachable: the consumer reports that on its own.
+                    Err(_) => false,
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (role, topic) in missing {
+        tracing::warn!(topic = %topic, role, "the {role} topic does not exist; sends to it fail and are retried until it is created");
+    }
 }
 
 /// Sets the lag gauge of every owned partition: high watermark − stored position.
