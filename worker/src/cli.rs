@@ -146,8 +146,8 @@ pub struct RunArgs {
     #[arg(long, env = env::OUTPUT_TOPIC)]
     pub output_topic: Option<String>,
 
-    /// Order handler only: HTTP endpoint each order is also POSTed to, with an
-    /// Idempotency-Key header carrying the order id.
+    /// Order handler only: HTTP endpoint each order's outcome event is also POSTed to
+    /// (before it is published), with an Idempotency-Key header carrying the order id.
     #[arg(long, env = env::SINK_URL)]
     pub sink_url: Option<String>,
 
