@@ -13,6 +13,12 @@
 //!   are committed synchronously.
 //! * **Shutdown** — stop fetching, drain in-flight work within the grace, flush, commit,
 //!   close the consumer (leaving the group), log one summary line.
+//!
+//! Why a dispatcher with per-partition channels rather than `split_partition_queue`: messages
+//! fetched before a split stay in the main queue, and every assignment deactivates the split
+//! queues, so a rebalance would need careful re-splitting to keep per-partition order. One
+//! `recv()` loop keeps rebalance callbacks, dispatch and pausing in one place; the
+//! per-partition queues and `pause`/`resume` give the same isolation between partitions.
 
 pub mod dlq;
 pub mod offsets;
@@ -263,8 +269,11 @@ impl ConsumerContext for LoopContext {
             {
                 tracing::debug!(error = %e, "resume on assign refused");
             }
-            self.shared.readiness.set(tpl.count() > 0);
         }
+        // Ready while owning partitions. Read from the consumer rather than the event's
+        // list, which under cooperative rebalancing holds only the partitions that changed.
+        let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.shared.readiness.set(owned > 0);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
