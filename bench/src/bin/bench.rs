@@ -477,7 +477,10 @@ fn render(
     md.push(String::new());
     let ours = median(Contender::Ours);
     let target = |md: &mut Vec<String>, text: String, ok: Option<bool>| {
-        md.push(format!("- {text}: {}", ok.map_or("not measured", verdict)));
+        md.push(match ok {
+            Some(ok) => format!("- {text}: {}", verdict(ok)),
+            None => format!("- {text}"),
+        });
     };
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let r = ratio(ours, ceiling);
