@@ -1082,3 +1082,44 @@ async fn analytics_counts_stay_exact_across_a_clean_restart_and_lose_nothing_aft
         events - 300
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_the_dead_letter_topic_is_missing_exits_at_once_without_committing_that_message()
+ {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = testkit::unique_name("orders-dlq-never");
+    let group = testkit::unique_name("email");
+    let p = s.producer();
+    s.produce(&p, &input, "c-1", &order("o-1", "c-1")).await;
+    s.produce(&p, &input, "c-1", b"{poison").await;
+    let mut w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &order_args(&input, &group, &output, &dlq),
+    );
+    testkit::eventually("the DLQ write to fail", DEADLINE, || {
+        let n = w.count_logged("dead-letter write failed; partition paused, offset not stored");
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    testkit::eventually("the good order's offset committed", DEADLINE, || async {
+        (s.committed(&group, &input, 1).await == vec![1]).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    w.sigterm();
+    // The grace is 10 s; a message only waiting for the DLQ does not hold the exit up.
+    assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.committed(&group, &input, 1).await,
+        vec![1],
+        "the poison message stays uncommitted for the next worker"
+    );
+}

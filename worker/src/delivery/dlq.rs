@@ -182,13 +182,16 @@ pub struct DlqWriter {
 
 impl DlqWriter {
     /// Writes the record for `msg`, retrying until it is acknowledged (`true`) or `cancel`
-    /// fires (`false`; the offset must then stay unstored). `blocked(true)` is called after
-    /// the first failure (pause the partition), `blocked(false)` once written after that.
+    /// fires (`false`; the offset must then stay unstored). `abandon_waits` (revoke,
+    /// SIGTERM) ends a wait between two tries at once, also with `false`. `blocked(true)` is
+    /// called after the first failure (pause the partition), `blocked(false)` once written
+    /// after that.
     pub async fn write(
         &self,
         msg: &OwnedMessage,
         failure: &Failure,
         cancel: &CancellationToken,
+        abandon_waits: &CancellationToken,
         blocked: impl Fn(bool),
     ) -> bool {
         let headers = headers(msg, failure, &self.origin);
@@ -231,6 +234,7 @@ impl DlqWriter {
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => return false,
+                        _ = abandon_waits.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }

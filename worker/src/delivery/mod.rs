@@ -8,7 +8,8 @@
 //!   never past an unfinished message. `enable.auto.commit` commits stored offsets in the
 //!   background; the loop commits synchronously on revoke and at shutdown.
 //! * **Revoke** — before librdkafka gives partitions up, their tasks stop taking messages,
-//!   the message in progress gets up to the shutdown grace to finish, deferred work
+//!   an attempt in progress gets up to the shutdown grace to finish (a message waiting for a
+//!   retry or for the DLQ is left unstored to the next owner at once), deferred work
 //!   (analytics windows) is flushed, the trackers refuse later stores, and stored offsets
 //!   are committed synchronously.
 //! * **Shutdown** — stop fetching, drain in-flight work within the grace, flush, commit,

@@ -6,9 +6,11 @@
 //! small queue in front of each task: when it is full the dispatcher buffers what
 //! librdkafka already fetched and pauses the partition (see [`PauseGate`]).
 //!
-//! Stopping has two strengths: *soft* (a revoke or SIGTERM: finish the current message,
-//! take no new one) and *hard* (the drain time is up: abandon the current message at its
-//! next await point, its offset stays unstored and the message is redelivered).
+//! Stopping has two strengths: *soft* (a revoke or SIGTERM: let the attempt in progress
+//! finish, take no new message, and give up a message that is only waiting — for its next
+//! retry or for an unavailable DLQ) and *hard* (the drain time is up: abandon the current
+//! message at its next await point). Either way an unfinished message keeps its offset
+//! unstored and is redelivered to the partition's next owner.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -187,7 +189,7 @@ async fn run(
                 None => break,
             },
         };
-        process(&ctx, &msg, &offsets, &gate, control.clone(), &hard).await;
+        process(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
         if hard.is_cancelled() {
             break;
         }
@@ -207,6 +209,7 @@ async fn process(
     gate: &PauseGate,
     control: Arc<dyn PartitionControl>,
     hard: &CancellationToken,
+    soft: &CancellationToken,
 ) {
     let ack = Ack::begin(offsets, msg.offset(), control);
     let m = &ctx.metrics;
@@ -215,6 +218,7 @@ async fn process(
     let attempted = retry::run(
         &ctx.policy,
         hard,
+        soft,
         |_attempt| {
             let started = Instant::now();
             let handler = ctx.handler.clone();
@@ -265,7 +269,9 @@ async fn process(
         Attempted::Failed(failure) => {
             let written = ctx
                 .dlq
-                .write(msg, &failure, hard, |blocked| gate.dlq_blocked(blocked))
+                .write(msg, &failure, hard, soft, |blocked| {
+                    gate.dlq_blocked(blocked)
+                })
                 .await;
             if written {
                 m.dead_lettered

@@ -68,11 +68,15 @@ pub enum Attempted {
 }
 
 /// Runs `attempt(n)` (n from 1) until it succeeds, fails non-retryably, runs out of
-/// attempts, or `cancel` fires. `on_failure(error, attempt, next_delay)` is told about each
+/// attempts, or `cancel` fires. `abandon_waits` (a revoke or SIGTERM) lets the attempt in
+/// progress finish but ends a wait for the next retry at once: the message is left
+/// unstored for the partition's next owner instead of holding up the rebalance or the
+/// shutdown for a backoff. `on_failure(error, attempt, next_delay)` is told about each
 /// failed attempt (`next_delay` is `None` when no retry follows).
 pub async fn run<F, Fut>(
     policy: &RetryPolicy,
     cancel: &CancellationToken,
+    abandon_waits: &CancellationToken,
     mut attempt: F,
     mut on_failure: impl FnMut(&HandlerError, u32, Option<Duration>),
 ) -> Attempted
@@ -114,6 +118,7 @@ where
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Attempted::Cancelled,
+            _ = abandon_waits.cancelled() => return Attempted::Cancelled,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -173,6 +178,7 @@ mod tests {
         let result = run(
             &policy(5),
             &CancellationToken::new(),
+            &CancellationToken::new(),
             |n| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
@@ -196,6 +202,7 @@ mod tests {
         let result = run(
             &policy(3),
             &CancellationToken::new(),
+            &CancellationToken::new(),
             |_| async { Err(transient()) },
             |_, _, _| {},
         )
@@ -213,6 +220,7 @@ mod tests {
         let result = run(
             &policy(5),
             &CancellationToken::new(),
+            &CancellationToken::new(),
             |_| async { Err(EventError::Decode("bad".into()).into()) },
             |_, _, next| assert!(next.is_none()),
         )
@@ -227,6 +235,7 @@ mod tests {
     async fn a_hung_attempt_times_out_and_counts_as_retryable() {
         let result = run(
             &policy(2),
+            &CancellationToken::new(),
             &CancellationToken::new(),
             |_| async {
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -255,10 +264,52 @@ mod tests {
         let result = run(
             &slow,
             &cancel,
+            &CancellationToken::new(),
             |_| async { Err(transient()) },
             move |_, _, _| c.cancel(),
         )
         .await;
         assert!(matches!(result, Attempted::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn a_soft_stop_abandons_a_retry_wait_but_not_an_attempt_in_progress() {
+        let soft = CancellationToken::new();
+        let slow = RetryPolicy::new(&RetrySettings {
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(30),
+            backoff_multiplier: 2.0,
+            attempt_timeout: Duration::from_secs(5),
+        });
+        // Cancelled during the first attempt: that attempt still completes…
+        let s = soft.clone();
+        let result = run(
+            &slow,
+            &CancellationToken::new(),
+            &soft,
+            move |_| {
+                s.cancel();
+                async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(Outcome::Done)
+                }
+            },
+            |_, _, _| {},
+        )
+        .await;
+        assert!(matches!(result, Attempted::Succeeded(Outcome::Done)));
+        // …but a failed one does not wait 30 s for its retry.
+        let started = std::time::Instant::now();
+        let result = run(
+            &slow,
+            &CancellationToken::new(),
+            &soft,
+            |_| async { Err(transient()) },
+            |_, _, _| {},
+        )
+        .await;
+        assert!(matches!(result, Attempted::Cancelled));
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }
