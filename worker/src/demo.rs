@@ -205,7 +205,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
             .clone(),
         Duration::from_secs(10),
     )?;
-    let (orders, poison) = produce_orders(&producer).await?;
+    let orders = produce_orders(&producer).await?;
     let events = produce_user_events(&producer).await?;
     let videos = produce_videos(&producer).await?;
     println!(
@@ -214,7 +214,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         events.len(),
         videos.len()
     );
-    let _ = poison;
 
     // Every valid order reaches each action (the email of SINK_REFUSES is dead-lettered);
     // the poison order is dead-lettered by all four actions.
@@ -304,7 +303,9 @@ async fn start_sink() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn produce_orders(p: &Producer) -> anyhow::Result<(Vec<OrderPlaced>, OrderPlaced)> {
+/// Six valid orders as the gateway publishes them, then one poison order; returns the
+/// valid ones.
+async fn produce_orders(p: &Producer) -> anyhow::Result<Vec<OrderPlaced>> {
     let catalogue = [("SKU-001", 29.99), ("SKU-002", 9.5), ("SKU-003", 120.0)];
     let mut orders = Vec::new();
     for n in 1..=6 {
@@ -349,7 +350,7 @@ async fn produce_orders(p: &Producer) -> anyhow::Result<(Vec<OrderPlaced>, Order
         None,
     )
     .await?;
-    Ok((orders, poison))
+    Ok(orders)
 }
 
 async fn produce_user_events(p: &Producer) -> anyhow::Result<Vec<UserEvent>> {
