@@ -180,6 +180,7 @@ impl System {
             &format!("Deployment {consumer} with {replicas} Running and Ready pods on kwok"),
             TIMEOUT,
             || async {
+                self.procs.assert_all_running();
                 let d = deployments.get_opt(consumer).await.ok()??;
                 if d.spec.replicas != Some(replicas) {
                     return None;
@@ -257,6 +258,7 @@ fn outcome_ids(records: &[Record], action: &str) -> BTreeSet<String> {
 }
 
 async fn wait_orders_in_outputs(
+    sys: &System,
     readers: &mut [(TopicReader, &str)],
     everywhere: &BTreeSet<String>,
 ) {
@@ -269,7 +271,10 @@ async fn wait_orders_in_outputs(
                     everywhere.len()
                 ),
                 TIMEOUT,
-                |records| everywhere.is_subset(&outcome_ids(records, action)),
+                |records| {
+                    sys.procs.assert_all_running();
+                    everywhere.is_subset(&outcome_ids(records, action))
+                },
             )
             .await;
     }
@@ -557,6 +562,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     let analytics_reader = &mut order_readers[3].0;
     let probe_deadline = Instant::now() + TIMEOUT;
     loop {
+        sys.procs.assert_all_running();
         let id = place_order(&sys, &gateway, probes.len()).await;
         probes.insert(id.clone());
         let seen = tokio::time::timeout(
@@ -642,9 +648,9 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
 
     // 7. Every order reached all four services; probes the three earliest ones.
     let mut everywhere = orders.clone();
-    wait_orders_in_outputs(&mut order_readers, &everywhere).await;
+    wait_orders_in_outputs(&sys, &mut order_readers, &everywhere).await;
     everywhere.extend(probes.iter().cloned());
-    wait_orders_in_outputs(&mut order_readers[..3], &everywhere).await;
+    wait_orders_in_outputs(&sys, &mut order_readers[..3], &everywhere).await;
     for (reader, action) in &order_readers {
         let ids = outcome_ids(&reader.records, action);
         assert!(
@@ -676,6 +682,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     let mut counts = sys.reader("analytics.counts");
     counts
         .read_until("the page-view windows to add up", TIMEOUT, |records| {
+            sys.procs.assert_all_running();
             let (views, seen_clicks) = sum(records);
             views.values().sum::<u64>() >= expected.values().sum::<u64>() && seen_clicks >= clicks
         })
@@ -690,6 +697,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     let mut ready = sys.reader("video.ready");
     ready
         .read_until("every uploaded video in video.ready", TIMEOUT, |records| {
+            sys.procs.assert_all_running();
             let seen: BTreeSet<String> = records
                 .iter()
                 .map(|r| r.json()["video_id"].as_str().unwrap_or_default().to_owned())
@@ -710,7 +718,10 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     dlq.read_until(
         "the poison order from all four order services",
         TIMEOUT,
-        |records| records.len() >= ORDER_SERVICES.len(),
+        |records| {
+            sys.procs.assert_all_running();
+            records.len() >= ORDER_SERVICES.len()
+        },
     )
     .await;
     check_dead_letters(&sys, &dlq.records, &poison_value);
@@ -719,7 +730,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     // 8. Every EventConsumer reports Ready, with the counts, for its current generation.
     for ec in &examples {
         let name = ec["metadata"]["name"].as_str().expect("a name");
-        wait_consumer_ready(&consumers, name, None).await;
+        wait_consumer_ready(&sys.procs, &consumers, name, None).await;
     }
 
     // 9. Scale one EventConsumer: the Deployment's pods follow, and the worker started for
@@ -764,8 +775,8 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         after.insert(place_order(&sys, &gateway, 200 + after.len()).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_orders_in_outputs(&mut order_readers, &after).await;
-    wait_consumer_ready(&consumers, SCALED, Some(2)).await;
+    wait_orders_in_outputs(&sys, &mut order_readers, &after).await;
+    wait_consumer_ready(&sys.procs, &consumers, SCALED, Some(2)).await;
     let scaled_workers = sys
         .workers
         .values()
@@ -883,12 +894,14 @@ fn check_dead_letters(sys: &System, records: &[Record], poison_value: &[u8]) {
 /// Waits until `name` reports Ready=True for its current generation, with as many ready
 /// replicas as it wants (`replicas`, or its spec's).
 async fn wait_consumer_ready(
+    procs: &Processes,
     api: &Api<kube::api::DynamicObject>,
     name: &str,
     replicas: Option<i64>,
 ) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
+        procs.assert_all_running();
         let ec = api
             .get(name)
             .await
