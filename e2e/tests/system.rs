@@ -123,31 +123,7 @@ impl System {
             if self.workers.contains_key(&name) {
                 continue;
             }
-            let container = cluster::worker_container(pod);
-            // The image's entrypoint is the worker binary; the pod gives only its args.
-            assert_eq!(
-                container.command, None,
-                "{name}: the operator sets no command"
-            );
-            let args = container.args.clone().unwrap_or_default();
-            let (mut vars, from_secrets) = cluster::resolve_env(&self.client, pod, container).await;
-            assert!(
-                from_secrets.is_empty(),
-                "{name}: no Secret-backed variable expected in a plaintext example: {from_secrets:?}"
-            );
-            // The only change: the health/metrics address. On a cluster every pod has its own
-            // network namespace and all bind 0.0.0.0:8080; here all workers share the host's,
-            // so each gets its own loopback port.
-            let port = free_port();
-            let http_addr = vars
-                .iter_mut()
-                .find(|(k, _)| k == env::HTTP_ADDR)
-                .unwrap_or_else(|| panic!("{name}: the pod does not set {}", env::HTTP_ADDR));
-            http_addr.1 = format!("127.0.0.1:{port}");
-
-            let mut cmd = Command::new(&procs::binaries().worker);
-            cmd.args(&args).env_clear().envs(vars);
-            self.procs.spawn(&name, cmd);
+            let port = self.start_pod(pod, env::HTTP_ADDR).await;
             self.workers.insert(
                 name.clone(),
                 Worker {
@@ -158,6 +134,34 @@ impl System {
             started.push(name);
         }
         started
+    }
+
+    /// Starts the worker binary as `pod` would run it: the container's args and its
+    /// environment as the kubelet resolves it, with one change, the listen address in
+    /// `addr_var`. On a cluster every pod has its own network namespace and all bind
+    /// 0.0.0.0:8080; here they share the host's, so each gets its own loopback port.
+    /// Returns that port.
+    async fn start_pod(&self, pod: &Pod, addr_var: &str) -> u16 {
+        let name = pod.name_any();
+        let container = cluster::worker_container(pod);
+        // The image's entrypoint is the worker binary; the pod gives only its args.
+        assert_eq!(container.command, None, "{name}: no command, only args");
+        let args = container.args.clone().unwrap_or_default();
+        let (mut vars, from_secrets) = cluster::resolve_env(&self.client, pod, container).await;
+        assert!(
+            from_secrets.is_empty(),
+            "{name}: no Secret-backed variable expected against the plaintext broker: {from_secrets:?}"
+        );
+        let port = free_port();
+        let addr = vars
+            .iter_mut()
+            .find(|(k, _)| k == addr_var)
+            .unwrap_or_else(|| panic!("{name}: the pod does not set {addr_var}"));
+        addr.1 = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(&procs::binaries().worker);
+        cmd.args(&args).env_clear().envs(vars);
+        self.procs.spawn(&name, cmd);
+        port
     }
 
     async fn wait_workers_ready(&self, pods: &[String]) {
@@ -337,12 +341,18 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
             "operator.replicas=0",
             "--set",
             &format!("operator.watchNamespace={apps_ns}"),
-            // Workers use the local stack's Kafka (set per EventConsumer below); the test
-            // runs the gateway itself.
+            // Workers and the gateway use the local stack's Kafka (for workers it is set
+            // per EventConsumer below), with this run's topics.
             "--set",
             "kafka.enabled=false",
             "--set",
-            "gateway.enabled=false",
+            "gateway.enabled=true",
+            "--set-string",
+            &format!("gateway.bootstrapServers={bootstrap}"),
+            "--set-string",
+            &format!("gateway.ordersTopic={}", sys.topic("order.placed")),
+            "--set-string",
+            &format!("gateway.eventsTopic={}", sys.topic("user.events")),
         ],
         None,
     );
@@ -532,20 +542,27 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         started_pods.len()
     );
 
-    // 5. The gateway, as its Deployment in the chart would run it.
-    let gateway_port = free_port();
-    let mut cmd = Command::new(&bins.worker);
-    cmd.arg("gateway")
-        .env_clear()
-        .env(env::BOOTSTRAP_SERVERS, &bootstrap)
-        .env(
-            "EC_GATEWAY_LISTEN_ADDR",
-            format!("127.0.0.1:{gateway_port}"),
-        )
-        .env("EC_GATEWAY_ORDERS_TOPIC", sys.topic("order.placed"))
-        .env("EC_GATEWAY_EVENTS_TOPIC", sys.topic("user.events"))
-        .env(env::LOG_LEVEL, "info");
-    sys.procs.spawn("gateway", cmd);
+    // 5. The gateway, started like the workers from the chart's gateway pod.
+    let gateway_deployment = Api::<Deployment>::namespaced(client.clone(), &op_ns)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=gateway"
+        )))
+        .await
+        .expect("listing the chart's Deployments")
+        .items
+        .into_iter()
+        .next()
+        .expect("the chart installed the gateway Deployment");
+    let gateway_pod = eventually(
+        "the chart's gateway pod Running and Ready on kwok",
+        TIMEOUT,
+        || async {
+            let pods = cluster::ready_pods(&client, &op_ns, &gateway_deployment).await;
+            pods.into_iter().next()
+        },
+    )
+    .await;
+    let gateway_port = sys.start_pod(&gateway_pod, "EC_GATEWAY_LISTEN_ADDR").await;
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     sys.wait_ok("the gateway's /readyz", &format!("{gateway}/readyz"))
         .await;
