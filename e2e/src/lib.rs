@@ -2,5 +2,7 @@
 //!
 //! `tests/kafka.rs` proves Kafka is real (topics, produce, consume, committed offsets);
 //! `tests/kubernetes.rs` proves the control plane is (readiness, the kwok node,
-//! Deployment → ReplicaSet → Pod, garbage collection).
+//! Deployment → ReplicaSet → Pod, garbage collection); `tests/system.rs` tests the whole
+//! system on them: the Helm chart, the operator as the chart's ServiceAccount, a worker per
+//! pod of the examples, and the gateway.
 #![forbid(unsafe_code)]

@@ -1022,3 +1022,132 @@ async fn helm_template_output_passes_server_side_dry_run_apply() {
         );
     }
 }
+
+/// With the default values the operator watches every namespace: the chart's ClusterRole
+/// and its binding must give the ServiceAccount exactly what that takes, cluster-wide. (The
+/// main test runs the operator with the namespaced Role; running one that watches every
+/// namespace would reconcile other tests' EventConsumers, so here the API server's own
+/// authorizer answers for the same token instead.)
+#[tokio::test]
+async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_operator_does() {
+    let client = testkit::kube_client().await;
+    let ns = unique_name("e2e-sys-rbac");
+    // A release name of its own: the ClusterRole is cluster-scoped and named after it.
+    let release = unique_name("ec-rbac");
+    let mut cleanup = Cleanup {
+        release: None,
+        namespaces: Vec::new(),
+        topics: Vec::new(),
+        bootstrap: String::new(),
+    };
+    cluster::create_namespace(&client, &ns, true).await;
+    cleanup.namespaces.push(ns.clone());
+    let chart = workspace_root().join("charts/eventconsumer");
+    run_ok(
+        "helm",
+        &[
+            "install",
+            &release,
+            chart.to_str().expect("a UTF-8 path"),
+            "--namespace",
+            &ns,
+            "--set",
+            "operator.replicas=0",
+        ],
+        None,
+    );
+    cleanup.release = Some((release.clone(), ns.clone()));
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+        )))
+        .await
+        .expect("listing the chart's Deployments")
+        .items
+        .into_iter()
+        .next()
+        .expect("the chart installed the operator Deployment");
+    let pod = deployment.spec.template.spec.expect("a pod template");
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(
+        !args.iter().any(|a| a.starts_with("--namespace")),
+        "the default watches every namespace: {args:?}"
+    );
+    let lease = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lease-name="))
+        .expect("a --lease-name arg")
+        .to_owned();
+    let sa = pod.service_account_name.expect("a ServiceAccount");
+    let dir = cluster::run_dir(&release);
+    std::fs::create_dir_all(&dir).expect("the run directory");
+    let kubeconfig = dir.join("operator.kubeconfig");
+    cluster::service_account_kubeconfig(&client, &ns, &sa, &kubeconfig).await;
+    let kc = kubeconfig.to_str().expect("a UTF-8 path");
+
+    let lease_resource = format!("leases.coordination.k8s.io/{lease}");
+    // (verb, resource, where, allowed?)
+    let checks: Vec<(&str, &str, &str, bool)> = vec![
+        ("list", "eventconsumers.eventconsumer.dev", "-A", true),
+        ("watch", "eventconsumers.eventconsumer.dev", "-A", true),
+        ("get", "eventconsumers.eventconsumer.dev", "-A", true),
+        (
+            "patch",
+            "eventconsumers.eventconsumer.dev/status",
+            "-A",
+            true,
+        ),
+        ("list", "deployments.apps", "-A", true),
+        ("watch", "deployments.apps", "-A", true),
+        ("create", "deployments.apps", "-A", true),
+        ("patch", "deployments.apps", "-A", true),
+        ("get", "secrets", "-A", true),
+        ("create", "events.events.k8s.io", "-A", true),
+        ("get", &lease_resource, &ns, true),
+        ("update", &lease_resource, &ns, true),
+        ("create", "leases.coordination.k8s.io", &ns, true),
+        // Least privilege: nothing beyond.
+        ("update", "eventconsumers.eventconsumer.dev", "-A", false),
+        ("delete", "deployments.apps", "-A", false),
+        ("list", "secrets", "-A", false),
+        ("create", "pods", "-A", false),
+        (
+            "update",
+            "leases.coordination.k8s.io/another-lease",
+            &ns,
+            false,
+        ),
+        ("create", "leases.coordination.k8s.io", "default", false),
+    ];
+    let mut wrong = Vec::new();
+    for (verb, resource, place, allowed) in checks {
+        let mut args = vec!["--kubeconfig", kc, "auth", "can-i", verb];
+        // `resource/subresource` for status; `resource/name` for the Lease.
+        let subresource;
+        match resource.split_once('/') {
+            Some((r, "status")) => {
+                subresource = "--subresource=status".to_owned();
+                args.extend([r, subresource.as_str()]);
+            }
+            _ => args.push(resource),
+        }
+        if place == "-A" {
+            args.push("-A");
+        } else {
+            args.extend(["-n", place]);
+        }
+        let out = run_quiet("kubectl", &args);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if answer != if allowed { "yes" } else { "no" } {
+            wrong.push(format!(
+                "can-i {verb} {resource} {place}: {answer} {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "RBAC differs from what the operator needs:\n{}",
+        wrong.join("\n")
+    );
+}
