@@ -1123,3 +1123,41 @@ async fn sigterm_while_the_dead_letter_topic_is_missing_exits_at_once_without_co
         "the poison message stays uncommitted for the next worker"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_beyond_the_partition_count_is_a_ready_standby() {
+    let s = Stack::new();
+    let input = s.topic("standby", 1).await;
+    let output = s.topic("standby-out", 1).await;
+    let dlq = s.topic("standby-dlq", 1).await;
+    let group = testkit::unique_name("standby");
+    let args = order_args(&input, &group, &output, &dlq);
+    let first = Worker::start(&s.bootstrap, "standby-a", &args);
+    first.assigned().await;
+    let second = Worker::start(&s.bootstrap, "standby-b", &args);
+    for w in [&first, &second] {
+        testkit::eventually(
+            &format!("worker {} to answer /readyz with 200", w.name),
+            DEADLINE,
+            || async {
+                let addr = w.http_addr()?;
+                let r = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+                (r.status().as_u16() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+    let owners = [&first, &second]
+        .iter()
+        .filter(|w| {
+            w.log_lines().iter().rev().find_map(|l| {
+                (l["message"].as_str() == Some("partitions assigned"))
+                    .then(|| l["partitions"].as_str().is_some_and(|p| !p.is_empty()))
+            }) == Some(true)
+        })
+        .count();
+    assert_eq!(
+        owners, 1,
+        "one partition, so exactly one owner and one standby"
+    );
+}

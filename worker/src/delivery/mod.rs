@@ -271,10 +271,13 @@ impl ConsumerContext for LoopContext {
                 tracing::debug!(error = %e, "resume on assign refused");
             }
         }
-        // Ready while owning partitions. Read from the consumer rather than the event's
-        // list, which under cooperative rebalancing holds only the partitions that changed.
-        let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.shared.readiness.set(owned > 0);
+        // Ready once the group has given this member its assignment, even an empty one: a
+        // replica beyond the partition count is a healthy standby, and reporting it not
+        // ready would stall the Deployment's rollouts and the EventConsumer's Ready count.
+        // A revoke clears the flag until the next assignment arrives.
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.shared.readiness.set(true);
+        }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
