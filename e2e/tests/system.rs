@@ -520,21 +520,31 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
 
     // 4. A worker for every pod of every Deployment the operator made.
     let mut started_pods = Vec::new();
+    let mut expected_workers = 0;
     for ec in &examples {
         let name = ec["metadata"]["name"].as_str().expect("a name");
         let replicas = ec["spec"]["replicas"]
             .as_i64()
             .map_or(1, |r| i32::try_from(r).expect("small"));
         let pods = sys.pods_of(name, replicas).await;
+        assert_eq!(
+            pods.len(),
+            usize::try_from(replicas).expect("replicas >= 0")
+        );
         if name == SECURE {
             check_secret_references(&sys, &pods, &sasl_password).await;
             // No worker for it: the local broker has only a PLAINTEXT listener, so SASL and
             // TLS cannot connect (the CA is a placeholder too).
             continue;
         }
+        expected_workers += pods.len();
         started_pods.extend(sys.start_workers_for_pods(name, &pods).await);
     }
-    assert_eq!(started_pods.len(), 9, "pods: {started_pods:?}");
+    assert_eq!(
+        started_pods.len(),
+        expected_workers,
+        "pods: {started_pods:?}"
+    );
     sys.wait_workers_ready(&started_pods).await;
     eprintln!(
         "[{:?}] {} workers ready: {started_pods:?}",
@@ -772,7 +782,12 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         "one new pod after scaling to 2: {new_pods:?}"
     );
     sys.wait_workers_ready(&new_pods).await;
-    let group = format!("{prefix}email-service");
+    let group = examples
+        .iter()
+        .find(|e| e["metadata"]["name"] == SCALED)
+        .and_then(|e| e["spec"]["kafka"]["consumerGroup"].as_str())
+        .expect("the scaled example names its consumer group")
+        .to_owned();
     eventually(
         &format!("group {group} to have two members"),
         TIMEOUT,
