@@ -56,6 +56,9 @@ const ORDER_SERVICES: [(&str, &str); 4] = [
 const SECURE: &str = "order-payment-secure";
 /// The EventConsumer the test scales.
 const SCALED: &str = "order-email";
+/// One `helm install` at a time in this process: on a fresh stack two installs would both
+/// try to create the CRD from the chart's `crds/`, and the slower one could fail on it.
+static HELM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A worker started for one pod.
 struct Worker {
@@ -327,6 +330,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         cleanup.namespaces.push(ns.clone());
     }
     let chart = workspace_root().join("charts/eventconsumer");
+    let helm = HELM.lock().await;
     run_ok(
         "helm",
         &[
@@ -356,6 +360,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         ],
         None,
     );
+    drop(helm);
     cleanup.release = Some((RELEASE.to_owned(), op_ns.clone()));
     let operator_deployment = Api::<Deployment>::namespaced(client.clone(), &op_ns)
         .list(&ListParams::default().labels(&format!(
@@ -1058,6 +1063,7 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
     cluster::create_namespace(&client, &ns, true).await;
     cleanup.namespaces.push(ns.clone());
     let chart = workspace_root().join("charts/eventconsumer");
+    let helm = HELM.lock().await;
     run_ok(
         "helm",
         &[
@@ -1071,6 +1077,7 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         ],
         None,
     );
+    drop(helm);
     cleanup.release = Some((release.clone(), ns.clone()));
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
         .list(&ListParams::default().labels(&format!(
