@@ -15,7 +15,8 @@
 //! - Every EventConsumer reports Ready, and scaling one moves the Deployment's pods; the
 //!   worker started for the new pod joins the group and processes.
 //! - `helm template` renders objects the API server accepts (`kubectl apply
-//!   --dry-run=server`).
+//!   --dry-run=server`), and with the default values (watch every namespace) the chart's
+//!   ClusterRole gives the ServiceAccount what the operator does and nothing beyond.
 //!
 //! A missing stack or binary is a failure saying how to fix it, never a skip. Each run uses
 //! its own namespaces, topics and groups, and removes them at the end (logs stay in
