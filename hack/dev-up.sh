@@ -41,8 +41,8 @@ KAFKA_DATA="$EC_DATA_DIR/kafka"
 KAFKA_TOOL_OPTS=(-Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC)
 
 kafka_tool() {
-  java "${KAFKA_TOOL_OPTS[@]}" -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2.properties" \
-    -Dlog4j2.level=WARN -cp "$KAFKA_HOME/libs/*" "$@"
+  java "${KAFKA_TOOL_OPTS[@]}" -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2-tools.properties" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
 kafka_ready() {

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs one of Kafka's own command-line tools from the cached jars against the local broker,
+# so no Kafka tarball is needed. --bootstrap-server defaults to $KAFKA_BOOTSTRAP (or the
+# local stack's port) when not given.
+#
+# Usage: hack/kafka-cli.sh TOOL [args...]
+#   TOOL: topics | consumer-groups | broker-api-versions | console-producer |
+#         console-consumer | get-offsets
+# Example: hack/kafka-cli.sh topics --list
+set -euo pipefail
+# shellcheck source=hack/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+tool="${1:-}"
+[ $# -gt 0 ] && shift
+case "$tool" in
+  topics) class=org.apache.kafka.tools.TopicCommand ;;
+  consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+  broker-api-versions) class=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
+  console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
+  console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+  get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
+  *) die "unknown Kafka tool '$tool'" "use one of: topics consumer-groups broker-api-versions console-producer console-consumer get-offsets" ;;
+esac
+cached kafka || die "Kafka $KAFKA_VERSION is not in the cache" "run 'make provision' (or 'make dev-up')"
+need_java
+
+args=("$@")
+case " ${args[*]} " in
+  *" --bootstrap-server "*) ;;
+  *) args=(--bootstrap-server "${KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT}" "${args[@]}") ;;
+esac
+# A small heap and the C1 compiler only: these tools run for seconds.
+exec java -Xmx256m -XX:TieredStopAtLevel=1 \
+  -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2-tools.properties" \
+  -cp "$KAFKA_HOME/libs/*" "$class" "${args[@]}"
