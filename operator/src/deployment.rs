@@ -475,12 +475,13 @@ mod tests {
         ]
     }
 
-    /// The contract's direction: the operator sets nothing the worker does not read. (The
-    /// reverse does not hold: the contract also lists worker-only testing aids. Every name the
-    /// operator must set is pinned with its value in the next test.)
+    /// Both directions of the contract: across the handlers and options, the operator sets
+    /// every name in `contract::env::ALL` and nothing else (the worker-only testing aids in
+    /// `contract::env::TESTING` are never set).
     #[test]
-    fn every_env_var_set_is_named_in_the_contract() {
+    fn the_deployments_set_exactly_the_contract_variables() {
         let contract_names: BTreeSet<&str> = env::ALL.iter().copied().collect();
+        let mut set_somewhere = BTreeSet::new();
         for (ec, facts) in one_per_handler() {
             let deployment = build_for(&ec, &facts);
             let names: Vec<String> = container(&deployment)
@@ -497,7 +498,14 @@ mod tests {
                     "{name} is not in contract::env::ALL"
                 );
             }
+            set_somewhere.extend(unique.into_iter().map(str::to_owned));
         }
+        let never_set: Vec<&str> = contract_names
+            .iter()
+            .filter(|n| !set_somewhere.contains(**n))
+            .copied()
+            .collect();
+        assert!(never_set.is_empty(), "no Deployment sets {never_set:?}");
     }
 
     #[test]

@@ -252,7 +252,11 @@ mod tests {
             .filter_map(|a| a.get_env())
             .map(|e| e.to_string_lossy().into_owned())
             .collect();
-        let contract: BTreeSet<String> = env::ALL.iter().map(|s| (*s).to_owned()).collect();
+        let contract: BTreeSet<String> = env::ALL
+            .iter()
+            .chain(env::TESTING)
+            .map(|s| (*s).to_owned())
+            .collect();
         let missing: Vec<_> = contract.difference(&read).collect();
         assert!(missing.is_empty(), "run does not read {missing:?}");
         let unknown: Vec<_> = read
@@ -268,7 +272,7 @@ mod tests {
     #[test]
     fn help_shows_every_variable_name() {
         let help = run_command().render_long_help().to_string();
-        for name in env::ALL {
+        for name in env::ALL.iter().chain(env::TESTING) {
             assert!(help.contains(name), "--help does not mention {name}");
         }
     }
