@@ -23,6 +23,17 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The multi-threaded runtime every subcommand runs on, or the exit code to give up with.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
 fn config_error(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(EXIT_CONFIG)
@@ -36,15 +47,9 @@ fn run_consumer(args: &RunArgs) -> ExitCode {
     if let Err(e) = crate::telemetry::init(&settings.log_level) {
         return config_error(e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(consume(settings)) {
         Ok(true) => ExitCode::SUCCESS,
@@ -58,15 +63,9 @@ fn run_consumer(args: &RunArgs) -> ExitCode {
 }
 
 fn run_demo(args: &crate::cli::DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::demo::run(args)) {
         Ok(true) => ExitCode::SUCCESS,
@@ -79,15 +78,9 @@ fn run_demo(args: &crate::cli::DemoArgs) -> ExitCode {
 }
 
 fn run_gateway(args: crate::gateway::GatewayArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::gateway::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
