@@ -289,6 +289,25 @@ up_k8s() {
   wait_until kube-controller-manager "$READY_TIMEOUT_S" kubectl_admin -n default get serviceaccount default
 }
 
+# preflight: check every port of every component that will be started, before starting
+# any, so that a taken port stops dev-up with nothing half-started.
+preflight() {
+  local want_kafka="$1" want_k8s="$2"
+  if [ "$want_kafka" = 1 ] && ! running kafka; then
+    require_port_free kafka "$KAFKA_PORT" EC_KAFKA_PORT
+    require_port_free "kafka (controller)" "$KAFKA_CONTROLLER_PORT" EC_KAFKA_CONTROLLER_PORT
+  fi
+  [ "$want_k8s" = 1 ] || return 0
+  if ! running etcd; then
+    require_port_free etcd "$ETCD_PORT" EC_ETCD_PORT
+    require_port_free "etcd (peer)" "$ETCD_PEER_PORT" EC_ETCD_PEER_PORT
+  fi
+  running kube-apiserver || require_port_free kube-apiserver "$APISERVER_PORT" EC_APISERVER_PORT
+  running kube-controller-manager || require_port_free kube-controller-manager "$KCM_PORT" EC_KCM_PORT
+  running kube-scheduler || require_port_free kube-scheduler "$SCHEDULER_PORT" EC_SCHEDULER_PORT
+  running kwok || require_port_free kwok "$KWOK_PORT" EC_KWOK_PORT
+}
+
 main() {
   local groups=("$@") g start want_kafka=0 want_k8s=0
   [ ${#groups[@]} -gt 0 ] || groups=(kafka k8s)
@@ -300,6 +319,7 @@ main() {
     esac
   done
   start="$(now_s)"
+  preflight "$want_kafka" "$want_k8s"
   command -v curl >/dev/null 2>&1 || die "curl is not on PATH (readiness checks use it)" "apt-get install -y curl"
   command -v openssl >/dev/null 2>&1 || die "openssl is not on PATH (it makes the local CA)" "apt-get install -y openssl"
   local comps=()
