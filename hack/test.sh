@@ -101,6 +101,12 @@ grep -h 'dev-up: ready' "$EC_LOG_DIR/dev-up.log" >&2 || true
 # shellcheck source=/dev/null
 . "$EC_DEV_DIR/env"
 
+# The chart: its CRD is the generated one, it lints clean, its schema refuses bad values
+# (helm comes from the stack's cache, now on PATH).
+check chart-crds make --no-print-directory chart-crds-check
+check helm-lint make --no-print-directory helm-lint
+check helm-schema make --no-print-directory helm-schema-check
+
 CARGO_LOG="$EC_LOG_DIR/cargo-test.log"
 : >"$CARGO_LOG"
 # cargo stops at the first crate that does not compile, and then runs no test at all.
