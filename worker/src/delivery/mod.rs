@@ -536,6 +536,8 @@ async fn warn_about_missing_topics(consumer: &Arc<LoopConsumer>, settings: &Sett
     let missing = tokio::task::spawn_blocking(move || {
         topics
             .into_iter()
+            // --no-output (a testing aid) has no output topic to look for.
+            .filter(|(_, topic)| topic != crate::config::NO_OUTPUT_TOPIC)
             .filter(|(_, topic)| {
                 match c.fetch_metadata(Some(topic), Duration::from_secs(5)) {
                     Ok(md) => md
