@@ -105,6 +105,21 @@ pub mod env {
     pub const TESTING: &[&str] = &[NO_OUTPUT, FAULT_FAIL_PERCENT, FAULT_FAIL_TIMES];
 }
 
+/// The values the enumerated settings take, as the CRD spells them and the worker's flags
+/// accept them. Both sides test their own enums against these lists.
+pub mod values {
+    /// `spec.handler` / `EC_HANDLER`.
+    pub const HANDLERS: &[&str] = &["order", "analytics", "video"];
+    /// `spec.order.action` / `EC_ORDER_ACTION`.
+    pub const ORDER_ACTIONS: &[&str] = &["inventory", "payment", "email", "analytics"];
+    /// `spec.video.stage` / `EC_VIDEO_STAGE`.
+    pub const VIDEO_STAGES: &[&str] = &["transcode", "publish"];
+    /// `spec.kafka.initialOffset` / `EC_INITIAL_OFFSET`.
+    pub const INITIAL_OFFSETS: &[&str] = &["earliest", "latest"];
+    /// `spec.kafka.sasl.mechanism` / `EC_SASL_MECHANISM`.
+    pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+}
+
 /// Default shutdown grace of the worker, in seconds. The operator sets the pod's
 /// `terminationGracePeriodSeconds` above this so the kubelet never kills a draining worker.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 25;
@@ -115,7 +130,7 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 25;
 /// Returns `None` for an unknown handler or option, so callers report the bad value.
 pub fn default_output_topic(handler: &str, option: Option<&str>) -> Option<String> {
     match (handler, option) {
-        ("order", Some(action @ ("inventory" | "payment" | "email" | "analytics"))) => {
+        ("order", Some(action)) if values::ORDER_ACTIONS.contains(&action) => {
             Some(format!("order.{action}"))
         }
         ("analytics", _) => Some("analytics.counts".to_owned()),

@@ -758,6 +758,36 @@ mod tests {
     const COMMITTED: &str = include_str!("../../crds/eventconsumer.yaml");
 
     #[test]
+    fn the_enumerated_fields_take_exactly_the_contract_values() {
+        use eventconsumer_contract::values;
+        let crd = serde_json::to_value(EventConsumer::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let allowed = |field: &serde_json::Value| -> Vec<String> {
+            field["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no enum in {field}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let kafka = &spec["kafka"]["properties"];
+        assert_eq!(allowed(&spec["handler"]), values::HANDLERS);
+        assert_eq!(
+            allowed(&spec["order"]["properties"]["action"]),
+            values::ORDER_ACTIONS
+        );
+        assert_eq!(
+            allowed(&spec["video"]["properties"]["stage"]),
+            values::VIDEO_STAGES
+        );
+        assert_eq!(allowed(&kafka["initialOffset"]), values::INITIAL_OFFSETS);
+        assert_eq!(
+            allowed(&kafka["sasl"]["properties"]["mechanism"]),
+            values::SASL_MECHANISMS
+        );
+    }
+
+    #[test]
     fn the_committed_crd_matches_the_types() {
         let generated = crd_yaml().unwrap();
         assert!(

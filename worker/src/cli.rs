@@ -237,6 +237,27 @@ mod tests {
     use clap::CommandFactory;
     use std::collections::BTreeSet;
 
+    fn names<E: ValueEnum>() -> Vec<String> {
+        E::value_variants()
+            .iter()
+            .filter_map(ValueEnum::to_possible_value)
+            .map(|p| p.get_name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_enumerated_flags_accept_exactly_the_contract_values() {
+        use eventconsumer_contract::values;
+        assert_eq!(names::<HandlerKind>(), values::HANDLERS);
+        assert_eq!(names::<OrderAction>(), values::ORDER_ACTIONS);
+        assert_eq!(names::<VideoStage>(), values::VIDEO_STAGES);
+        assert_eq!(names::<InitialOffset>(), values::INITIAL_OFFSETS);
+        assert_eq!(
+            names::<crate::kafka::SaslMechanism>(),
+            values::SASL_MECHANISMS
+        );
+    }
+
     fn run_command() -> clap::Command {
         let mut cli = Cli::command();
         cli.build();
