@@ -53,9 +53,10 @@ const CA_FILE_MODE: i32 = 0o444;
 /// UID/GID of the conventional distroless `nonroot` user; any non-zero id satisfies
 /// `runAsNonRoot` and the restricted Pod Security Standard.
 const NON_ROOT_ID: i64 = 65532;
-/// The worker drains for `EC_SHUTDOWN_GRACE` seconds after SIGTERM, then commits offsets and
-/// leaves the group; these extra seconds keep the kubelet's SIGKILL after all of that.
-const TERMINATION_MARGIN_SECS: u64 = 5;
+/// The worker drains for `EC_SHUTDOWN_GRACE` seconds after SIGTERM; after that it still
+/// flushes deferred work (≥ 2 s), flushes its producers (up to 2 × 5 s), commits offsets and
+/// leaves the group. These extra seconds keep the kubelet's SIGKILL after all of that.
+const TERMINATION_MARGIN_SECS: u64 = 20;
 /// Old ReplicaSets kept for `kubectl rollout undo`; each is an empty object once scaled down.
 const REVISION_HISTORY_LIMIT: i32 = 3;
 /// Requests used when `spec.resources` is unset: enough for the scheduler to place pods sanely.

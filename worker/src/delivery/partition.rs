@@ -139,7 +139,9 @@ impl PartitionHandle {
     }
 
     /// Hands `msg` to the task, or buffers it and pauses the partition when the queue is
-    /// full. Returns `false` if the task is gone (the message will be redelivered).
+    /// full. Returns `false` if the task has ended, which only shutdown's cancellation does: a
+    /// panicking task aborts the whole process (see `main.rs`), so no later offset of this
+    /// partition can be stored past its unfinished messages; they are redelivered.
     pub fn dispatch(&mut self, msg: OwnedMessage) -> bool {
         if !self.overflow.is_empty() {
             self.overflow.push_back(msg);
