@@ -9,7 +9,11 @@
 //! before its offsets were committed makes the next owner count those messages again, so
 //! **a window can be counted twice after a crash**. A clean shutdown or a revoke flushes
 //! the open window first (a report with `closed_early: true`), stores and commits, so
-//! nothing is counted twice then.
+//! nothing is counted twice then — unless that flush cannot be published in time (output
+//! topic down): then the report is kept with its acks for a later window, the revoked
+//! partitions' messages are counted again by their next owner, and a window can be counted
+//! twice as after a crash. A report that fails is never dropped with its acks, which would
+//! stall the commits of partitions this worker still owns.
 //!
 //! Windows follow processing time and are aligned to multiples of the window length since
 //! the Unix epoch. Each worker publishes its own report per window (keyed by consumer
@@ -54,6 +58,17 @@ impl WindowCounts {
     pub fn is_empty(&self) -> bool {
         self.events == 0
     }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: WindowCounts) {
+        self.events += other.events;
+        for (path, n) in other.page_views {
+            *self.page_views.entry(path).or_default() += n;
+        }
+        for (kind, n) in other.events_by_type {
+            *self.events_by_type.entry(kind).or_default() += n;
+        }
+    }
 }
 
 /// The record published per window to the output topic.
@@ -86,6 +101,26 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 struct Window {
     counts: WindowCounts,
     acks: Vec<Ack>,
+}
+
+/// A window taken out of the handler to be published. Unless it was published, dropping it
+/// puts its counts and acks back into the open window: after a failed publish, and also when
+/// a caller's timeout cancels the publish. Dropping the acks instead would leave their
+/// offsets unfinished for good, so partitions this worker still owns would never commit
+/// again; put back, they are published (and released) with a later window.
+struct Taken<'a> {
+    handler: &'a AnalyticsHandler,
+    window: Option<Window>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if let Some(window) = self.window.take() {
+            let mut open = self.handler.open();
+            open.counts.merge(window.counts);
+            open.acks.extend(window.acks);
+        }
+    }
 }
 
 pub struct AnalyticsHandler {
@@ -142,8 +177,11 @@ impl AnalyticsHandler {
         Ok(Outcome::Deferred)
     }
 
-    fn take(&self) -> Window {
-        std::mem::take(&mut *self.open())
+    fn take(&self) -> Taken<'_> {
+        Taken {
+            handler: self,
+            window: Some(std::mem::take(&mut *self.open())),
+        }
     }
 
     async fn publish(&self, report: &WindowReport) -> Result<(), HandlerError> {
@@ -160,18 +198,22 @@ impl AnalyticsHandler {
         Ok(())
     }
 
-    /// Publishes `window` with retries (at most `attempts`, or until `stop`), then releases
-    /// its acks. Returns whether it was published.
+    /// Publishes `taken` with retries (at most `attempts`, or until `stop`), then releases
+    /// its acks. Returns whether it was published; if not, `taken` goes back to the open
+    /// window when dropped.
     async fn publish_window(
         &self,
-        window: Window,
+        mut taken: Taken<'_>,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         closed_early: bool,
         attempts: Option<usize>,
         stop: &CancellationToken,
     ) -> bool {
-        if window.counts.is_empty() {
+        let Some(counts) = taken.window.as_ref().map(|w| w.counts.clone()) else {
+            return true;
+        };
+        if counts.is_empty() {
             return true;
         }
         let report = WindowReport {
@@ -179,7 +221,7 @@ impl AnalyticsHandler {
             window_start: rfc3339(start),
             window_end: rfc3339(end),
             closed_early,
-            counts: window.counts,
+            counts,
         };
         let mut delays = report_backoff().build();
         let mut attempt = 0;
@@ -187,7 +229,7 @@ impl AnalyticsHandler {
             attempt += 1;
             match self.publish(&report).await {
                 Ok(()) => {
-                    for ack in &window.acks {
+                    for ack in taken.window.take().map(|w| w.acks).unwrap_or_default() {
                         ack.release();
                     }
                     tracing::info!(
@@ -267,6 +309,53 @@ mod tests {
                 .unwrap_or_default(),
             timestamp: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_window_whose_publish_fails_or_is_cancelled_goes_back_with_its_acks() {
+        use crate::delivery::offsets::tests::Recorder;
+        use crate::delivery::offsets::{PartitionOffsets, SharedOffsets, lock};
+        use std::sync::Arc;
+
+        // Nothing listens on the discard port: every publish times out after 1 s.
+        let mut base = rdkafka::ClientConfig::new();
+        base.set("bootstrap.servers", "127.0.0.1:9");
+        let producer = Producer::new(&base, Duration::from_secs(1)).unwrap();
+        let h = AnalyticsHandler::new(Duration::from_secs(5), "counts", "test", producer);
+        let offsets: SharedOffsets = Arc::new(Mutex::new(PartitionOffsets::new("events", 0)));
+        let recorder = Arc::new(Recorder::default());
+        for offset in 0..2 {
+            let ack = Ack::begin(&offsets, offset, recorder.clone());
+            let mut open = h.open();
+            open.counts.add(&event("page_view", Some("/a")));
+            open.acks.push(ack);
+        }
+
+        // Cancelled by the caller's timeout, as a revoke's bounded drain does.
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), h.flush_now()).await;
+        assert!(cancelled.is_err(), "the publish cannot finish in 100 ms");
+        assert_eq!(h.open().acks.len(), 2, "acks back in the open window");
+        assert_eq!(h.open().counts.events, 2);
+
+        // Failed after its attempts.
+        assert!(!h.flush_now().await);
+        assert_eq!(h.open().acks.len(), 2, "acks back in the open window");
+        assert_eq!(h.open().counts.page_views["/a"], 2, "counted once each");
+        assert!(recorder.0.lock().unwrap().is_empty(), "no offset stored");
+        assert_eq!(lock(&offsets).pending(), 2);
+    }
+
+    #[test]
+    fn counts_merge_by_key() {
+        let mut a = WindowCounts::default();
+        a.add(&event("page_view", Some("/a")));
+        let mut b = WindowCounts::default();
+        b.add(&event("page_view", Some("/a")));
+        b.add(&event("click", None));
+        a.merge(b);
+        assert_eq!(a.events, 3);
+        assert_eq!(a.page_views["/a"], 2);
+        assert_eq!(a.events_by_type["click"], 1);
     }
 
     #[test]
