@@ -110,17 +110,20 @@ impl Elector {
             let mut last_renewal = Instant::now();
 
             // Leader: renew until shutdown, loss, or the work ending on its own.
+            // Neither the pause nor a renewal may run past the renew deadline: a slow API
+            // server must not keep this replica leading after a standby may have taken over.
             let lost = loop {
+                let deadline = last_renewal + self.timings.renew_deadline;
                 tokio::select! {
-                    () = sleep(self.timings.retry_period) => {}
+                    () = sleep(self.timings.retry_period.min(deadline.saturating_duration_since(Instant::now()))) => {}
                     () = shutdown.cancelled() => break false,
                     _ = &mut work => break false,
                 }
-                if self.try_acquire_or_renew().await {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let renewed = timeout(left, self.try_acquire_or_renew()).await;
+                if matches!(renewed, Ok(true)) {
                     last_renewal = Instant::now();
-                } else if self.held_by_other()
-                    || last_renewal.elapsed() >= self.timings.renew_deadline
-                {
+                } else if self.held_by_other() || Instant::now() >= deadline {
                     break true;
                 }
             };
