@@ -48,23 +48,24 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, EventErro
 }
 
 /// Converts a JSON amount to whole cents, refusing fractions of a cent, negatives and
-/// values too large to be money.
-fn cents(field: &str, amount: f64) -> Result<i64, EventError> {
+/// values too large to be money. The error is the reason; the caller names the field, so
+/// the valid path (every message) builds no field name.
+fn cents(amount: f64) -> Result<i64, &'static str> {
     // Orders above ten billion are not real orders; this also keeps the f64 → i64
     // conversion exact (2^53 is far above 10^12 cents).
     const MAX_AMOUNT: f64 = 10_000_000_000.0;
     if !amount.is_finite() || amount < 0.0 {
-        return Err(EventError::invalid(field, "must be a number ≥ 0"));
+        return Err("must be a number ≥ 0");
     }
     if amount > MAX_AMOUNT {
-        return Err(EventError::invalid(field, "is larger than any real amount"));
+        return Err("is larger than any real amount");
     }
     let scaled = amount * 100.0;
     let rounded = scaled.round();
     // Binary floating point stores 29.99 as 29.989999…; anything within a millionth of
     // a cent is the decimal the sender wrote.
     if (scaled - rounded).abs() > 1e-6 {
-        return Err(EventError::invalid(field, "has more than two decimals"));
+        return Err("has more than two decimals");
     }
     #[allow(clippy::cast_possible_truncation)] // bounded by MAX_AMOUNT above
     Ok(rounded as i64)
@@ -106,14 +107,20 @@ fn validate_lines(items: &[OrderItem], total: f64) -> Result<i64, EventError> {
     }
     let mut sum: i64 = 0;
     for (i, item) in items.iter().enumerate() {
-        required(&format!("items[{i}].product_id"), &item.product_id)?;
+        if item.product_id.trim().is_empty() {
+            return Err(EventError::invalid(
+                format!("items[{i}].product_id"),
+                "is required",
+            ));
+        }
         if item.quantity <= 0 {
             return Err(EventError::invalid(
                 format!("items[{i}].quantity"),
                 "must be > 0",
             ));
         }
-        let price = cents(&format!("items[{i}].price"), item.price)?;
+        let price = cents(item.price)
+            .map_err(|reason| EventError::invalid(format!("items[{i}].price"), reason))?;
         let line = price
             .checked_mul(item.quantity)
             .ok_or_else(|| EventError::invalid(format!("items[{i}]"), "line total overflows"))?;
@@ -121,7 +128,7 @@ fn validate_lines(items: &[OrderItem], total: f64) -> Result<i64, EventError> {
             .checked_add(line)
             .ok_or_else(|| EventError::invalid("items", "sum overflows"))?;
     }
-    let total_cents = cents("total", total)?;
+    let total_cents = cents(total).map_err(|reason| EventError::invalid("total", reason))?;
     if total_cents != sum {
         return Err(EventError::invalid(
             "total",
