@@ -252,13 +252,21 @@ pub enum ConfigError {
     LogLevel(String),
 }
 
-/// Why Kafka did not take a record. Every case answers 503: none is the client's fault.
+/// Why Kafka did not take a record. Every case but `TooLarge` answers 503: Kafka's state, not
+/// the client's fault, and a retry may succeed. `TooLarge` answers 413: retrying the same body
+/// can never succeed (the body limit is above what the producer or broker accepts).
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("Kafka did not acknowledge the record on {topic} within {}", humantime::format_duration(*.after))]
     Timeout { topic: String, after: Duration },
     #[error("the producer queue for {topic} stayed full for {}", humantime::format_duration(*.after))]
     QueueFull { topic: String, after: Duration },
+    #[error("the record for {topic} is larger than Kafka accepts: {source}")]
+    TooLarge {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("Kafka refused the record on {topic}: {source}")]
     Rejected {
         topic: String,
@@ -273,6 +281,7 @@ impl PublishError {
         match self {
             PublishError::Timeout { .. } => "timeout",
             PublishError::QueueFull { .. } => "queue_full",
+            PublishError::TooLarge { .. } => "too_large",
             PublishError::Rejected { .. } => "rejected",
         }
     }
@@ -451,6 +460,10 @@ impl Gateway {
                 Some(RDKafkaErrorCode::MessageTimedOut) => PublishError::Timeout {
                     topic: topic.to_owned(),
                     after: timeout,
+                },
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) => PublishError::TooLarge {
+                    topic: topic.to_owned(),
+                    source: error,
                 },
                 _ => PublishError::Rejected {
                     topic: topic.to_owned(),
@@ -684,6 +697,9 @@ impl ApiError {
             ),
             ApiError::Submit(SubmitError::Invalid(EventError::Decode(_))) => {
                 (StatusCode::BAD_REQUEST, "invalid_json", None)
+            }
+            ApiError::Submit(SubmitError::Unavailable(PublishError::TooLarge { .. })) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "record_too_large", None)
             }
             ApiError::Submit(SubmitError::Unavailable(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "kafka_unavailable", None)
@@ -1152,6 +1168,36 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_record_larger_than_kafka_accepts_is_a_413_not_a_503() {
+        let settings = GatewaySettings {
+            publish_timeout: Duration::from_millis(500),
+            body_limit: 1024,
+            ..GatewaySettings::default()
+        };
+        let mut config = producer_config(
+            KafkaArgs::plaintext(closed_port()).client_config().unwrap(),
+            settings.publish_timeout,
+        );
+        // librdkafka's smallest allowed record size, below the gateway's body limit.
+        config.set("message.max.bytes", "1000");
+        let mut registry = Registry::default();
+        let gateway = Gateway::new(config.create().unwrap(), settings, &mut registry);
+        let app = app_of(&gateway, Arc::new(registry));
+        let padding = "x".repeat(900);
+        let body = format!(
+            r#"{{"type":"click","user_id":"u","session_id":"s","payload":{{"pad":"{padding}"}}}}"#
+        );
+        assert!(body.len() < 1024, "within the body limit");
+        let (status, headers, bytes) = post_json(&app, EVENTS_PATH, &body).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            headers.get(header::RETRY_AFTER).is_none(),
+            "no point retrying"
+        );
+        assert_eq!(error_body(&bytes).error, "record_too_large");
     }
 
     #[tokio::test]
