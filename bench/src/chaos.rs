@@ -292,6 +292,23 @@ fn verify(cfg: &Config, t: &Topics, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Restarts the local stack's broker through hack/ (the scripts that started it).
+/// Ends a scenario: stops the workers, checks every sequence number, drops the topics.
+fn finish(
+    cfg: &Config,
+    topics: &Topics,
+    mut workers: Workers<'_>,
+    mut report: Report,
+) -> anyhow::Result<Report> {
+    workers.stop_all();
+    report.max_workers = workers.max;
+    verify(cfg, topics, &mut report)?;
+    let _ = kafka::delete_topics(
+        &cfg.bootstrap,
+        &[&topics.input, &topics.output, &topics.dlq],
+    );
+    Ok(report)
+}
+
 pub fn restart_broker() -> anyhow::Result<()> {
     let hack = crate::repo_root().join("hack");
     for (script, args) in [("dev-down.sh", ["kafka"]), ("dev-up.sh", ["kafka"])] {
@@ -376,14 +393,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         std::thread::sleep(POLL);
     }
     report.elapsed = started.elapsed();
-    workers.stop_all();
-    report.max_workers = workers.max;
-    verify(cfg, &topics, &mut report)?;
-    let _ = kafka::delete_topics(
-        &cfg.bootstrap,
-        &[&topics.input, &topics.output, &topics.dlq],
-    );
-    Ok(report)
+    finish(cfg, &topics, workers, report)
 }
 
 /// The DLQ-outage scenario: `outage` long the DLQ topic does not exist.
@@ -446,12 +456,5 @@ pub fn dlq_outage(cfg: &Config, outage: Duration) -> anyhow::Result<Report> {
         std::thread::sleep(POLL);
     }
     report.elapsed = started.elapsed();
-    workers.stop_all();
-    report.max_workers = workers.max;
-    verify(cfg, &topics, &mut report)?;
-    let _ = kafka::delete_topics(
-        &cfg.bootstrap,
-        &[&topics.input, &topics.output, &topics.dlq],
-    );
-    Ok(report)
+    finish(cfg, &topics, workers, report)
 }
