@@ -53,6 +53,8 @@ pub mod env {
     pub const BACKOFF_MULTIPLIER: &str = "EC_BACKOFF_MULTIPLIER";
     pub const ATTEMPT_TIMEOUT: &str = "EC_ATTEMPT_TIMEOUT";
     pub const DLQ_TOPIC: &str = "EC_DLQ_TOPIC";
+    /// `blocking` | `retryTopics`: how failed messages wait for their next attempt.
+    pub const DELIVERY_MODE: &str = "EC_DELIVERY_MODE";
 
     /// Seconds the worker waits for in-flight work after SIGTERM.
     pub const SHUTDOWN_GRACE: &str = "EC_SHUTDOWN_GRACE";
@@ -94,6 +96,7 @@ pub mod env {
         BACKOFF_MULTIPLIER,
         ATTEMPT_TIMEOUT,
         DLQ_TOPIC,
+        DELIVERY_MODE,
         SHUTDOWN_GRACE,
         HTTP_ADDR,
         LOG_LEVEL,
@@ -118,6 +121,73 @@ pub mod values {
     pub const INITIAL_OFFSETS: &[&str] = &["earliest", "latest"];
     /// `spec.kafka.sasl.mechanism` / `EC_SASL_MECHANISM`.
     pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+    /// `spec.delivery.mode` / `EC_DELIVERY_MODE`.
+    pub const DELIVERY_MODES: &[&str] = &["blocking", "retryTopics"];
+    /// The `ec-dlt-error-class` values the worker writes, which a DeadLetterRedrive can select.
+    pub const ERROR_CLASSES: &[&str] = &[
+        "decode",
+        "validation",
+        "timeout",
+        "publish",
+        "sink-unavailable",
+        "sink-rejected",
+        "sink-unreachable",
+        "injected",
+    ];
+}
+
+/// Record headers shared by the worker (which writes them) and the operator (which reads them to
+/// count dead letters and to redrive them). Values are UTF-8 text: numbers in decimal, times in
+/// RFC 3339 UTC with milliseconds.
+pub mod headers {
+    /// Prefix of every header a dead-letter record carries about its failure. A record that
+    /// is dead-lettered again has its old `ec-dlt-*` headers replaced.
+    pub const DLT_PREFIX: &str = "ec-dlt-";
+    pub const DLT_ORIGINAL_TOPIC: &str = "ec-dlt-original-topic";
+    pub const DLT_ORIGINAL_PARTITION: &str = "ec-dlt-original-partition";
+    pub const DLT_ORIGINAL_OFFSET: &str = "ec-dlt-original-offset";
+    pub const DLT_ORIGINAL_TIMESTAMP: &str = "ec-dlt-original-timestamp";
+    pub const DLT_ORIGINAL_TIMESTAMP_TYPE: &str = "ec-dlt-original-timestamp-type";
+    pub const DLT_CONSUMER_GROUP: &str = "ec-dlt-consumer-group";
+    pub const DLT_CONSUMER_NAME: &str = "ec-dlt-consumer-name";
+    pub const DLT_HANDLER: &str = "ec-dlt-handler";
+    pub const DLT_ATTEMPTS: &str = "ec-dlt-attempts";
+    pub const DLT_ERROR_CLASS: &str = "ec-dlt-error-class";
+    pub const DLT_ERROR_RETRYABLE: &str = "ec-dlt-error-retryable";
+    pub const DLT_ERROR_MESSAGE: &str = "ec-dlt-error-message";
+    pub const DLT_FIRST_FAILURE: &str = "ec-dlt-first-failure";
+    pub const DLT_LAST_FAILURE: &str = "ec-dlt-last-failure";
+
+    /// Prefix of the headers a record in a retry topic carries (retryTopics mode). They are
+    /// removed again when the record is dead-lettered or redriven.
+    pub const RETRY_PREFIX: &str = "ec-retry-";
+    /// The attempt the record in a retry topic is waiting for (2 for the first retry).
+    pub const RETRY_ATTEMPT: &str = "ec-retry-attempt";
+    /// When the record becomes due, ms since the epoch.
+    pub const RETRY_DUE: &str = "ec-retry-due";
+    /// Time of the first failed attempt (RFC 3339).
+    pub const RETRY_FIRST_FAILURE: &str = "ec-retry-first-failure";
+    /// Where the record was first consumed from, so a dead-letter record names the source
+    /// topic, partition and offset rather than the retry topic's.
+    pub const RETRY_ORIGINAL_TOPIC: &str = "ec-retry-original-topic";
+    pub const RETRY_ORIGINAL_PARTITION: &str = "ec-retry-original-partition";
+    pub const RETRY_ORIGINAL_OFFSET: &str = "ec-retry-original-offset";
+    pub const RETRY_ORIGINAL_TIMESTAMP: &str = "ec-retry-original-timestamp";
+
+    /// How many times a record was replayed from the dead-letter topic. The worker keeps it
+    /// (like any header that is not `ec-dlt-*`/`ec-retry-*`), so a redriven record that fails
+    /// again arrives in the DLQ still carrying it.
+    pub const REDRIVE_COUNT: &str = "ec-redrive-count";
+    /// `<namespace>/<name>` of the DeadLetterRedrive that replayed the record last.
+    pub const REDRIVE_NAME: &str = "ec-redrive-name";
+}
+
+/// The retry topic of `attempt` (2 for the first retry, up to the consumer's max attempts) in
+/// `retryTopics` mode: `<consumer group>.retry.<attempt - 1>`. Named after the group, not the
+/// source topic, because several groups read the same source topic (the four `order.placed`
+/// consumers) and each must retry only its own failures.
+pub fn retry_topic(group_id: &str, attempt: u32) -> String {
+    format!("{group_id}.retry.{}", attempt.saturating_sub(1))
 }
 
 /// Default shutdown grace of the worker, in seconds. The operator sets the pod's
@@ -147,7 +217,13 @@ pub fn default_dlq_topic(source_topic: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{default_dlq_topic, default_output_topic};
+    use super::{default_dlq_topic, default_output_topic, retry_topic};
+
+    #[test]
+    fn retry_topics_are_numbered_by_retry_and_named_after_the_group() {
+        assert_eq!(retry_topic("shop.payment", 2), "shop.payment.retry.1");
+        assert_eq!(retry_topic("shop.payment", 5), "shop.payment.retry.4");
+    }
 
     #[test]
     fn default_topics_follow_the_seed_names() {

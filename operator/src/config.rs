@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use eventconsumer_contract::{default_dlq_topic, default_output_topic};
+use eventconsumer_contract::{default_dlq_topic, default_output_topic, retry_topic};
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Secret, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{
-    EventConsumer, Handler, HumanDuration, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+    DeliveryMode, EventConsumer, Handler, HumanDuration, InitialOffset, OrderAction, SaslMechanism,
+    VideoStage,
 };
 
 /// Operator-wide settings that shape every Deployment.
@@ -199,6 +200,10 @@ pub struct TlsConfig {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryConfig {
+    pub mode: DeliveryMode,
+    /// In `retryTopics` mode, the retry topic of each retry in order (attempt 2 first);
+    /// empty in `blocking` mode.
+    pub retry_topics: Vec<String>,
     pub max_attempts: i32,
     pub backoff_initial: HumanDuration,
     pub backoff_max: HumanDuration,
@@ -250,7 +255,7 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
     }
 
     let kafka = kafka_config(ec, &namespace, topics, secrets)?;
-    let delivery = delivery_config(ec, &kafka.topics)?;
+    let delivery = delivery_config(ec, &kafka.topics, &kafka.group_id)?;
 
     if spec.replicas < 0 {
         return Err(ConfigError::invalid("spec.replicas", "must be 0 or more"));
@@ -502,7 +507,11 @@ fn kafka_config(
     })
 }
 
-fn delivery_config(ec: &EventConsumer, topics: &[String]) -> Result<DeliveryConfig, ConfigError> {
+fn delivery_config(
+    ec: &EventConsumer,
+    topics: &[String],
+    group_id: &str,
+) -> Result<DeliveryConfig, ConfigError> {
     let delivery = &ec.spec.delivery;
     if !(1..=100).contains(&delivery.max_attempts) {
         return Err(ConfigError::invalid(
@@ -562,7 +571,45 @@ fn delivery_config(ec: &EventConsumer, topics: &[String]) -> Result<DeliveryConf
         }
     };
 
+    let retry_topics = match delivery.mode {
+        DeliveryMode::Blocking => Vec::new(),
+        DeliveryMode::RetryTopics => {
+            if delivery.max_attempts > MAX_RETRY_TOPIC_ATTEMPTS {
+                return Err(ConfigError::invalid(
+                    "spec.delivery.maxAttempts",
+                    format!(
+                        "at most {MAX_RETRY_TOPIC_ATTEMPTS} in retryTopics mode (each retry has its own topic)"
+                    ),
+                ));
+            }
+            let mut names = Vec::new();
+            for attempt in 2..=delivery.max_attempts.unsigned_abs() {
+                let topic = retry_topic(group_id, attempt);
+                check_topic_name("spec.kafka.consumerGroup", &topic).map_err(|_| {
+                    ConfigError::invalid(
+                        "spec.kafka.consumerGroup",
+                        format!(
+                            "the retry topic {topic:?} derived from it is not a valid Kafka topic name (at most 249 characters); choose a shorter group"
+                        ),
+                    )
+                })?;
+                if topics.contains(&topic) || topic == dead_letter_topic {
+                    return Err(ConfigError::invalid(
+                        "spec.kafka.consumerGroup",
+                        format!(
+                            "the retry topic {topic:?} derived from it is also a source or dead-letter topic"
+                        ),
+                    ));
+                }
+                names.push(topic);
+            }
+            names
+        }
+    };
+
     Ok(DeliveryConfig {
+        mode: delivery.mode,
+        retry_topics,
         max_attempts: delivery.max_attempts,
         backoff_initial: backoff.initial.clone(),
         backoff_max: backoff.max.clone(),
@@ -571,6 +618,10 @@ fn delivery_config(ec: &EventConsumer, topics: &[String]) -> Result<DeliveryConf
         dead_letter_topic,
     })
 }
+
+/// Attempts allowed in `retryTopics` mode: one topic per retry, so the cap keeps the number of
+/// topics a consumer creates small (the CRD says the same in CEL).
+const MAX_RETRY_TOPIC_ATTEMPTS: i32 = 10;
 
 /// Parses a duration exactly as the worker will (`humantime`), after checking the restricted
 /// syntax the CRD documents.

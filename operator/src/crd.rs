@@ -72,6 +72,18 @@ pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
         description = "Worker pods that are ready"
     ),
     printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lag.total",
+        description = "Messages in the source topics not yet committed by the group"
+    ),
+    printcolumn(
+        name = "DLQ",
+        type_ = "integer",
+        json_path = ".status.deadLetters",
+        description = "This consumer's records in its dead-letter topic"
+    ),
+    printcolumn(
         name = "Status",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
@@ -111,6 +123,9 @@ pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
     validation = Rule::new("has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || !((self.kafka.topics[0] + '.dlq') in self.kafka.topics)")
         .message("the default dead-letter topic (the first topic + '.dlq') is itself a source topic: set spec.delivery.deadLetterTopic")
         .field_path(".kafka.topics"),
+    validation = Rule::new("self.delivery.mode != 'retryTopics' || self.delivery.maxAttempts <= 10")
+        .message("at most 10 in retryTopics mode (each retry has its own topic)")
+        .field_path(".delivery.maxAttempts"),
     validation = Rule::new("!has(self.order) || !has(self.order.outputTopic) || !(self.order.outputTopic in self.kafka.topics)")
         .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
         .field_path(".order.outputTopic"),
@@ -154,9 +169,22 @@ pub struct EventConsumerSpec {
 
     /// Number of worker pods. Kafka gives each partition to one member of the consumer group, so
     /// replicas beyond the number of partitions stay idle. `kubectl scale` changes this field.
+    /// Ignored while `autoscaling` is set: the autoscaler then decides the number of pods
+    /// (see `status.autoscaling`), and `kubectl scale` has no lasting effect.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
+
+    /// Scale the workers on the consumer group's lag instead of a fixed `replicas`. The
+    /// operator measures the lag every 15 seconds and sets the pod count to
+    /// ceil(lag / lagThreshold), clamped to [minReplicas, maxReplicas] and to the number of
+    /// source partitions (more pods would idle). It scales up at once and down only after
+    /// `cooldown` without a higher need. A partition whose committed offset has not moved
+    /// since the last measurement while workers run (a stuck consumer, or a message retrying
+    /// for a long time) does not drive a scale-up by itself: more pods would not help it.
+    /// `paused: true` wins over autoscaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
 
     /// Stop consuming without deleting anything: the Deployment is scaled to 0 and the group's
     /// committed offsets stay in Kafka, so consumption resumes where it stopped once this is
@@ -192,6 +220,63 @@ pub struct EventConsumerSpec {
     #[serde(default = "default_log_level")]
     #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_:=,.\-]+$"))]
     pub log_level: String,
+}
+
+/// Lag-driven autoscaling of the worker pods.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("must be at least minReplicas")
+    .field_path(".maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods. 0 allows scaling to zero: with no pods, the consumer is woken (scaled to
+    /// one or more) once its lag reaches `activationLag`.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+
+    /// Most pods. The number of source partitions also caps the count, since Kafka gives each
+    /// partition to one member of the group.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// Lag one pod is expected to handle: the autoscaler wants ceil(lag / lagThreshold) pods.
+    #[serde(default = "default_lag_threshold")]
+    #[schemars(range(min = 1))]
+    pub lag_threshold: i64,
+
+    /// Lag below which the consumer counts as idle: it is not woken from zero pods, and with
+    /// `minReplicas: 0` it is scaled to zero once it stayed idle for `cooldown`.
+    #[serde(default = "default_activation_lag")]
+    #[schemars(range(min = 1))]
+    pub activation_lag: i64,
+
+    /// How long the need for fewer pods must last before the autoscaler scales down, such as
+    /// `5m`. Scaling up is never delayed.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: HumanDuration,
+}
+
+/// How a failed message waits for its next attempt. (Plain comments on the variants: doc
+/// comments would turn the schema's `enum` into a non-structural `oneOf`.)
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryMode {
+    // Retries wait in the worker, holding the message's partition: per-key order is kept.
+    #[default]
+    Blocking,
+    // Retries wait in retry topics; the partition moves on; per-key order is not kept.
+    RetryTopics,
+}
+
+impl DeliveryMode {
+    /// The name the worker understands, as in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Blocking => "blocking",
+            DeliveryMode::RetryTopics => "retryTopics",
+        }
+    }
 }
 
 /// The handler a worker runs. (Plain comments on the variants: doc comments would turn the
@@ -462,6 +547,23 @@ pub struct CaSecretRef {
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliverySpec {
+    /// Where a failed message waits for its next attempt.
+    ///
+    /// - `blocking` (default): the worker waits out the backoff itself, and the message's
+    ///   partition waits with it. Messages of a partition are handled strictly in order, so
+    ///   per-key order is kept, but one slow failure delays everything behind it.
+    /// - `retryTopics`: the failed message is written to the retry topic of its next attempt
+    ///   (`<consumerGroup>.retry.1`, `.retry.2`, … up to `maxAttempts - 1`, each with the
+    ///   backoff delay of that attempt), and the partition moves on at once. The workers also
+    ///   consume the retry topics and run each record when it is due; the last attempt
+    ///   exhausts into the dead-letter topic. The attempt count and first-failure time travel
+    ///   in headers, so they survive rebalances and restarts. Per-key order is NOT kept: a
+    ///   later message with the same key can succeed before an earlier one's retry. The
+    ///   operator creates missing retry topics with the partition count of the largest source
+    ///   topic. At most 10 attempts in this mode.
+    #[serde(default)]
+    pub mode: DeliveryMode,
+
     /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
     /// retry.
     #[serde(default = "default_max_attempts")]
@@ -485,6 +587,7 @@ pub struct DeliverySpec {
 impl Default for DeliverySpec {
     fn default() -> Self {
         Self {
+            mode: DeliveryMode::default(),
             max_attempts: default_max_attempts(),
             backoff: BackoffSpec::default(),
             attempt_timeout: default_attempt_timeout(),
@@ -637,10 +740,97 @@ pub struct EventConsumerStatus {
     /// Label selector of the worker pods, for the scale subresource (and autoscalers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+
+    /// The consumer group's lag, measured by the operator from the group's committed offsets
+    /// and the source topics' end offsets. Absent until the first measurement succeeds; a
+    /// failed measurement keeps the last value and says why in `lag.error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<LagStatus>,
+
+    /// Records this consumer (its consumer group) has written to its dead-letter topic that
+    /// the topic still retains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<i64>,
+
+    /// What the autoscaler decided last, when `spec.autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// Lag of a consumer group.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LagStatus {
+    /// Messages in all source partitions after the group's committed offsets. A partition
+    /// without a committed offset counts from its oldest retained message (`earliest`) or as 0
+    /// (`latest`), like the workers would start.
+    pub total: i64,
+
+    /// The partition with the largest lag, if any has lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_partition: Option<PartitionLag>,
+
+    /// When the lag was measured (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<String>,
+
+    /// Why the latest measurement failed, if it did (the values above are then older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The lag of one partition.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    pub lag: i64,
+}
+
+/// The autoscaler's latest decision.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// Pods the autoscaler wants now.
+    pub desired_replicas: i32,
+
+    /// When the autoscaler last changed the number of pods (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+
+    /// Lag that counted for the decision: the total minus the partitions left out as stuck.
+    #[serde(default)]
+    pub scaling_lag: i64,
+
+    /// Partitions (`topic/partition`) left out of the decision because their committed offset
+    /// did not move since the last measurement while workers ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stuck_partitions: Vec<String>,
+
+    /// Why the autoscaler chose `desiredReplicas`, in one sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_lag_threshold() -> i64 {
+    1000
+}
+
+fn default_activation_lag() -> i64 {
+    1
+}
+
+fn default_cooldown() -> HumanDuration {
+    "5m".into()
 }
 
 fn default_log_level() -> String {
@@ -782,6 +972,10 @@ mod tests {
         );
         assert_eq!(allowed(&kafka["initialOffset"]), values::INITIAL_OFFSETS);
         assert_eq!(
+            allowed(&spec["delivery"]["properties"]["mode"]),
+            values::DELIVERY_MODES
+        );
+        assert_eq!(
             allowed(&kafka["sasl"]["properties"]["mechanism"]),
             values::SASL_MECHANISMS
         );
@@ -820,7 +1014,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Handler", "Topics", "Replicas", "Ready", "Status", "Age"]
+            [
+                "Handler", "Topics", "Replicas", "Ready", "Lag", "DLQ", "Status", "Age"
+            ]
         );
     }
 

@@ -326,6 +326,7 @@ pub fn env_vars(consumer: &ValidConsumer) -> Vec<EnvVar> {
         delivery.attempt_timeout.as_str(),
     ));
     vars.push(value(env::DLQ_TOPIC, &delivery.dead_letter_topic));
+    vars.push(value(env::DELIVERY_MODE, delivery.mode.as_str()));
 
     vars.push(value(
         env::SHUTDOWN_GRACE,
@@ -521,6 +522,7 @@ mod tests {
             assert_eq!(plain(&env, env::GROUP_ID), "shop.inventory");
             assert_eq!(plain(&env, env::INITIAL_OFFSET), "earliest");
             assert_eq!(plain(&env, env::MAX_ATTEMPTS), "5");
+            assert_eq!(plain(&env, env::DELIVERY_MODE), "blocking");
             assert_eq!(plain(&env, env::BACKOFF_INITIAL), "200ms");
             assert_eq!(plain(&env, env::BACKOFF_MAX), "30s");
             assert_eq!(plain(&env, env::BACKOFF_MULTIPLIER), "2");

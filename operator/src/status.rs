@@ -104,6 +104,10 @@ pub fn compute(
         replicas: counts.replicas,
         ready_replicas: counts.ready,
         selector: Some(selector_string(&ec.name_any())),
+        // Kafka-side observations are owned by the observer; keep what was last written.
+        lag: ec.status.as_ref().and_then(|s| s.lag.clone()),
+        dead_letters: ec.status.as_ref().and_then(|s| s.dead_letters),
+        autoscaling: ec.status.as_ref().and_then(|s| s.autoscaling.clone()),
     }
 }
 

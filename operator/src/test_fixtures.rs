@@ -36,6 +36,7 @@ pub fn order_consumer() -> EventConsumer {
             },
             delivery: DeliverySpec::default(),
             replicas: 1,
+            autoscaling: None,
             paused: false,
             image: None,
             resources: None,
