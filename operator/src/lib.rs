@@ -14,6 +14,7 @@ pub mod crd;
 pub mod deployment;
 pub mod drift;
 pub mod http;
+pub mod kafka;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
