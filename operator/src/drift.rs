@@ -9,12 +9,14 @@
 //!   (the API server may add defaults; lists must match in length). This catches manual edits,
 //!   which leave the hash annotation untouched.
 //!
-//! A false "differs" only costs a server-side apply that changes nothing (for example when the
-//! API server rewrites a quantity like `0.5` as `500m`); a false "same" cannot happen for fields
-//! the operator sets.
+//! Resource quantities compare by value: the API server stores `0.5` as `500m` and `1024Mi` as
+//! `1Gi`, and a string comparison would make every reconcile of such a spec apply again.
+//! A false "differs" only costs a server-side apply that changes nothing; a false "same" cannot
+//! happen for fields the operator sets.
 
 use fnv::FnvHasher;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube_quantity::ParsedQuantity;
 use serde_json::Value;
 use std::hash::Hasher;
 
@@ -52,18 +54,40 @@ fn hash_of(deployment: &Deployment) -> String {
 }
 
 /// Every value in `desired` is in `live`: objects may have extra keys in `live`, arrays must have
-/// the same length and match element by element, numbers compare by value.
+/// the same length and match element by element, numbers compare by value, and so do the
+/// quantities in a container's resource `limits` and `requests`.
 fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d
-            .iter()
-            .all(|(key, dv)| l.get(key).is_some_and(|lv| is_subset(dv, lv))),
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(key, dv)| {
+            l.get(key).is_some_and(|lv| {
+                if key == "limits" || key == "requests" {
+                    same_quantities(dv, lv)
+                } else {
+                    is_subset(dv, lv)
+                }
+            })
+        }),
         (Value::Array(d), Value::Array(l)) => {
             d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
         }
         (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
         _ => desired == live,
     }
+}
+
+/// Resource maps (`cpu: 500m`, …) with the same names and quantities of the same value.
+fn same_quantities(desired: &Value, live: &Value) -> bool {
+    let (Value::Object(d), Value::Object(l)) = (desired, live) else {
+        return is_subset(desired, live);
+    };
+    let parse = |v: &Value| -> Option<ParsedQuantity> { v.as_str()?.try_into().ok() };
+    d.len() == l.len()
+        && d.iter().all(|(name, dv)| {
+            l.get(name).is_some_and(|lv| match (parse(dv), parse(lv)) {
+                (Some(a), Some(b)) => a == b,
+                _ => dv == lv,
+            })
+        })
 }
 
 #[cfg(test)]
@@ -137,6 +161,54 @@ mod tests {
         let new = desired();
         // `new` is a subset of what `old` left behind, but the hash tells them apart.
         assert!(needs_apply(&new, Some(&as_served(&old))));
+    }
+
+    #[test]
+    fn quantities_the_api_server_rewrote_are_not_drift_but_changed_ones_are() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let with = |cpu: &str, memory: &str| {
+            let mut ec = order_consumer();
+            ec.spec.resources = Some(ResourceRequirements {
+                requests: Some(
+                    [
+                        ("cpu".to_owned(), Quantity(cpu.into())),
+                        ("memory".to_owned(), Quantity(memory.into())),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            });
+            let valid = validate(&ec, &SecretFacts::default()).unwrap();
+            let mut d = build(&valid, &settings());
+            stamp(&mut d);
+            d
+        };
+        let desired = with("0.5", "1024Mi");
+        let mut served = as_served(&desired);
+        let container = &mut served.spec.template.spec.as_mut().unwrap().containers[0];
+        let requests = container
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap();
+        requests.insert("cpu".into(), Quantity("500m".into()));
+        requests.insert("memory".into(), Quantity("1Gi".into()));
+        assert!(!needs_apply(&desired, Some(&served)));
+
+        let mut more_cpu = served.clone();
+        let container = &mut more_cpu.spec.template.spec.as_mut().unwrap().containers[0];
+        let requests = container
+            .resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap();
+        requests.insert("cpu".into(), Quantity("600m".into()));
+        assert!(needs_apply(&desired, Some(&more_cpu)));
     }
 
     #[test]
