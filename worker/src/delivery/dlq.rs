@@ -4,14 +4,16 @@
 //! # Headers
 //!
 //! The record keeps the original key, value and headers (minus any `ec-dlt-*` headers
-//! from an earlier dead-lettering, which are replaced) and adds these, modelled on Spring
+//! from an earlier dead-lettering, which are replaced, and the `ec-retry-*` headers of
+//! `retryTopics` mode; `ec-redrive-count` and the like stay) and adds these (names from
+//! [`eventconsumer_contract::headers`]), modelled on Spring
 //! Kafka's `kafka_dlt-original-*` / `kafka_dlt-exception-*` and Kafka Connect's
 //! `__connect.errors.*`. Values are UTF-8 text (numbers in decimal, times in RFC 3339 UTC
 //! with milliseconds) so that `kcat -f '%h'` and humans can read them.
 //!
 //! | header                           | value                                                  |
 //! |----------------------------------|--------------------------------------------------------|
-//! | `ec-dlt-original-topic`          | source topic                                           |
+//! | `ec-dlt-original-topic`          | source topic (never a retry topic)                     |
 //! | `ec-dlt-original-partition`      | source partition                                       |
 //! | `ec-dlt-original-offset`         | source offset                                          |
 //! | `ec-dlt-original-timestamp`      | source record timestamp, ms since the epoch (if any)   |
@@ -19,8 +21,8 @@
 //! | `ec-dlt-consumer-group`          | consumer group id                                      |
 //! | `ec-dlt-consumer-name`           | EventConsumer name                                     |
 //! | `ec-dlt-handler`                 | handler, e.g. `order/payment`                          |
-//! | `ec-dlt-attempts`                | attempts made (1 for a non-retryable error)            |
-//! | `ec-dlt-error-class`             | `decode`, `validation`, `timeout`, `publish`, `sink-unavailable`, `sink-rejected`, `sink-unreachable` |
+//! | `ec-dlt-attempts`                | attempts made in total (1 for a non-retryable error)   |
+//! | `ec-dlt-error-class`             | one of `contract::values::ERROR_CLASSES`               |
 //! | `ec-dlt-error-retryable`         | `true` (retries exhausted) or `false` (sent at once)   |
 //! | `ec-dlt-error-message`           | the last error, truncated to 4 KiB                     |
 //! | `ec-dlt-first-failure`           | time of the first failed attempt                       |
@@ -29,7 +31,7 @@
 //! # Unavailable DLQ
 //!
 //! A missing DLQ topic (auto-creation is off on our brokers) or a refusing broker must not
-//! lose the message, and must not let the offset move past it. The writer retries with
+//! lose the message (the same goes for retry topics, written by the same loop), and must not let the offset move past it. The writer retries with
 //! backoff for as long as it takes (or until a revoke/shutdown cancels it, leaving the
 //! offset unstored), and tells the partition to pause meanwhile so librdkafka stops
 //! fetching it; other partitions keep going.
