@@ -1524,3 +1524,57 @@ async fn in_retry_topics_mode_a_missing_retry_topic_pauses_only_that_partition_a
         "nothing lost to the DLQ"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_retry_record_with_garbled_headers_is_tried_with_a_warning_not_dropped()
+ {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 1, 3).await;
+    let garbled = OwnedHeaders::new().insert(Header {
+        key: eventconsumer_contract::headers::RETRY_ATTEMPT,
+        value: Some("banana"),
+    });
+    s.produce_with_headers(
+        &s.producer(),
+        &retry[1],
+        "c-5",
+        &order("o-garbled", "c-5"),
+        Some(garbled),
+    )
+    .await;
+    let w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &retry_mode_args(&input, &group, &output, &dlq, "3"),
+    );
+
+    let out = s.read(&output, 1).await;
+    assert_eq!(json_of(&out[0])["order_id"], "o-garbled");
+    testkit::eventually("the retry record's offset committed", DEADLINE, || async {
+        (s.committed(&group, &retry[1], 1).await == vec![1]).then_some(())
+    })
+    .await;
+    let warning = w
+        .log_lines()
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("retry record with missing or garbled headers"))
+        })
+        .expect("a warning about the garbled headers");
+    assert_eq!(
+        warning["attempt"], 3,
+        "attempt from the topic name: {warning}"
+    );
+    assert!(
+        warning["bad_headers"]
+            .as_str()
+            .is_some_and(|b| b.contains(eventconsumer_contract::headers::RETRY_ATTEMPT)),
+        "{warning}"
+    );
+}
