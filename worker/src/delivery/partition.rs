@@ -202,8 +202,18 @@ async fn run(
                 None => break,
             },
         };
-        if ctx.retry_topics.is_some() {
-            process_once(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
+        if let Some(topics) = &ctx.retry_topics {
+            process_once(
+                &ctx,
+                topics,
+                &msg,
+                &offsets,
+                &gate,
+                control.clone(),
+                &hard,
+                &soft,
+            )
+            .await;
         } else {
             process(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
         }
@@ -345,8 +355,10 @@ fn now_ms() -> i64 {
 /// from a retry topic), then its offset is released, or it moves on to the next retry
 /// topic or the DLQ and its offset is released once that write is acknowledged. A revoke
 /// or SIGTERM during the wait or a failing write leaves the offset unstored.
+#[allow(clippy::too_many_arguments)]
 async fn process_once(
     ctx: &WorkerContext,
+    topics: &RetryTopics,
     msg: &OwnedMessage,
     offsets: &SharedOffsets,
     gate: &PauseGate,
@@ -354,9 +366,6 @@ async fn process_once(
     hard: &CancellationToken,
     soft: &CancellationToken,
 ) {
-    let Some(topics) = &ctx.retry_topics else {
-        return;
-    };
     let ack = Ack::begin(offsets, msg.offset(), control);
     let m = &ctx.metrics;
     m.in_flight.inc();
@@ -369,7 +378,7 @@ async fn process_once(
                 tracing::warn!(
                     topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
                     key = %key, bad_headers = %bad.join(","), attempt = state.attempt,
-                    "retry record with missing or garbled headers; attempt taken from the topic name, due now"
+                    "retry record with missing or garbled headers; those fall back (attempt from the topic name, due now, the record itself as source)"
                 );
             }
             state
