@@ -104,6 +104,26 @@ impl InitialOffset {
     }
 }
 
+/// How a failed message waits for its next attempt (`spec.delivery.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryMode {
+    /// Retry in-process with backoff; the message holds its partition (per-key order kept).
+    Blocking,
+    /// Park the message in the group's retry topics; the partition moves on (per-key order
+    /// is not kept).
+    #[value(name = "retryTopics")]
+    RetryTopics,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Blocking => "blocking",
+            DeliveryMode::RetryTopics => "retryTopics",
+        }
+    }
+}
+
 /// A duration given as humantime (`200ms`, `5s`, `1m`) or as a bare number of seconds
 /// (`25`), because the contract documents some settings in seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -191,6 +211,12 @@ pub struct RunArgs {
     #[arg(long, env = env::DLQ_TOPIC)]
     pub dlq_topic: Option<String>,
 
+    /// How a failed message waits for its next attempt: `blocking` retries in-process and
+    /// holds its partition; `retryTopics` moves it to `<group-id>.retry.<n>` topics so the
+    /// partition keeps going (per-key order is then not kept).
+    #[arg(long, env = env::DELIVERY_MODE, value_enum, default_value = "blocking")]
+    pub delivery_mode: DeliveryMode,
+
     /// Time in-flight work may take to finish after SIGTERM (seconds, or e.g. 10s).
     #[arg(
         long,
@@ -252,6 +278,13 @@ mod tests {
         assert_eq!(names::<OrderAction>(), values::ORDER_ACTIONS);
         assert_eq!(names::<VideoStage>(), values::VIDEO_STAGES);
         assert_eq!(names::<InitialOffset>(), values::INITIAL_OFFSETS);
+        assert_eq!(names::<DeliveryMode>(), values::DELIVERY_MODES);
+        for mode in DeliveryMode::value_variants() {
+            assert_eq!(
+                mode.to_possible_value().map(|p| p.get_name().to_owned()),
+                Some(mode.as_str().to_owned())
+            );
+        }
         assert_eq!(
             names::<crate::kafka::SaslMechanism>(),
             values::SASL_MECHANISMS

@@ -12,7 +12,7 @@ use std::time::Duration;
 use eventconsumer_contract::env;
 use rdkafka::ClientConfig;
 
-use crate::cli::{HandlerKind, InitialOffset, OrderAction, RunArgs, VideoStage};
+use crate::cli::{DeliveryMode, HandlerKind, InitialOffset, OrderAction, RunArgs, VideoStage};
 use crate::kafka::KafkaConfigError;
 use crate::testing::FaultSpec;
 
@@ -122,6 +122,11 @@ pub struct Settings {
     pub group_id: String,
     pub initial_offset: InitialOffset,
     pub retry: RetrySettings,
+    pub delivery_mode: DeliveryMode,
+    /// `retryTopics` mode: the topic each retry waits in, for attempts 2..=max_attempts in
+    /// order (`<group-id>.retry.<n>`, see [`eventconsumer_contract::retry_topic`]); empty in
+    /// `blocking` mode.
+    pub retry_topics: Vec<String>,
     pub dlq_topic: String,
     pub shutdown_grace: Duration,
     pub http_addr: SocketAddr,
@@ -225,6 +230,33 @@ impl Settings {
         }
 
         let retry = retry_settings(args)?;
+        let retry_topics = match args.delivery_mode {
+            DeliveryMode::Blocking => Vec::new(),
+            DeliveryMode::RetryTopics => (2..=retry.max_attempts)
+                .map(|attempt| eventconsumer_contract::retry_topic(&group_id, attempt))
+                .collect(),
+        };
+        for topic in &retry_topics {
+            check_topic("--group-id", env::GROUP_ID, topic).map_err(|_| {
+                invalid(
+                    "--group-id",
+                    env::GROUP_ID,
+                    format!(
+                        "{group_id:?} makes {topic:?}, not a valid retry topic name (1–249 of a-z A-Z 0-9 . _ -) for --delivery-mode retryTopics ({})",
+                        env::DELIVERY_MODE
+                    ),
+                )
+            })?;
+            if topics.contains(topic) || *topic == dlq_topic || *topic == output_topic {
+                return Err(invalid(
+                    "--group-id",
+                    env::GROUP_ID,
+                    format!(
+                        "{group_id:?} makes the retry topic {topic:?}, which is also a source, output or dead-letter topic"
+                    ),
+                ));
+            }
+        }
 
         if args.shutdown_grace.is_zero() {
             return Err(invalid(
@@ -251,6 +283,8 @@ impl Settings {
             group_id,
             initial_offset: args.initial_offset,
             retry,
+            delivery_mode: args.delivery_mode,
+            retry_topics,
             dlq_topic,
             shutdown_grace: args.shutdown_grace,
             http_addr: args.http_addr,
@@ -478,6 +512,69 @@ mod tests {
         assert!(err.to_string().contains("--backoff-max"), "{err}");
         assert!(parse(&["--handler", "analytics", "--max-attempts", "0"]).is_err());
         assert!(parse(&["--handler", "analytics", "--backoff-multiplier", "0.5"]).is_err());
+    }
+
+    #[test]
+    fn retry_topics_mode_names_one_retry_topic_per_retry_after_the_group() {
+        let s = parse(&["--handler", "analytics", "--max-attempts", "3"]).unwrap();
+        assert_eq!(s.delivery_mode, DeliveryMode::Blocking);
+        assert!(s.retry_topics.is_empty(), "blocking mode has none");
+        let s = parse(&[
+            "--handler",
+            "analytics",
+            "--max-attempts",
+            "3",
+            "--delivery-mode",
+            "retryTopics",
+        ])
+        .unwrap();
+        assert_eq!(s.delivery_mode, DeliveryMode::RetryTopics);
+        assert_eq!(s.retry_topics, vec!["g.retry.1", "g.retry.2"]);
+    }
+
+    #[test]
+    fn an_unknown_delivery_mode_is_refused_by_clap_naming_the_flag() {
+        let argv = [
+            "eventconsumer-worker",
+            "run",
+            "--topics",
+            "t",
+            "--group-id",
+            "g",
+            "--handler",
+            "analytics",
+            "--delivery-mode",
+            "retry-topics",
+        ];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(
+            err.contains("--delivery-mode") && err.contains("retryTopics"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_group_id_that_makes_an_invalid_retry_topic_is_refused_in_retry_topics_mode() {
+        let argv = [
+            "eventconsumer-worker",
+            "run",
+            "--topics",
+            "t",
+            "--group-id",
+            "shop/payment",
+            "--handler",
+            "analytics",
+            "--delivery-mode",
+            "retryTopics",
+        ];
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("expected run")
+        };
+        let err = Settings::from_args(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("--group-id") && err.contains("shop/payment.retry.1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub retried: Family<HandlerLabels, Counter>,
     pub dead_lettered: Family<FailureLabels, Counter>,
     pub dlq_write_failures: Family<HandlerLabels, Counter>,
+    pub retry_topic_writes: Family<HandlerLabels, Counter>,
+    pub retry_topic_write_failures: Family<HandlerLabels, Counter>,
     pub latency: HistogramFamily,
     pub in_flight: Gauge,
     pub lag: Family<PartitionLabels, Gauge>,
@@ -64,6 +66,8 @@ impl Metrics {
             retried: Family::default(),
             dead_lettered: Family::default(),
             dlq_write_failures: Family::default(),
+            retry_topic_writes: Family::default(),
+            retry_topic_write_failures: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             in_flight: Gauge::default(),
             lag: Family::default(),
@@ -94,6 +98,16 @@ impl Metrics {
             "dlq_write_failures",
             "Failed attempts to write a dead-letter record (the partition pauses)",
             m.dlq_write_failures.clone(),
+        );
+        r.register(
+            "retry_topic_writes",
+            "Failed messages written to a retry topic for a later attempt (retryTopics mode)",
+            m.retry_topic_writes.clone(),
+        );
+        r.register(
+            "retry_topic_write_failures",
+            "Failed attempts to write to a retry topic (the partition pauses)",
+            m.retry_topic_write_failures.clone(),
         );
         r.register(
             "handler_latency_seconds",

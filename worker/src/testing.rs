@@ -9,8 +9,10 @@
 //!   offset (so the same messages on every run and in every process), fail their first N
 //!   attempts with a *retryable* error before the handler runs, so they go through the real
 //!   retry path (backoff, metrics, and the dead-letter topic when N ≥ `--max-attempts`).
-//!   The failure count lives in memory: a restarted worker fails a chosen message N times
-//!   again.
+//!   In `blocking` mode the failure count lives in memory: a restarted worker fails a
+//!   chosen message N times again. In `retryTopics` mode the choice is made on the source
+//!   record and the count is the record's attempt number (from its retry headers), so a
+//!   chosen message fails attempts 1..=N in whichever topic and process they happen.
 
 use clap::Args;
 use clap::builder::BoolishValueParser;

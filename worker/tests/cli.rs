@@ -92,3 +92,22 @@ fn run_help_lists_every_contract_variable() {
         assert!(help.contains(name), "--help does not mention {name}");
     }
 }
+
+#[test]
+fn an_unknown_delivery_mode_from_the_environment_exits_with_code_two_listing_the_contract_values() {
+    let out = worker(
+        &["run"],
+        &[
+            ("EC_HANDLER", "analytics"),
+            ("EC_TOPICS", "user.events"),
+            ("EC_GROUP_ID", "analytics-service"),
+            ("EC_DELIVERY_MODE", "retry-topics"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--delivery-mode"), "{stderr}");
+    for mode in eventconsumer_contract::values::DELIVERY_MODES {
+        assert!(stderr.contains(mode), "{mode} not offered: {stderr}");
+    }
+}

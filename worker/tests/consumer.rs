@@ -214,24 +214,24 @@ impl Worker {
     fn start(bootstrap: &str, name: &str, args: &[&str]) -> Worker {
         let log = std::env::temp_dir().join(format!("{}.log", testkit::unique_name(name)));
         let file = std::fs::File::create(&log).expect("log file");
+        // Test defaults, each unless `args` sets that flag itself.
+        let defaults = [
+            ("--http-addr", "127.0.0.1:0"),
+            ("--backoff-initial", "50ms"),
+            ("--backoff-max", "200ms"),
+            ("--attempt-timeout", "5s"),
+            ("--shutdown-grace", "10"),
+            ("--log-level", "info,librdkafka=warn"),
+        ];
         let child = Command::new(BIN)
             .arg("run")
-            .args([
-                "--bootstrap-servers",
-                bootstrap,
-                "--http-addr",
-                "127.0.0.1:0",
-                "--backoff-initial",
-                "50ms",
-                "--backoff-max",
-                "200ms",
-                "--attempt-timeout",
-                "5s",
-                "--shutdown-grace",
-                "10",
-                "--log-level",
-                "info,librdkafka=warn",
-            ])
+            .args(["--bootstrap-servers", bootstrap])
+            .args(
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !args.contains(flag))
+                    .flat_map(|(flag, value)| [*flag, *value]),
+            )
             .args(args)
             .env_clear()
             .stdout(Stdio::from(file.try_clone().expect("log file")))
@@ -1159,5 +1159,422 @@ async fn a_worker_beyond_the_partition_count_is_a_ready_standby() {
     assert_eq!(
         owners, 1,
         "one partition, so exactly one owner and one standby"
+    );
+}
+
+// ---------------------------------------------------------------- retryTopics mode
+
+/// The fault injector's choice with `--fault-fail-percent 50`, computed the way the worker
+/// does, so a test can pick a topic name whose records fail in the pattern it needs.
+fn fails_at_half(topic: &str, partition: i32, offset: i64) -> bool {
+    eventconsumer_worker::testing::FaultSpec {
+        per_million: 500_000,
+        times: 1,
+    }
+    .chosen(topic, partition, offset)
+}
+
+/// Creates a fresh topic whose name makes `pattern` true (which records fail).
+async fn topic_where(
+    s: &Stack,
+    prefix: &str,
+    partitions: i32,
+    pattern: impl Fn(&str) -> bool,
+) -> String {
+    loop {
+        let name = testkit::unique_name(prefix);
+        if pattern(&name) {
+            testkit::create_topic(&s.bootstrap, &name, partitions).await;
+            return name;
+        }
+    }
+}
+
+/// Creates the retry topics of `group` for attempts 2..=`max_attempts`, as the operator
+/// does: with the source's partition count.
+async fn create_retry_topics(
+    s: &Stack,
+    group: &str,
+    partitions: i32,
+    max_attempts: u32,
+) -> Vec<String> {
+    let mut topics = Vec::new();
+    for attempt in 2..=max_attempts {
+        let t = eventconsumer_contract::retry_topic(group, attempt);
+        testkit::create_topic(&s.bootstrap, &t, partitions).await;
+        topics.push(t);
+    }
+    topics
+}
+
+fn retry_mode_args<'a>(
+    input: &'a str,
+    group: &'a str,
+    output: &'a str,
+    dlq: &'a str,
+    max_attempts: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--handler",
+        "order",
+        "--action",
+        "email",
+        "--topics",
+        input,
+        "--group-id",
+        group,
+        "--output-topic",
+        output,
+        "--dlq-topic",
+        dlq,
+        "--max-attempts",
+        max_attempts,
+        "--delivery-mode",
+        "retryTopics",
+    ]
+}
+
+fn has_retry_headers(h: &BTreeMap<String, String>) -> bool {
+    h.keys()
+        .any(|k| k.starts_with(eventconsumer_contract::headers::RETRY_PREFIX))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_message_failing_twice_succeeds_through_both_retry_topics_after_a_later_message_of_its_partition()
+ {
+    use eventconsumer_contract::headers as hn;
+    let s = Stack::new();
+    // Offset 0 fails (twice), offset 1 does not.
+    let input = topic_where(&s, "orders", 1, |t| {
+        fails_at_half(t, 0, 0) && !fails_at_half(t, 0, 1)
+    })
+    .await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 1, 3).await;
+    let p = s.producer();
+    // The same key: per-key order is not kept in this mode, and this shows it.
+    s.produce(&p, &input, "c-1", &order("o-slow", "c-1")).await;
+    s.produce(&p, &input, "c-1", &order("o-fast", "c-1")).await;
+    let mut args = retry_mode_args(&input, &group, &output, &dlq, "3");
+    args.extend(["--fault-fail-percent", "50", "--fault-fail-times", "2"]);
+    let w = Worker::start(&s.bootstrap, "email", &args);
+
+    let out = s.read(&output, 2).await;
+    let ids: Vec<_> = out.iter().map(|m| json_of(m)["order_id"].clone()).collect();
+    assert_eq!(
+        ids,
+        vec!["o-fast", "o-slow"],
+        "the later message did not wait for the retried one"
+    );
+    for (n, topic) in retry.iter().enumerate() {
+        let copies = s.read(topic, 1).await;
+        assert_eq!(copies.len(), 1, "one copy in {topic}");
+        let m = &copies[0];
+        assert_eq!(m.key(), Some(&b"c-1"[..]));
+        assert_eq!(m.payload(), Some(&order("o-slow", "c-1")[..]));
+        let h = text_headers(m);
+        assert_eq!(h[hn::RETRY_ATTEMPT], (n + 2).to_string(), "{h:?}");
+        assert_eq!(h[hn::RETRY_ORIGINAL_TOPIC], input);
+        assert_eq!(h[hn::RETRY_ORIGINAL_PARTITION], "0");
+        assert_eq!(h[hn::RETRY_ORIGINAL_OFFSET], "0");
+        assert!(
+            h[hn::RETRY_ORIGINAL_TIMESTAMP].parse::<i64>().is_ok(),
+            "{h:?}"
+        );
+        assert!(h[hn::RETRY_DUE].parse::<i64>().is_ok(), "{h:?}");
+        assert!(h[hn::RETRY_FIRST_FAILURE].ends_with('Z'), "{h:?}");
+    }
+    testkit::eventually("source and retry offsets committed", DEADLINE, || async {
+        let source = s.committed(&group, &input, 1).await;
+        let r1 = s.committed(&group, &retry[0], 1).await;
+        let r2 = s.committed(&group, &retry[1], 1).await;
+        (source == vec![2] && r1 == vec![1] && r2 == vec![1]).then_some(())
+    })
+    .await;
+    assert!(
+        s.read_for(&dlq, 0, DEADLINE).await.is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        w.count_logged("attempt failed; retrying through the retry topic"),
+        2
+    );
+    let addr = w.http_addr().expect("the worker logs its HTTP address");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains(r#"eventconsumer_retry_topic_writes_total{handler="order/email"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_an_always_failing_message_is_dead_lettered_after_max_attempts_naming_its_source_and_keeping_its_redrive_count()
+ {
+    use eventconsumer_contract::headers as hn;
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 1, 3).await;
+    let original = OwnedHeaders::new()
+        .insert(Header {
+            key: "trace-id",
+            value: Some("t-7"),
+        })
+        .insert(Header {
+            key: hn::REDRIVE_COUNT,
+            value: Some("1"),
+        });
+    s.produce_with_headers(
+        &s.producer(),
+        &input,
+        "c-9",
+        &order("o-doomed", "c-9"),
+        Some(original),
+    )
+    .await;
+    let mut args = retry_mode_args(&input, &group, &output, &dlq, "3");
+    args.extend(["--fault-fail-percent", "100", "--fault-fail-times", "100"]);
+    let _w = Worker::start(&s.bootstrap, "email", &args);
+
+    let dead = s.read(&dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    let m = &dead[0];
+    assert_eq!(m.key(), Some(&b"c-9"[..]));
+    assert_eq!(m.payload(), Some(&order("o-doomed", "c-9")[..]));
+    let h = text_headers(m);
+    assert_eq!(
+        h[hn::DLT_ORIGINAL_TOPIC],
+        input,
+        "names the source, not a retry topic"
+    );
+    assert_eq!(h[hn::DLT_ORIGINAL_PARTITION], "0");
+    assert_eq!(h[hn::DLT_ORIGINAL_OFFSET], "0");
+    assert!(h.contains_key(hn::DLT_ORIGINAL_TIMESTAMP), "{h:?}");
+    assert_eq!(h[hn::DLT_ATTEMPTS], "3");
+    assert_eq!(h[hn::DLT_ERROR_CLASS], "injected");
+    assert_eq!(h[hn::DLT_ERROR_RETRYABLE], "true");
+    assert_eq!(h[hn::DLT_CONSUMER_GROUP], group);
+    assert!(
+        h[hn::DLT_FIRST_FAILURE] < h[hn::DLT_LAST_FAILURE],
+        "first failure carried through the retry topics: {h:?}"
+    );
+    assert!(
+        !has_retry_headers(&h),
+        "no ec-retry-* on a dead letter: {h:?}"
+    );
+    assert_eq!(h[hn::REDRIVE_COUNT], "1", "redrive count kept");
+    assert_eq!(h["trace-id"], "t-7", "original headers kept");
+    for topic in &retry {
+        let copies = s.read(topic, 1).await;
+        assert_eq!(copies.len(), 1, "one hop through {topic}");
+        assert_eq!(text_headers(&copies[0])[hn::REDRIVE_COUNT], "1");
+    }
+    testkit::eventually("every offset committed", DEADLINE, || async {
+        let source = s.committed(&group, &input, 1).await;
+        let r2 = s.committed(&group, &retry[1], 1).await;
+        (source == vec![1] && r2 == vec![1]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_restarted_worker_continues_the_attempt_count_of_a_waiting_retry() {
+    use eventconsumer_contract::headers as hn;
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 1, 3).await;
+    s.produce(&s.producer(), &input, "c-3", &order("o-3", "c-3"))
+        .await;
+    let mut args = retry_mode_args(&input, &group, &output, &dlq, "3");
+    // Long enough to stop the worker while the record waits in retry.1 (4–8 s).
+    args.extend([
+        "--backoff-initial",
+        "4s",
+        "--backoff-max",
+        "4s",
+        "--fault-fail-percent",
+        "100",
+        "--fault-fail-times",
+        "100",
+    ]);
+    let mut first = Worker::start(&s.bootstrap, "email-1", &args);
+    let waiting = s.read(&retry[0], 1).await;
+    assert_eq!(text_headers(&waiting[0])[hn::RETRY_ATTEMPT], "2");
+    let stopped = std::time::Instant::now();
+    first.sigterm();
+    assert_eq!(first.exit_code(Duration::from_secs(30)).await, Some(0));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "a waiting retry does not hold up the exit: {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        s.read_for(&dlq, 0, DEADLINE).await.is_empty(),
+        "not dead-lettered before the restart"
+    );
+
+    let _second = Worker::start(&s.bootstrap, "email-2", &args);
+    let dead = s.read(&dlq, 1).await;
+    assert_eq!(dead.len(), 1);
+    let h = text_headers(&dead[0]);
+    assert_eq!(
+        h[hn::DLT_ATTEMPTS],
+        "3",
+        "counted on from the header: {h:?}"
+    );
+    assert_eq!(h[hn::DLT_ORIGINAL_TOPIC], input);
+    assert_eq!(s.read(&retry[0], 1).await.len(), 1, "retry.1 written once");
+    assert_eq!(s.read(&retry[1], 1).await.len(), 1, "retry.2 written once");
+    assert_eq!(
+        s.committed(&group, &input, 1).await,
+        vec![1],
+        "the source offset was committed by the first worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_missing_retry_topic_pauses_only_that_partition_and_commits_nothing_past_the_record()
+ {
+    let s = Stack::new();
+    // Partition 0's record fails once; partition 1's does not.
+    let input = topic_where(&s, "orders", 2, |t| {
+        fails_at_half(t, 0, 0) && !fails_at_half(t, 1, 0)
+    })
+    .await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    // Not created yet: auto topic creation is off on the stack's broker.
+    let retry1 = eventconsumer_contract::retry_topic(&group, 2);
+    let p = s.producer();
+    for (partition, id) in [(0, "o-p0"), (1, "o-p1")] {
+        let value = order(id, "c");
+        let record = FutureRecord::to(&input)
+            .key(id)
+            .payload(&value[..])
+            .partition(partition);
+        p.send(record, Duration::from_secs(10))
+            .await
+            .expect("produce");
+    }
+    let mut args = retry_mode_args(&input, &group, &output, &dlq, "2");
+    args.extend(["--fault-fail-percent", "50", "--fault-fail-times", "1"]);
+    let w = Worker::start(&s.bootstrap, "email", &args);
+
+    let out = s.read(&output, 1).await;
+    assert_eq!(
+        json_of(&out[0])["order_id"],
+        "o-p1",
+        "the other partition kept going"
+    );
+    testkit::eventually(
+        "the retry-topic write to fail and pause the partition",
+        DEADLINE,
+        || {
+            let n = w.count_logged("retry-topic write failed; partition paused, offset not stored");
+            async move { (n >= 2).then_some(()) }
+        },
+    )
+    .await;
+    testkit::eventually("partition 1 committed", DEADLINE, || async {
+        (s.committed(&group, &input, 2).await[1] == 1).then_some(())
+    })
+    .await;
+    // Past two auto-commit periods: partition 0 must still have no commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.committed(&group, &input, 2).await[0],
+        -1,
+        "nothing committed past the record waiting for its retry topic"
+    );
+
+    testkit::create_topic(&s.bootstrap, &retry1, 2).await;
+    let out = s
+        .read_until(&output, "o-p0 after its retry", DEADLINE, |out| {
+            out.iter().any(|m| json_of(m)["order_id"] == "o-p0")
+        })
+        .await;
+    assert!(out.iter().any(|m| json_of(m)["order_id"] == "o-p1"));
+    testkit::eventually("partition 0 committed after recovery", DEADLINE, || async {
+        (s.committed(&group, &input, 2).await == vec![1, 1]).then_some(())
+    })
+    .await;
+    assert!(w.count_logged("retry topic available again; partition resumes") >= 1);
+    assert_eq!(
+        w.count_logged(
+            "the retry topic does not exist; sends to it fail and are retried until it is created"
+        ),
+        1,
+        "warned at startup"
+    );
+    assert!(
+        s.read_for(&dlq, 0, DEADLINE).await.is_empty(),
+        "nothing lost to the DLQ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_retry_record_with_garbled_headers_is_tried_with_a_warning_not_dropped()
+ {
+    let s = Stack::new();
+    let input = s.topic("orders", 1).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 1, 3).await;
+    let garbled = OwnedHeaders::new().insert(Header {
+        key: eventconsumer_contract::headers::RETRY_ATTEMPT,
+        value: Some("banana"),
+    });
+    s.produce_with_headers(
+        &s.producer(),
+        &retry[1],
+        "c-5",
+        &order("o-garbled", "c-5"),
+        Some(garbled),
+    )
+    .await;
+    let w = Worker::start(
+        &s.bootstrap,
+        "email",
+        &retry_mode_args(&input, &group, &output, &dlq, "3"),
+    );
+
+    let out = s.read(&output, 1).await;
+    assert_eq!(json_of(&out[0])["order_id"], "o-garbled");
+    testkit::eventually("the retry record's offset committed", DEADLINE, || async {
+        (s.committed(&group, &retry[1], 1).await == vec![1]).then_some(())
+    })
+    .await;
+    let warning = w
+        .log_lines()
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("retry record with missing or garbled headers"))
+        })
+        .expect("a warning about the garbled headers");
+    assert_eq!(
+        warning["attempt"], 3,
+        "attempt from the topic name: {warning}"
+    );
+    assert!(
+        warning["bad_headers"]
+            .as_str()
+            .is_some_and(|b| b.contains(eventconsumer_contract::headers::RETRY_ATTEMPT)),
+        "{warning}"
     );
 }

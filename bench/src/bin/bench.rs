@@ -34,6 +34,9 @@ enum Contender {
     Seed1s,
     /// Our worker with 1 % of messages failing twice, 100 ms backoff.
     Failure,
+    /// The same failure mix in `retryTopics` delivery mode (retries wait in
+    /// `<group>.retry.1`/`.retry.2` instead of holding their partition).
+    FailureRetryTopics,
 }
 
 impl Contender {
@@ -44,6 +47,9 @@ impl Contender {
             Contender::Seed => "seed loop (kafka-go, CommitInterval 0)",
             Contender::Seed1s => "seed loop (kafka-go, CommitInterval 1s)",
             Contender::Failure => "ours under failure (1% fail ×2, 100 ms backoff)",
+            Contender::FailureRetryTopics => {
+                "ours under failure, retryTopics mode (1% fail ×2, 100 ms backoff)"
+            }
         }
     }
     fn slug(self) -> &'static str {
@@ -53,6 +59,7 @@ impl Contender {
             Contender::Seed => "seed",
             Contender::Seed1s => "seed1s",
             Contender::Failure => "failure",
+            Contender::FailureRetryTopics => "failure-retry-topics",
         }
     }
 }
@@ -73,7 +80,7 @@ struct Args {
     /// measures it in less time; the table says how many were read.
     #[arg(long)]
     seed_messages: Option<u64>,
-    /// Messages the failure contender reads [default: --messages].
+    /// Messages the two failure contenders read [default: --messages].
     #[arg(long)]
     failure_messages: Option<u64>,
     /// Contenders to run, comma-separated.
@@ -81,7 +88,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ceiling,ours,seed,seed1s,failure"
+        default_value = "ceiling,ours,seed,seed1s,failure,failure-retry-topics"
     )]
     contenders: Vec<Contender>,
     /// EventConsumers of the operator scale test (0: skip it).
@@ -186,6 +193,7 @@ fn run_once(
     bins: &Bins,
     bootstrap: &str,
     topic: &str,
+    partitions: i32,
     run: usize,
     logs: &Path,
     timeout: Duration,
@@ -215,24 +223,41 @@ fn run_once(
                 .stderr(err);
             proc::run_measured(&mut cmd, timeout, |_| Ok(false))?
         }
-        Contender::Ours | Contender::Failure => {
+        Contender::Ours | Contender::Failure | Contender::FailureRetryTopics => {
             let port = eventconsumer_bench::free_port()?;
             let mut cmd = worker_command(bins, bootstrap, topic, &group, port);
-            if c == Contender::Failure {
+            if c != Contender::Ours {
                 // "100 ms backoff": 100 ms before each retry (plus the worker's jitter).
                 cmd.args(["--fault-fail-percent", "1", "--fault-fail-times", "2"])
                     .args(["--backoff-initial", "100ms", "--backoff-max", "100ms"])
                     .args(["--backoff-multiplier", "1"]);
             }
+            let mut retry_topics = Vec::new();
+            if c == Contender::FailureRetryTopics {
+                // Three attempts are all a message failing twice needs, so the group
+                // needs (and subscribes to) exactly retry.1 and retry.2, created as the
+                // operator does: with the source's partition count.
+                cmd.args(["--delivery-mode", "retryTopics", "--max-attempts", "3"]);
+                for attempt in 2..=3 {
+                    let t = eventconsumer_contract::retry_topic(&group, attempt);
+                    kafka::create_topic(bootstrap, &t, partitions, false)?;
+                    retry_topics.push(t);
+                }
+            }
             cmd.stdout(out).stderr(err);
-            proc::run_measured(&mut cmd, timeout, |_| {
+            let measured = proc::run_measured(&mut cmd, timeout, |_| {
                 let Ok((200, text)) = metrics::get(port, "/metrics") else {
                     return Ok(false);
                 };
                 let done = metrics::sum(&text, "eventconsumer_messages_processed_total")
                     + metrics::sum(&text, "eventconsumer_messages_dead_lettered_total");
                 Ok(done >= n as f64)
-            })?
+            });
+            if !retry_topics.is_empty() {
+                let names: Vec<&str> = retry_topics.iter().map(String::as_str).collect();
+                let _ = kafka::delete_topics(bootstrap, &names);
+            }
+            measured?
         }
     };
     if let Some(status) = measured.status
@@ -333,7 +358,7 @@ fn main() -> anyhow::Result<()> {
             contender: *c,
             messages: match c {
                 Contender::Seed => args.seed_messages,
-                Contender::Failure => args.failure_messages,
+                Contender::Failure | Contender::FailureRetryTopics => args.failure_messages,
                 _ => None,
             }
             .unwrap_or(args.messages)
@@ -350,6 +375,7 @@ fn main() -> anyhow::Result<()> {
                 &bins,
                 &bootstrap,
                 &topic,
+                args.partitions,
                 run,
                 &logs,
                 timeout,
@@ -507,6 +533,14 @@ fn render(
         format!("failure mix ≥ 0.5× healthy — {}", fmt_ratio(r)),
         r.map(|r| r >= 0.5),
     );
+    let r = ratio(
+        median(Contender::FailureRetryTopics),
+        median(Contender::Failure),
+    );
+    md.push(format!(
+        "- (for reference) failure mix in retryTopics mode vs blocking mode — {}",
+        fmt_ratio(r)
+    ));
     match scale {
         Some(Ok(s)) => {
             target(

@@ -4,14 +4,16 @@
 //! # Headers
 //!
 //! The record keeps the original key, value and headers (minus any `ec-dlt-*` headers
-//! from an earlier dead-lettering, which are replaced) and adds these, modelled on Spring
+//! from an earlier dead-lettering, which are replaced, and the `ec-retry-*` headers of
+//! `retryTopics` mode; `ec-redrive-count` and the like stay) and adds these (names from
+//! [`eventconsumer_contract::headers`]), modelled on Spring
 //! Kafka's `kafka_dlt-original-*` / `kafka_dlt-exception-*` and Kafka Connect's
 //! `__connect.errors.*`. Values are UTF-8 text (numbers in decimal, times in RFC 3339 UTC
 //! with milliseconds) so that `kcat -f '%h'` and humans can read them.
 //!
 //! | header                           | value                                                  |
 //! |----------------------------------|--------------------------------------------------------|
-//! | `ec-dlt-original-topic`          | source topic                                           |
+//! | `ec-dlt-original-topic`          | source topic (never a retry topic)                     |
 //! | `ec-dlt-original-partition`      | source partition                                       |
 //! | `ec-dlt-original-offset`         | source offset                                          |
 //! | `ec-dlt-original-timestamp`      | source record timestamp, ms since the epoch (if any)   |
@@ -19,8 +21,8 @@
 //! | `ec-dlt-consumer-group`          | consumer group id                                      |
 //! | `ec-dlt-consumer-name`           | EventConsumer name                                     |
 //! | `ec-dlt-handler`                 | handler, e.g. `order/payment`                          |
-//! | `ec-dlt-attempts`                | attempts made (1 for a non-retryable error)            |
-//! | `ec-dlt-error-class`             | `decode`, `validation`, `timeout`, `publish`, `sink-unavailable`, `sink-rejected`, `sink-unreachable` |
+//! | `ec-dlt-attempts`                | attempts made in total (1 for a non-retryable error)   |
+//! | `ec-dlt-error-class`             | one of `contract::values::ERROR_CLASSES`               |
 //! | `ec-dlt-error-retryable`         | `true` (retries exhausted) or `false` (sent at once)   |
 //! | `ec-dlt-error-message`           | the last error, truncated to 4 KiB                     |
 //! | `ec-dlt-first-failure`           | time of the first failed attempt                       |
@@ -29,7 +31,7 @@
 //! # Unavailable DLQ
 //!
 //! A missing DLQ topic (auto-creation is off on our brokers) or a refusing broker must not
-//! lose the message, and must not let the offset move past it. The writer retries with
+//! lose the message (the same goes for retry topics, written by the same loop), and must not let the offset move past it. The writer retries with
 //! backoff for as long as it takes (or until a revoke/shutdown cancels it, leaving the
 //! offset unstored), and tells the partition to pause meanwhile so librdkafka stops
 //! fetching it; other partitions keep going.
@@ -41,27 +43,25 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 use tokio_util::sync::CancellationToken;
 
+use eventconsumer_contract::headers;
+
 use super::retry::Failure;
 use crate::metrics::Metrics;
 use crate::producer::Producer;
 
-/// Header names of a dead-letter record.
+/// Header names of a dead-letter record, from [`eventconsumer_contract::headers`] (the
+/// operator reads them to count and redrive dead letters).
 pub mod header {
-    pub const PREFIX: &str = "ec-dlt-";
-    pub const ORIGINAL_TOPIC: &str = "ec-dlt-original-topic";
-    pub const ORIGINAL_PARTITION: &str = "ec-dlt-original-partition";
-    pub const ORIGINAL_OFFSET: &str = "ec-dlt-original-offset";
-    pub const ORIGINAL_TIMESTAMP: &str = "ec-dlt-original-timestamp";
-    pub const ORIGINAL_TIMESTAMP_TYPE: &str = "ec-dlt-original-timestamp-type";
-    pub const CONSUMER_GROUP: &str = "ec-dlt-consumer-group";
-    pub const CONSUMER_NAME: &str = "ec-dlt-consumer-name";
-    pub const HANDLER: &str = "ec-dlt-handler";
-    pub const ATTEMPTS: &str = "ec-dlt-attempts";
-    pub const ERROR_CLASS: &str = "ec-dlt-error-class";
-    pub const ERROR_RETRYABLE: &str = "ec-dlt-error-retryable";
-    pub const ERROR_MESSAGE: &str = "ec-dlt-error-message";
-    pub const FIRST_FAILURE: &str = "ec-dlt-first-failure";
-    pub const LAST_FAILURE: &str = "ec-dlt-last-failure";
+    pub use eventconsumer_contract::headers::{
+        DLT_ATTEMPTS as ATTEMPTS, DLT_CONSUMER_GROUP as CONSUMER_GROUP,
+        DLT_CONSUMER_NAME as CONSUMER_NAME, DLT_ERROR_CLASS as ERROR_CLASS,
+        DLT_ERROR_MESSAGE as ERROR_MESSAGE, DLT_ERROR_RETRYABLE as ERROR_RETRYABLE,
+        DLT_FIRST_FAILURE as FIRST_FAILURE, DLT_HANDLER as HANDLER,
+        DLT_LAST_FAILURE as LAST_FAILURE, DLT_ORIGINAL_OFFSET as ORIGINAL_OFFSET,
+        DLT_ORIGINAL_PARTITION as ORIGINAL_PARTITION, DLT_ORIGINAL_TIMESTAMP as ORIGINAL_TIMESTAMP,
+        DLT_ORIGINAL_TIMESTAMP_TYPE as ORIGINAL_TIMESTAMP_TYPE,
+        DLT_ORIGINAL_TOPIC as ORIGINAL_TOPIC, DLT_PREFIX as PREFIX,
+    };
 
     /// Every header the worker adds (the ones that can be absent last).
     pub const ALL: &[&str] = &[
@@ -108,12 +108,47 @@ fn truncated(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
-/// The headers of the dead-letter record for `msg`.
-pub fn headers(msg: &OwnedMessage, failure: &Failure, origin: &Origin) -> OwnedHeaders {
+/// The record a failure is about, where it was first consumed from: the message itself in
+/// `blocking` mode; in `retryTopics` mode the source record a retry-topic record is a copy of
+/// (from its `ec-retry-original-*` headers), so the dead-letter record never names a retry
+/// topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    /// `CreateTime` or `LogAppendTime`; unknown for a record that went through a retry topic
+    /// (the retry headers carry the timestamp only).
+    pub timestamp_type: Option<&'static str>,
+}
+
+impl SourceRecord {
+    /// `msg` as its own source.
+    pub fn of(msg: &OwnedMessage) -> SourceRecord {
+        let (timestamp, timestamp_type) = match msg.timestamp() {
+            Timestamp::CreateTime(t) => (Some(t), Some("CreateTime")),
+            Timestamp::LogAppendTime(t) => (Some(t), Some("LogAppendTime")),
+            Timestamp::NotAvailable => (None, None),
+        };
+        SourceRecord {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp,
+            timestamp_type,
+        }
+    }
+}
+
+/// The headers of `msg` without the ones the worker owns (`ec-dlt-*`, `ec-retry-*`): what a
+/// dead-letter record keeps of the original, e.g. `ec-redrive-count` or a trace id.
+pub fn foreign_headers(msg: &OwnedMessage) -> OwnedHeaders {
     let mut out = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {
-            if !h.key.starts_with(header::PREFIX) {
+            if !h.key.starts_with(header::PREFIX) && !h.key.starts_with(headers::RETRY_PREFIX) {
                 out = out.insert(Header {
                     key: h.key,
                     value: h.value,
@@ -121,18 +156,26 @@ pub fn headers(msg: &OwnedMessage, failure: &Failure, origin: &Origin) -> OwnedH
             }
         }
     }
+    out
+}
+
+/// The headers of the dead-letter record for `msg`, which came from `source`.
+pub fn headers(
+    msg: &OwnedMessage,
+    source: &SourceRecord,
+    failure: &Failure,
+    origin: &Origin,
+) -> OwnedHeaders {
+    let mut out = foreign_headers(msg);
     let mut added: Vec<(&str, String)> = Vec::with_capacity(header::ALL.len());
     let mut add = |key: &'static str, value: &str| added.push((key, value.to_owned()));
-    add(header::ORIGINAL_TOPIC, msg.topic());
-    add(header::ORIGINAL_PARTITION, &msg.partition().to_string());
-    add(header::ORIGINAL_OFFSET, &msg.offset().to_string());
-    let (ts, ts_type) = match msg.timestamp() {
-        Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
-        Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
-        Timestamp::NotAvailable => (None, ""),
-    };
-    if let Some(ts) = ts {
+    add(header::ORIGINAL_TOPIC, &source.topic);
+    add(header::ORIGINAL_PARTITION, &source.partition.to_string());
+    add(header::ORIGINAL_OFFSET, &source.offset.to_string());
+    if let Some(ts) = source.timestamp {
         add(header::ORIGINAL_TIMESTAMP, &ts.to_string());
+    }
+    if let Some(ts_type) = source.timestamp_type {
         add(header::ORIGINAL_TIMESTAMP_TYPE, ts_type);
     }
     add(header::CONSUMER_GROUP, &origin.group_id);
@@ -163,13 +206,94 @@ pub fn headers(msg: &OwnedMessage, failure: &Failure, origin: &Origin) -> OwnedH
     out
 }
 
-/// Backoff of a failing DLQ write: it retries without limit, at most every 10 s.
-fn dlq_backoff() -> ExponentialBuilder {
+/// Backoff of a failing DLQ or retry-topic write: it retries without limit, at most every
+/// 10 s (a topic an operator is about to create should be picked up within seconds, and
+/// a down broker should not be hammered).
+fn write_backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(250))
         .with_max_delay(Duration::from_secs(10))
         .with_jitter()
         .without_max_times()
+}
+
+/// Where a must-not-be-lost record goes; only changes what the logs say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    DeadLetter,
+    Retry,
+}
+
+/// Sends `value` with `msg`'s key and `headers` to `topic`, retrying until it is
+/// acknowledged (`true`) or `cancel` fires (`false`; the offset must then stay unstored).
+/// `abandon_waits` (revoke, SIGTERM) ends a wait between two tries at once, also with
+/// `false`. `blocked(true)` is called after the first failure (pause the partition),
+/// `blocked(false)` once written after that; `failed` counts each failed try.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_until_acked(
+    producer: &Producer,
+    destination: Destination,
+    topic: &str,
+    msg: &OwnedMessage,
+    headers: OwnedHeaders,
+    cancel: &CancellationToken,
+    abandon_waits: &CancellationToken,
+    blocked: impl Fn(bool),
+    failed: impl Fn(),
+) -> bool {
+    let value = msg.payload().unwrap_or_default();
+    let mut delays = write_backoff().build();
+    let mut was_blocked = false;
+    loop {
+        let sent = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return false,
+            r = producer.send(topic, msg.key(), value, Some(headers.clone())) => r,
+        };
+        match sent {
+            Ok(()) => {
+                if was_blocked {
+                    match destination {
+                        Destination::DeadLetter => {
+                            tracing::info!(dlq = %topic, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic available again; partition resumes")
+                        }
+                        Destination::Retry => {
+                            tracing::info!(retry_topic = %topic, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "retry topic available again; partition resumes")
+                        }
+                    }
+                    blocked(false);
+                }
+                return true;
+            }
+            Err(e) => {
+                failed();
+                let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                match destination {
+                    Destination::DeadLetter => tracing::warn!(
+                        dlq = %topic, topic = msg.topic(), partition = msg.partition(),
+                        offset = msg.offset(), error = %e, retry_in_ms,
+                        "dead-letter write failed; partition paused, offset not stored"
+                    ),
+                    Destination::Retry => tracing::warn!(
+                        retry_topic = %topic, topic = msg.topic(), partition = msg.partition(),
+                        offset = msg.offset(), error = %e, retry_in_ms,
+                        "retry-topic write failed; partition paused, offset not stored"
+                    ),
+                }
+                if !was_blocked {
+                    was_blocked = true;
+                    blocked(true);
+                }
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return false,
+                    _ = abandon_waits.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Writes dead-letter records.
@@ -181,65 +305,33 @@ pub struct DlqWriter {
 }
 
 impl DlqWriter {
-    /// Writes the record for `msg`, retrying until it is acknowledged (`true`) or `cancel`
-    /// fires (`false`; the offset must then stay unstored). `abandon_waits` (revoke,
-    /// SIGTERM) ends a wait between two tries at once, also with `false`. `blocked(true)` is
-    /// called after the first failure (pause the partition), `blocked(false)` once written
-    /// after that.
+    /// Writes the record for `msg` (which came from `source`) with [`send_until_acked`].
     pub async fn write(
         &self,
         msg: &OwnedMessage,
+        source: &SourceRecord,
         failure: &Failure,
         cancel: &CancellationToken,
         abandon_waits: &CancellationToken,
         blocked: impl Fn(bool),
     ) -> bool {
-        let headers = headers(msg, failure, &self.origin);
-        let value = msg.payload().unwrap_or_default();
-        let mut delays = dlq_backoff().build();
-        let mut was_blocked = false;
-        loop {
-            let sent = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return false,
-                r = self.producer.send(&self.topic, msg.key(), value, Some(headers.clone())) => r,
-            };
-            match sent {
-                Ok(()) => {
-                    if was_blocked {
-                        tracing::info!(dlq = %self.topic, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic available again; partition resumes");
-                        blocked(false);
-                    }
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics
-                        .dlq_write_failures
-                        .get_or_create(&self.metrics.labels())
-                        .inc();
-                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(
-                        dlq = %self.topic,
-                        topic = msg.topic(),
-                        partition = msg.partition(),
-                        offset = msg.offset(),
-                        error = %e,
-                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "dead-letter write failed; partition paused, offset not stored"
-                    );
-                    if !was_blocked {
-                        was_blocked = true;
-                        blocked(true);
-                    }
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return false,
-                        _ = abandon_waits.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        send_until_acked(
+            &self.producer,
+            Destination::DeadLetter,
+            &self.topic,
+            msg,
+            headers(msg, source, failure, &self.origin),
+            cancel,
+            abandon_waits,
+            blocked,
+            || {
+                self.metrics
+                    .dlq_write_failures
+                    .get_or_create(&self.metrics.labels())
+                    .inc();
+            },
+        )
+        .await
     }
 }
 
@@ -271,6 +363,14 @@ mod tests {
             .insert(Header {
                 key: header::ERROR_CLASS,
                 value: Some("stale"),
+            })
+            .insert(Header {
+                key: headers::RETRY_ATTEMPT,
+                value: Some("2"),
+            })
+            .insert(Header {
+                key: headers::REDRIVE_COUNT,
+                value: Some("1"),
             });
         let msg = OwnedMessage::new(
             Some(b"{}".to_vec()),
@@ -295,7 +395,7 @@ mod tests {
             consumer_name: "payment".into(),
             handler: "order/payment".into(),
         };
-        let h = header_map(&headers(&msg, &failure, &origin));
+        let h = header_map(&headers(&msg, &SourceRecord::of(&msg), &failure, &origin));
         let get = |k: &str| {
             h.iter()
                 .find(|(key, _)| key == k)
@@ -306,6 +406,11 @@ mod tests {
             get(name);
         }
         assert_eq!(get("trace-id"), "abc");
+        assert_eq!(get(headers::REDRIVE_COUNT), "1", "redrive count kept");
+        assert!(
+            !h.iter().any(|(k, _)| k.starts_with(headers::RETRY_PREFIX)),
+            "no retry headers on a dead letter: {h:?}"
+        );
         assert_eq!(
             h.iter().filter(|(k, _)| k == header::ERROR_CLASS).count(),
             1

@@ -25,6 +25,7 @@ pub mod dlq;
 pub mod offsets;
 pub mod partition;
 pub mod retry;
+pub mod retry_topics;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +71,10 @@ const QUEUED_MAX_KBYTES: &str = "4096";
 /// then sit idle for most of a second (`make bench`: 22k msg/s at 14 % of a core); 10 ms
 /// refills the queue as soon as it drains, at the cost of a few more fetch requests.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+/// retryTopics mode: how often the consumer refreshes topic metadata (default 5 min). The
+/// group subscribes to retry topics that may not exist yet; this is how soon it starts
+/// reading one after it was created.
+const RETRY_MODE_METADATA_REFRESH_MS: &str = "5000";
 
 /// Totals for the summary line at exit.
 #[derive(Debug, Default)]
@@ -344,6 +349,12 @@ pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
         .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
         .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
         .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    if !settings.retry_topics.is_empty() {
+        config.set(
+            "topic.metadata.refresh.interval.ms",
+            RETRY_MODE_METADATA_REFRESH_MS,
+        );
+    }
     config
 }
 
@@ -393,6 +404,13 @@ pub async fn run(
             producer: dlq_producer.clone(),
             metrics: metrics.clone(),
         },
+        retry_topics: match settings.delivery_mode {
+            crate::cli::DeliveryMode::Blocking => None,
+            crate::cli::DeliveryMode::RetryTopics => Some(retry_topics::RetryTopics::new(
+                &settings.group_id,
+                &settings.retry_topics,
+            )),
+        },
         metrics: metrics.clone(),
         tally: tally.clone(),
     });
@@ -407,12 +425,20 @@ pub async fn run(
         Arc::new(consumer_config(settings).create_with_context(LoopContext {
             shared: shared.clone(),
         })?);
-    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    // In retryTopics mode the group also reads its own retry topics.
+    let topics: Vec<&str> = settings
+        .topics
+        .iter()
+        .chain(&settings.retry_topics)
+        .map(String::as_str)
+        .collect();
     consumer.subscribe(&topics)?;
     let control: Arc<ConsumerRef> = Arc::new(ConsumerRef(Arc::downgrade(&consumer)));
     tracing::info!(
         handler = %handler_label, topics = %settings.topics.join(","), group = %settings.group_id,
-        output = %settings.output_topic, dlq = %settings.dlq_topic, "consumer started"
+        output = %settings.output_topic, dlq = %settings.dlq_topic,
+        delivery_mode = settings.delivery_mode.as_str(),
+        retry_topics = %settings.retry_topics.join(","), "consumer started"
     );
 
     warn_about_missing_topics(&consumer, settings).await;
@@ -528,10 +554,13 @@ pub async fn run(
 /// stops: with auto-creation off, sends to it fail and are retried (the partition pauses for
 /// the DLQ) until someone creates it, and this line says why up front.
 async fn warn_about_missing_topics(consumer: &Arc<LoopConsumer>, settings: &Settings) {
-    let topics = [
+    let topics: Vec<(&'static str, String)> = [
         ("output", settings.output_topic.clone()),
         ("dead-letter", settings.dlq_topic.clone()),
-    ];
+    ]
+    .into_iter()
+    .chain(settings.retry_topics.iter().map(|t| ("retry", t.clone())))
+    .collect();
     let c = consumer.clone();
     let missing = tokio::task::spawn_blocking(move || {
         topics

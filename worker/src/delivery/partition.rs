@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::dlq::DlqWriter;
+use super::dlq::{self, DlqWriter, SourceRecord};
 use super::offsets::{Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 use super::retry::{self, Attempted, RetryPolicy};
+use super::retry_topics::{self as rt, RetryState, RetryTopics};
 use crate::handlers::{Handler, Outcome};
 use crate::metrics::Metrics;
 
@@ -45,7 +46,7 @@ pub trait PartitionControl: OffsetSink {
 }
 
 /// Pauses a partition while any reason holds: a full queue (backpressure) or an
-/// unavailable dead-letter topic. Resumes only when none does.
+/// unavailable dead-letter or retry topic. Resumes only when none does.
 pub struct PauseGate {
     topic: String,
     partition: i32,
@@ -78,7 +79,7 @@ impl PauseGate {
         self.update(|r| r.0 = on);
     }
 
-    pub fn dlq_blocked(&self, on: bool) {
+    pub fn write_blocked(&self, on: bool) {
         self.update(|r| r.1 = on);
     }
 }
@@ -88,6 +89,9 @@ pub struct WorkerContext {
     pub handler: Arc<Handler>,
     pub policy: RetryPolicy,
     pub dlq: DlqWriter,
+    /// `Some` in `retryTopics` mode: failed messages wait in these topics, written through
+    /// the DLQ writer's producer.
+    pub retry_topics: Option<RetryTopics>,
     pub metrics: Metrics,
     pub tally: Arc<crate::delivery::Tally>,
 }
@@ -198,7 +202,21 @@ async fn run(
                 None => break,
             },
         };
-        process(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
+        if let Some(topics) = &ctx.retry_topics {
+            process_once(
+                &ctx,
+                topics,
+                &msg,
+                &offsets,
+                &gate,
+                control.clone(),
+                &hard,
+                &soft,
+            )
+            .await;
+        } else {
+            process(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
+        }
         if hard.is_cancelled() {
             break;
         }
@@ -276,28 +294,201 @@ async fn process(
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "processed");
         }
         Attempted::Failed(failure) => {
-            let written = ctx
-                .dlq
-                .write(msg, &failure, hard, soft, |blocked| {
-                    gate.dlq_blocked(blocked)
-                })
-                .await;
-            if written {
-                m.dead_lettered
-                    .get_or_create(&m.failure_labels(failure.error.class()))
-                    .inc();
-                ctx.tally.dead_lettered();
-                tracing::info!(
-                    topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
-                    key = %key, attempts = failure.attempts, class = failure.error.class(),
-                    dlq = %ctx.dlq.topic, "dead-lettered"
-                );
-                ack.release();
-            }
+            dead_letter(
+                ctx,
+                msg,
+                &SourceRecord::of(msg),
+                &failure,
+                &ack,
+                gate,
+                hard,
+                soft,
+            )
+            .await;
         }
         Attempted::Cancelled => {
             tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
         }
+    }
+    m.in_flight.dec();
+}
+
+/// Writes `msg` (from `source`) to the DLQ and releases its offset once acknowledged.
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    ctx: &WorkerContext,
+    msg: &OwnedMessage,
+    source: &SourceRecord,
+    failure: &retry::Failure,
+    ack: &Ack,
+    gate: &PauseGate,
+    hard: &CancellationToken,
+    soft: &CancellationToken,
+) {
+    let m = &ctx.metrics;
+    let written = ctx
+        .dlq
+        .write(msg, source, failure, hard, soft, |blocked| {
+            gate.write_blocked(blocked)
+        })
+        .await;
+    if written {
+        m.dead_lettered
+            .get_or_create(&m.failure_labels(failure.error.class()))
+            .inc();
+        ctx.tally.dead_lettered();
+        tracing::info!(
+            topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+            key = %key_text(msg), attempts = failure.attempts, class = failure.error.class(),
+            original_topic = %source.topic, original_partition = source.partition,
+            original_offset = source.offset, dlq = %ctx.dlq.topic, "dead-lettered"
+        );
+        ack.release();
+    }
+}
+
+fn now_ms() -> i64 {
+    rt::epoch_ms(chrono::Utc::now())
+}
+
+/// `retryTopics` mode: one attempt at `msg` (after waiting until it is due, for a record
+/// from a retry topic), then its offset is released, or it moves on to the next retry
+/// topic or the DLQ and its offset is released once that write is acknowledged. A revoke
+/// or SIGTERM during the wait or a failing write leaves the offset unstored.
+#[allow(clippy::too_many_arguments)]
+async fn process_once(
+    ctx: &WorkerContext,
+    topics: &RetryTopics,
+    msg: &OwnedMessage,
+    offsets: &SharedOffsets,
+    gate: &PauseGate,
+    control: Arc<dyn PartitionControl>,
+    hard: &CancellationToken,
+    soft: &CancellationToken,
+) {
+    let ack = Ack::begin(offsets, msg.offset(), control);
+    let m = &ctx.metrics;
+    m.in_flight.inc();
+    let key = key_text(msg);
+    let state = match topics.attempt_of(msg.topic()) {
+        None => RetryState::fresh(msg),
+        Some(topic_attempt) => {
+            let (state, bad) = RetryState::from_retry_record(msg, topic_attempt);
+            if !bad.is_empty() {
+                tracing::warn!(
+                    topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+                    key = %key, bad_headers = %bad.join(","), attempt = state.attempt,
+                    "retry record with missing or garbled headers; those fall back (attempt from the topic name, due now, the record itself as source)"
+                );
+            }
+            state
+        }
+    };
+    let wait = state.wait(now_ms(), ctx.policy.longest_delay);
+    if !wait.is_zero() {
+        let waited = tokio::select! {
+            biased;
+            _ = hard.cancelled() => false,
+            _ = soft.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        if !waited {
+            tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "stopped while waiting for a retry; it will be redelivered");
+            m.in_flight.dec();
+            return;
+        }
+    }
+    let started = Instant::now();
+    let attempted = retry::attempt_once(
+        &ctx.policy,
+        hard,
+        ctx.handler.handle_attempt(
+            msg,
+            &ack,
+            &crate::handlers::fault::AttemptOf {
+                topic: &state.source.topic,
+                partition: state.source.partition,
+                offset: state.source.offset,
+                number: state.attempt,
+            },
+        ),
+    )
+    .await;
+    m.latency
+        .get_or_create(&m.labels())
+        .observe(started.elapsed().as_secs_f64());
+    let error = match attempted {
+        None => {
+            tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
+            m.in_flight.dec();
+            return;
+        }
+        Some(Ok(outcome)) => {
+            m.processed.get_or_create(&m.labels()).inc();
+            ctx.tally.processed();
+            if outcome == Outcome::Done {
+                ack.release();
+            }
+            tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, attempt = state.attempt, "processed");
+            m.in_flight.dec();
+            return;
+        }
+        Some(Err(error)) => error,
+    };
+    m.failed
+        .get_or_create(&m.failure_labels(error.class()))
+        .inc();
+    ctx.tally.failed_attempt();
+    let now = chrono::Utc::now();
+    let first_failure = state.first_failure.unwrap_or(now);
+    if error.is_retryable() && state.attempt < ctx.policy.max_attempts {
+        let next = state.attempt + 1;
+        let delay = ctx.policy.delay_before(next);
+        let due =
+            rt::epoch_ms(now).saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+        let target = topics.topic_for(next);
+        tracing::warn!(
+            topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+            key = %key, attempt = state.attempt, error = %error, class = error.class(),
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            retry_topic = %target, "attempt failed; retrying through the retry topic"
+        );
+        let headers = rt::retry_headers(msg, &state, next, due, first_failure);
+        let written = dlq::send_until_acked(
+            &ctx.dlq.producer,
+            dlq::Destination::Retry,
+            &target,
+            msg,
+            headers,
+            hard,
+            soft,
+            |blocked| gate.write_blocked(blocked),
+            || {
+                m.retry_topic_write_failures
+                    .get_or_create(&m.labels())
+                    .inc();
+            },
+        )
+        .await;
+        if written {
+            m.retried.get_or_create(&m.labels()).inc();
+            m.retry_topic_writes.get_or_create(&m.labels()).inc();
+            ctx.tally.retried();
+            ack.release();
+        }
+    } else {
+        tracing::warn!(
+            topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
+            key = %key, attempt = state.attempt, error = %error, class = error.class(),
+            retryable = error.is_retryable(), "message failed; dead-lettering"
+        );
+        let failure = retry::Failure {
+            error,
+            attempts: state.attempt,
+            first_failure,
+            last_failure: now,
+        };
+        dead_letter(ctx, msg, &state.source, &failure, &ack, gate, hard, soft).await;
     }
     m.in_flight.dec();
 }
@@ -324,15 +515,15 @@ mod tests {
         let calls = Arc::new(Calls::default());
         let gate = PauseGate::new("t", 0, calls.clone());
         gate.backpressure(true);
-        gate.dlq_blocked(true);
+        gate.write_blocked(true);
         gate.backpressure(false);
         assert_eq!(
             *calls.0.lock().unwrap(),
             vec![true],
             "still blocked by the DLQ"
         );
-        gate.dlq_blocked(false);
-        gate.dlq_blocked(false);
+        gate.write_blocked(false);
+        gate.write_blocked(false);
         assert_eq!(*calls.0.lock().unwrap(), vec![true, false]);
     }
 }

@@ -22,6 +22,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub attempt_timeout: Duration,
     backoff: ExponentialBuilder,
+    /// The longest delay [`RetryPolicy::delays`] can give: the maximum plus 100 % jitter.
+    pub longest_delay: Duration,
 }
 
 impl RetryPolicy {
@@ -37,7 +39,15 @@ impl RetryPolicy {
                 .with_factor(settings.backoff_multiplier)
                 .with_max_times(retries)
                 .with_jitter(),
+            longest_delay: settings.backoff_max.saturating_mul(2),
         }
+    }
+
+    /// The delay before `attempt` (2 for the first retry), jitter included: what
+    /// `retryTopics` mode waits before trying a record from a retry topic.
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        let retry = usize::try_from(attempt.saturating_sub(2)).unwrap_or(usize::MAX);
+        self.delays().nth(retry).unwrap_or(self.longest_delay)
     }
 
     /// The delays before retry 1, 2, …; as many as there are retries. Each is the
@@ -65,6 +75,26 @@ pub enum Attempted {
     Failed(Failure),
     /// Stopped by a revoke or the shutdown deadline: leave the offset unstored.
     Cancelled,
+}
+
+/// One attempt under the policy's timeout (`retryTopics` mode tries a record once and
+/// parks it in a retry topic rather than looping). `None` when `cancel` fired first.
+pub async fn attempt_once<Fut>(
+    policy: &RetryPolicy,
+    cancel: &CancellationToken,
+    attempt: Fut,
+) -> Option<Result<Outcome, HandlerError>>
+where
+    Fut: Future<Output = Result<Outcome, HandlerError>>,
+{
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => None,
+        r = tokio::time::timeout(policy.attempt_timeout, attempt) => Some(match r {
+            Ok(result) => result,
+            Err(_elapsed) => Err(HandlerError::Timeout(policy.attempt_timeout)),
+        }),
+    }
 }
 
 /// Runs `attempt(n)` (n from 1) until it succeeds, fails non-retryably, runs out of
@@ -169,6 +199,38 @@ mod tests {
             delays[4] >= Duration::from_millis(500),
             "grows to the cap: {delays:?}"
         );
+    }
+
+    #[test]
+    fn the_delay_before_an_attempt_is_that_retrys_backoff_with_jitter() {
+        let p = RetryPolicy::new(&RetrySettings {
+            max_attempts: 4,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(300),
+            backoff_multiplier: 2.0,
+            attempt_timeout: Duration::from_secs(1),
+        });
+        let d2 = p.delay_before(2);
+        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200));
+        let d3 = p.delay_before(3);
+        assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+        assert!(p.delay_before(4) >= Duration::from_millis(300));
+        assert_eq!(p.delay_before(9), p.longest_delay, "beyond the retries");
+        assert_eq!(p.longest_delay, Duration::from_millis(600));
+    }
+
+    #[tokio::test]
+    async fn one_attempt_that_hangs_times_out_as_a_retryable_failure() {
+        let r = attempt_once(&policy(2), &CancellationToken::new(), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Outcome::Done)
+        })
+        .await;
+        let Some(Err(e)) = r else {
+            panic!("expected a timeout, got {r:?}")
+        };
+        assert!(e.is_retryable());
+        assert_eq!(e.class(), "timeout");
     }
 
     #[tokio::test]

@@ -10,6 +10,17 @@ use rdkafka::message::{Message, OwnedMessage};
 use super::HandlerError;
 use crate::testing::FaultSpec;
 
+/// Which attempt at which source record is being made (`retryTopics` mode, where a retried
+/// message arrives as a new record in a retry topic, possibly in another process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptOf<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// 1 for the first try.
+    pub number: u32,
+}
+
 /// Counts the failed attempts of chosen messages until they are let through.
 pub struct FaultInjector {
     spec: FaultSpec,
@@ -41,6 +52,22 @@ impl FaultInjector {
         *count += 1;
         Err(HandlerError::Injected {
             failure: *count,
+            times: self.spec.times,
+        })
+    }
+
+    /// Like [`FaultInjector::check`] for `retryTopics` mode: the attempt number comes with
+    /// the record, so nothing is counted in memory and a restart continues where it was.
+    pub fn check_attempt(&self, attempt: &AttemptOf<'_>) -> Result<(), HandlerError> {
+        if !self
+            .spec
+            .chosen(attempt.topic, attempt.partition, attempt.offset)
+            || attempt.number > self.spec.times
+        {
+            return Ok(());
+        }
+        Err(HandlerError::Injected {
+            failure: attempt.number,
             times: self.spec.times,
         })
     }
@@ -81,5 +108,23 @@ mod tests {
             times: 2,
         });
         assert!(none.check(&msg(7)).is_ok());
+    }
+
+    #[test]
+    fn by_attempt_number_a_chosen_record_fails_its_first_attempts_in_any_process() {
+        let f = FaultInjector::new(FaultSpec {
+            per_million: 1_000_000,
+            times: 2,
+        });
+        let attempt = |number| AttemptOf {
+            topic: "t",
+            partition: 0,
+            offset: 7,
+            number,
+        };
+        assert!(f.check_attempt(&attempt(1)).is_err());
+        assert!(f.check_attempt(&attempt(2)).is_err());
+        assert!(f.check_attempt(&attempt(3)).is_ok());
+        assert!(f.check_attempt(&attempt(2)).is_err(), "no memory involved");
     }
 }

@@ -164,6 +164,26 @@ impl Handler {
         if let Some(fault) = &self.fault {
             fault.check(msg)?;
         }
+        self.run(msg, ack).await
+    }
+
+    /// Attempt `attempt.number` at `msg`, a copy (in a retry topic) of the source record
+    /// `attempt` names, or that record itself. The fault injector chooses and counts by the
+    /// source record and the attempt number, so a retried message fails the same attempts
+    /// whichever topic and process it is tried in.
+    pub async fn handle_attempt(
+        &self,
+        msg: &OwnedMessage,
+        ack: &Ack,
+        attempt: &fault::AttemptOf<'_>,
+    ) -> Result<Outcome, HandlerError> {
+        if let Some(fault) = &self.fault {
+            fault.check_attempt(attempt)?;
+        }
+        self.run(msg, ack).await
+    }
+
+    async fn run(&self, msg: &OwnedMessage, ack: &Ack) -> Result<Outcome, HandlerError> {
         match &self.kind {
             Kind::Order(h) => h.handle(msg).await,
             Kind::Analytics(h) => h.handle(msg, ack),
@@ -204,6 +224,64 @@ mod tests {
         for reject in [400, 401, 403, 404, 409, 413, 422] {
             assert_eq!(sink_status_retryable(reject), Some(false), "{reject}");
         }
+    }
+
+    /// One error of every variant; the match without a wildcard makes a new variant a
+    /// compile error here until it is added.
+    fn one_of_each() -> Vec<HandlerError> {
+        let all = vec![
+            HandlerError::Event(EventError::Decode("x".into())),
+            HandlerError::Event(EventError::Invalid {
+                field: "total".into(),
+                reason: "x".into(),
+            }),
+            HandlerError::Publish(PublishError {
+                topic: "t".into(),
+                reason: "x".into(),
+            }),
+            HandlerError::SinkStatus {
+                status: 503,
+                body: String::new(),
+            },
+            HandlerError::SinkStatus {
+                status: 422,
+                body: String::new(),
+            },
+            HandlerError::SinkTransport("x".into()),
+            HandlerError::Timeout(Duration::from_secs(1)),
+            HandlerError::Injected {
+                failure: 1,
+                times: 1,
+            },
+        ];
+        for e in &all {
+            match e {
+                HandlerError::Event(EventError::Decode(_) | EventError::Invalid { .. })
+                | HandlerError::Publish(_)
+                | HandlerError::SinkStatus { .. }
+                | HandlerError::SinkTransport(_)
+                | HandlerError::Timeout(_)
+                | HandlerError::Injected { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_error_class_the_worker_writes_is_one_the_contract_lists() {
+        let classes: std::collections::BTreeSet<_> =
+            one_of_each().iter().map(HandlerError::class).collect();
+        for class in &classes {
+            assert!(
+                eventconsumer_contract::values::ERROR_CLASSES.contains(class),
+                "{class:?} is not in contract::values::ERROR_CLASSES"
+            );
+        }
+        assert_eq!(
+            classes.len(),
+            eventconsumer_contract::values::ERROR_CLASSES.len(),
+            "the contract lists a class the worker never writes: {classes:?}"
+        );
     }
 
     #[test]
