@@ -51,6 +51,10 @@ pub struct Metrics {
     pub retry_topic_writes: Family<HandlerLabels, Counter>,
     pub retry_topic_write_failures: Family<HandlerLabels, Counter>,
     pub latency: HistogramFamily,
+    /// This worker's series of `processed` and `latency`, resolved once: the label lookup
+    /// (a lock, a hash and a String clone) was measurable at 150k messages/s.
+    pub processed_here: Counter,
+    pub latency_here: Histogram,
     pub in_flight: Gauge,
     pub lag: Family<PartitionLabels, Gauge>,
     pub commit_failures: Counter,
@@ -59,16 +63,26 @@ pub struct Metrics {
 impl Metrics {
     /// New metrics for `handler`, registered in `registry` under `eventconsumer_`.
     pub fn new(handler: &str, registry: &mut Registry) -> Metrics {
+        let processed: Family<HandlerLabels, Counter> = Family::default();
+        let latency: HistogramFamily =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let here = HandlerLabels {
+            handler: handler.to_owned(),
+        };
+        let processed_here = processed.get_or_create(&here).clone();
+        let latency_here = latency.get_or_create(&here).clone();
         let m = Metrics {
             handler: handler.to_owned(),
-            processed: Family::default(),
+            processed,
             failed: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
             dlq_write_failures: Family::default(),
             retry_topic_writes: Family::default(),
             retry_topic_write_failures: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            latency,
+            processed_here,
+            latency_here,
             in_flight: Gauge::default(),
             lag: Family::default(),
             commit_failures: Counter::default(),

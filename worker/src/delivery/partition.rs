@@ -223,10 +223,21 @@ async fn run(
     }
 }
 
-fn key_text(msg: &OwnedMessage) -> String {
-    msg.key()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default()
+/// A message key for log lines, decoded only when a line is actually written (most
+/// messages log nothing at the default level).
+struct KeyText<'a>(Option<&'a [u8]>);
+
+impl std::fmt::Display for KeyText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(k) => f.write_str(&String::from_utf8_lossy(k)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn key_text(msg: &OwnedMessage) -> KeyText<'_> {
+    KeyText(msg.key())
 }
 
 async fn process(
@@ -252,9 +263,7 @@ async fn process(
             let ack = ack.clone();
             async move {
                 let result = handler.handle(msg, &ack).await;
-                m.latency
-                    .get_or_create(&m.labels())
-                    .observe(started.elapsed().as_secs_f64());
+                m.latency_here.observe(started.elapsed().as_secs_f64());
                 result
             }
         },
@@ -286,7 +295,7 @@ async fn process(
     .await;
     match attempted {
         Attempted::Succeeded(outcome) => {
-            m.processed.get_or_create(&m.labels()).inc();
+            m.processed_here.inc();
             ctx.tally.processed();
             if outcome == Outcome::Done {
                 ack.release();
@@ -414,9 +423,7 @@ async fn process_once(
         ),
     )
     .await;
-    m.latency
-        .get_or_create(&m.labels())
-        .observe(started.elapsed().as_secs_f64());
+    m.latency_here.observe(started.elapsed().as_secs_f64());
     let error = match attempted {
         None => {
             tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
@@ -424,7 +431,7 @@ async fn process_once(
             return;
         }
         Some(Ok(outcome)) => {
-            m.processed.get_or_create(&m.labels()).inc();
+            m.processed_here.inc();
             ctx.tally.processed();
             if outcome == Outcome::Done {
                 ack.release();
