@@ -1,0 +1,361 @@
+//! Declarative redrive of dead letters: the `DeadLetterRedrive` resource and the part of the
+//! operator that carries it out.
+//!
+//! [`run`] watches DeadLetterRedrives (on the leader only: [`crate::manager::run`] starts it
+//! beside the EventConsumer controller) and keeps one task per unfinished redrive. A task
+//! reads the EventConsumer, validates it with [`crate::config::validate`], resolves its Kafka
+//! credentials with [`KafkaAccess`], then hands over to [`replay::run`] on a blocking thread,
+//! which takes the end offsets of the dead-letter topic and replays the selected records
+//! ([`select`]) in Kafka transactions. A missing EventConsumer or Secret keeps the redrive
+//! Pending and is checked again every [`RECHECK`]; Kafka errors are retried with backoff;
+//! both are shown in the `Blocked` condition. Deleting a redrive, losing leadership or
+//! shutting down stops its task; progress is in Kafka, so the next leader resumes it.
+
+pub mod replay;
+pub mod resource;
+pub mod select;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{self, SecretFacts};
+use crate::crd::EventConsumer;
+use crate::kafka::KafkaAccess;
+use crate::reconcile::Scope;
+use replay::{Ended, Job};
+pub use resource::{DeadLetterRedrive, DeadLetterRedriveSpec, DeadLetterRedriveStatus, Phase};
+use select::Selection;
+use status::{BLOCKED, StatusWriter, Written};
+
+/// How soon a redrive waiting for its EventConsumer (or a Secret of it) checks again: the
+/// operator does not watch them for redrives, and a user who just created the consumer
+/// should not wait long.
+pub const RECHECK: Duration = Duration::from_secs(10);
+/// First retry after a Kafka or API error; doubles with each consecutive failure.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Cap of the error backoff: an outage of the brokers is noticed to be over within a minute.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+struct Task {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+/// Runs redrives in `scope` until `shutdown` resolves; then stops their tasks and waits for
+/// them. Dropping the future (a crash of the caller) cancels the tasks as well.
+pub async fn run(client: Client, scope: Scope, shutdown: impl Future<Output = ()>) {
+    let api: Api<DeadLetterRedrive> = match &scope {
+        Scope::AllNamespaces => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    };
+    let all = CancellationToken::new();
+    let _cancel_on_drop = all.clone().drop_guard();
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::pin!(events);
+    tokio::pin!(shutdown);
+    info!(?scope, "redrives starting");
+    loop {
+        let event = tokio::select! {
+            () = &mut shutdown => break,
+            event = events.next() => event,
+        };
+        match event {
+            None => break,
+            Some(Ok(watcher::Event::Apply(dlr) | watcher::Event::InitApply(dlr))) => {
+                let Some(uid) = dlr.uid() else { continue };
+                tasks.retain(|_, t| !t.handle.is_finished());
+                let finished = dlr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(Phase::is_finished);
+                if finished || tasks.contains_key(&uid) {
+                    continue;
+                }
+                let Some(namespace) = dlr.namespace() else {
+                    continue;
+                };
+                let cancel = all.child_token();
+                let handle = tokio::spawn(run_one(
+                    client.clone(),
+                    namespace,
+                    dlr.name_any(),
+                    uid.clone(),
+                    cancel.clone(),
+                ));
+                tasks.insert(uid, Task { cancel, handle });
+            }
+            Some(Ok(watcher::Event::Delete(dlr))) => {
+                if let Some(task) = dlr.uid().and_then(|uid| tasks.remove(&uid)) {
+                    task.cancel.cancel();
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => debug!(%error, "watching DeadLetterRedrives"),
+        }
+    }
+    all.cancel();
+    for (_, task) in tasks {
+        let _ = task.handle.await;
+    }
+    info!("redrives stopped");
+}
+
+/// What one attempt at a redrive came to.
+enum Step {
+    /// Nothing more to do (finished, deleted, cancelled).
+    Done,
+    /// Waiting for another object; check again after [`RECHECK`].
+    Wait {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Drives one redrive to its end, retrying what can be retried.
+async fn run_one(
+    client: Client,
+    namespace: String,
+    name: String,
+    uid: String,
+    cancel: CancellationToken,
+) {
+    let api: Api<DeadLetterRedrive> = Api::namespaced(client.clone(), &namespace);
+    let writer = StatusWriter::new(api.clone(), &name, &uid);
+    let mut failures: u32 = 0;
+    info!(%namespace, %name, "redrive task starting");
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let (reason, message, delay) = match attempt(&client, &api, &writer, &uid, &cancel).await {
+            Ok(Step::Done) => return,
+            Ok(Step::Wait { reason, message }) => {
+                failures = 0;
+                (reason, message, RECHECK)
+            }
+            Err(AttemptError::Replay(error)) if error.is_permanent() => {
+                fail(&api, &writer, &error.to_string()).await;
+                return;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                warn!(%namespace, %name, %error, "redrive blocked; retrying");
+                (error.reason(), error.to_string(), backoff(failures))
+            }
+        };
+        if !cancel.is_cancelled() && block(&api, &writer, reason, &message).await == Written::Gone {
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("reading {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error("the redrive task ended unexpectedly: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl AttemptError {
+    fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::Api { .. } => "ApiError",
+            AttemptError::Replay(error) => error.reason(),
+            AttemptError::Join(_) => "TaskFailed",
+        }
+    }
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> AttemptError {
+    let what = what.into();
+    move |source| AttemptError::Api { what, source }
+}
+
+async fn attempt(
+    client: &Client,
+    api: &Api<DeadLetterRedrive>,
+    writer: &StatusWriter,
+    uid: &str,
+    cancel: &CancellationToken,
+) -> Result<Step, AttemptError> {
+    let name = writer.name().to_owned();
+    let Some(dlr) = api
+        .get_opt(&name)
+        .await
+        .map_err(api_error("the DeadLetterRedrive"))?
+    else {
+        return Ok(Step::Done);
+    };
+    if dlr.uid().as_deref() != Some(uid) {
+        return Ok(Step::Done);
+    }
+    let status = dlr.status.clone().unwrap_or_default();
+    if status.phase.is_some_and(Phase::is_finished) {
+        return Ok(Step::Done);
+    }
+    let namespace = dlr.namespace().unwrap_or_default();
+    let consumers: Api<EventConsumer> = Api::namespaced(client.clone(), &namespace);
+    let consumer = &dlr.spec.consumer;
+    let Some(ec) = consumers
+        .get_opt(consumer)
+        .await
+        .map_err(api_error(format!("EventConsumer {consumer:?}")))?
+    else {
+        return Ok(Step::Wait {
+            reason: "ConsumerNotFound",
+            message: format!(
+                "EventConsumer {consumer:?} not found in namespace {namespace:?}; the redrive starts once it exists"
+            ),
+        });
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut facts = SecretFacts::default();
+    for secret in config::referenced_secrets(&ec) {
+        if let Some(found) = secrets
+            .get_opt(&secret)
+            .await
+            .map_err(api_error(format!("Secret {secret:?}")))?
+        {
+            facts.insert(&found);
+        }
+    }
+    let valid = match config::validate(&ec, &facts) {
+        Ok(valid) => valid,
+        Err(error) => {
+            return Ok(Step::Wait {
+                reason: "ConsumerUnusable",
+                message: format!("EventConsumer {consumer:?} cannot be used: {error}"),
+            });
+        }
+    };
+    let access = match KafkaAccess::resolve(client, &namespace, &valid.kafka).await {
+        Ok(access) => access,
+        Err(error) => {
+            return Ok(Step::Wait {
+                reason: "CredentialsUnavailable",
+                message: format!("Kafka credentials of EventConsumer {consumer:?}: {error}"),
+            });
+        }
+    };
+    let selection = Selection {
+        group: valid.kafka.group_id.clone(),
+        source_topics: valid.kafka.topics.iter().map(|t| (t.clone(), 0)).collect(),
+        since_ms: millis(dlr.spec.since.as_deref()),
+        until_ms: millis(dlr.spec.until.as_deref()),
+        error_class: dlr.spec.error_class.as_ref().map(|c| c.0.clone()),
+        max_redrives: u32::try_from(dlr.spec.max_redrives.max(1)).unwrap_or(1),
+        redrive_name: format!("{namespace}/{name}"),
+    };
+    let job = Job {
+        access,
+        uid: uid.to_owned(),
+        dead_letter_topic: valid.delivery.dead_letter_topic.clone(),
+        selection,
+        status,
+    };
+    let writer = writer.clone();
+    let cancel = cancel.clone();
+    let ended = tokio::task::spawn_blocking(move || replay::run(job, &writer, &cancel)).await??;
+    match ended {
+        Ended::Succeeded => info!(%namespace, %name, "redrive succeeded"),
+        Ended::Stopped => debug!(%namespace, %name, "redrive stopped"),
+    }
+    Ok(Step::Done)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (the API server checked the format).
+fn millis(time: Option<&str>) -> Option<i64> {
+    time.and_then(|t| t.parse::<Timestamp>().ok())
+        .map(Timestamp::as_millisecond)
+}
+
+fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// Marks the redrive blocked (keeping its phase, Pending if it has none) with the reason.
+async fn block(
+    api: &Api<DeadLetterRedrive>,
+    writer: &StatusWriter,
+    reason: &str,
+    message: &str,
+) -> Written {
+    let Ok(Some(dlr)) = api.get_opt(writer.name()).await else {
+        return Written::Done;
+    };
+    let mut status = dlr.status.unwrap_or_default();
+    if status.phase.is_some_and(Phase::is_finished) {
+        return Written::Done;
+    }
+    let before = status.clone();
+    status.phase.get_or_insert(Phase::Pending);
+    status.message = Some(message.to_owned());
+    status::set_condition(&mut status, BLOCKED, true, reason, message);
+    if status == before {
+        return Written::Done;
+    }
+    writer.write_async(&status).await.unwrap_or(Written::Done)
+}
+
+/// Marks the redrive Failed with `message`.
+async fn fail(api: &Api<DeadLetterRedrive>, writer: &StatusWriter, message: &str) {
+    let Ok(Some(dlr)) = api.get_opt(writer.name()).await else {
+        return;
+    };
+    let mut status = dlr.status.unwrap_or_default();
+    status.phase = Some(Phase::Failed);
+    status.completed_at = Some(Timestamp::now().to_string());
+    status.message = Some(message.to_owned());
+    status::set_condition(&mut status, BLOCKED, true, "Failed", message);
+    if let Err(error) = writer.write_async(&status).await {
+        warn!(%error, "writing the Failed status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_minute() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn rfc3339_times_become_epoch_millis() {
+        assert_eq!(millis(Some("1970-01-01T00:00:01.5Z")), Some(1_500));
+        assert_eq!(
+            millis(Some("2026-11-26T10:00:00+01:00")),
+            millis(Some("2026-11-26T09:00:00Z"))
+        );
+        assert_eq!(millis(None), None);
+    }
+}
