@@ -52,7 +52,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
             metrics.leader.set(1);
             futures::join!(
                 run_controller(ctx, scope.clone(), shutdown.clone().cancelled_owned()),
-                redrive::run(client, scope, shutdown.cancelled_owned()),
+                redrive::run(client, scope, identity, shutdown.cancelled_owned()),
             );
             metrics.leader.set(0);
         }
@@ -67,8 +67,12 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
                             scope.clone(),
                             leading.clone().cancelled_owned(),
                         );
-                        let redrives =
-                            redrive::run(client.clone(), scope.clone(), leading.cancelled_owned());
+                        let redrives = redrive::run(
+                            client.clone(),
+                            scope.clone(),
+                            identity.clone(),
+                            leading.cancelled_owned(),
+                        );
                         async move {
                             futures::join!(controller, redrives);
                         }

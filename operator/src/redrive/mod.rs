@@ -21,10 +21,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -32,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::config::{self, SecretFacts};
 use crate::crd::EventConsumer;
 use crate::kafka::KafkaAccess;
-use crate::reconcile::Scope;
+use crate::reconcile::{FIELD_MANAGER, Scope};
 use replay::{Ended, Job};
 pub use resource::{DeadLetterRedrive, DeadLetterRedriveSpec, DeadLetterRedriveStatus, Phase};
 use select::Selection;
@@ -54,7 +55,20 @@ struct Task {
 
 /// Runs redrives in `scope` until `shutdown` resolves; then stops their tasks and waits for
 /// them. Dropping the future (a crash of the caller) cancels the tasks as well.
-pub async fn run(client: Client, scope: Scope, shutdown: impl Future<Output = ()>) {
+/// `identity` names this operator replica in the Events it publishes.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    identity: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity),
+        },
+    );
     let api: Api<DeadLetterRedrive> = match &scope {
         Scope::AllNamespaces => Api::all(client.clone()),
         Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
@@ -90,6 +104,7 @@ pub async fn run(client: Client, scope: Scope, shutdown: impl Future<Output = ()
                 let cancel = all.child_token();
                 let handle = tokio::spawn(run_one(
                     client.clone(),
+                    recorder.clone(),
                     namespace,
                     dlr.name_any(),
                     uid.clone(),
@@ -103,7 +118,8 @@ pub async fn run(client: Client, scope: Scope, shutdown: impl Future<Output = ()
                 }
             }
             Some(Ok(_)) => {}
-            Some(Err(error)) => debug!(%error, "watching DeadLetterRedrives"),
+            // Also when the DeadLetterRedrive CRD is not installed: the watcher retries.
+            Some(Err(error)) => warn!(%error, "watching DeadLetterRedrives"),
         }
     }
     all.cancel();
@@ -115,8 +131,10 @@ pub async fn run(client: Client, scope: Scope, shutdown: impl Future<Output = ()
 
 /// What one attempt at a redrive came to.
 enum Step {
-    /// Nothing more to do (finished, deleted, cancelled).
+    /// Nothing more to do (finished earlier, deleted, cancelled).
     Done,
+    /// The redrive just succeeded.
+    Succeeded { replayed: i64, skipped: i64 },
     /// Waiting for another object; check again after [`RECHECK`].
     Wait {
         reason: &'static str,
@@ -127,6 +145,7 @@ enum Step {
 /// Drives one redrive to its end, retrying what can be retried.
 async fn run_one(
     client: Client,
+    recorder: Recorder,
     namespace: String,
     name: String,
     uid: String,
@@ -134,7 +153,19 @@ async fn run_one(
 ) {
     let api: Api<DeadLetterRedrive> = Api::namespaced(client.clone(), &namespace);
     let writer = StatusWriter::new(api.clone(), &name, &uid);
+    let events = Events {
+        recorder,
+        object: ObjectReference {
+            api_version: Some(DeadLetterRedrive::api_version(&()).into_owned()),
+            kind: Some(DeadLetterRedrive::kind(&()).into_owned()),
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: Some(uid.clone()),
+            ..Default::default()
+        },
+    };
     let mut failures: u32 = 0;
+    let mut last_reason: Option<&'static str> = None;
     info!(%namespace, %name, "redrive task starting");
     loop {
         if cancel.is_cancelled() {
@@ -142,12 +173,20 @@ async fn run_one(
         }
         let (reason, message, delay) = match attempt(&client, &api, &writer, &uid, &cancel).await {
             Ok(Step::Done) => return,
+            Ok(Step::Succeeded { replayed, skipped }) => {
+                let note = format!("replayed {replayed} dead letters, skipped {skipped}");
+                events.publish(EventType::Normal, "Succeeded", note).await;
+                return;
+            }
             Ok(Step::Wait { reason, message }) => {
                 failures = 0;
                 (reason, message, RECHECK)
             }
             Err(AttemptError::Replay(error)) if error.is_permanent() => {
                 fail(&api, &writer, &error.to_string()).await;
+                events
+                    .publish(EventType::Warning, "Failed", error.to_string())
+                    .await;
                 return;
             }
             Err(error) => {
@@ -156,12 +195,40 @@ async fn run_one(
                 (error.reason(), error.to_string(), backoff(failures))
             }
         };
-        if !cancel.is_cancelled() && block(&api, &writer, reason, &message).await == Written::Gone {
+        if cancel.is_cancelled() || block(&api, &writer, reason, &message).await == Written::Gone {
             return;
+        }
+        if last_reason != Some(reason) {
+            events
+                .publish(EventType::Warning, reason, message.clone())
+                .await;
+            last_reason = Some(reason);
         }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Events about one redrive, best effort.
+struct Events {
+    recorder: Recorder,
+    object: ObjectReference,
+}
+
+impl Events {
+    async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Redrive".to_owned(),
+            secondary: None,
+        };
+        // An Event that cannot be published must not stop the redrive: status has the same.
+        if let Err(error) = self.recorder.publish(&event, &self.object).await {
+            warn!(%error, "publishing an Event failed");
         }
     }
 }
@@ -281,10 +348,15 @@ async fn attempt(
     let cancel = cancel.clone();
     let ended = tokio::task::spawn_blocking(move || replay::run(job, &writer, &cancel)).await??;
     match ended {
-        Ended::Succeeded => info!(%namespace, %name, "redrive succeeded"),
-        Ended::Stopped => debug!(%namespace, %name, "redrive stopped"),
+        Ended::Succeeded { replayed, skipped } => {
+            info!(%namespace, %name, replayed, skipped, "redrive succeeded");
+            Ok(Step::Succeeded { replayed, skipped })
+        }
+        Ended::Stopped => {
+            debug!(%namespace, %name, "redrive stopped");
+            Ok(Step::Done)
+        }
     }
-    Ok(Step::Done)
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time (the API server checked the format).

@@ -107,7 +107,7 @@ impl ReplayError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ended {
     /// Every partition reached its end offset; status says Succeeded.
-    Succeeded,
+    Succeeded { replayed: i64, skipped: i64 },
     /// Cancelled (deleted, shutdown, leadership lost): the open transaction is left to be
     /// aborted by the next instance's fencing or the broker's transaction timeout.
     Stopped,
@@ -304,7 +304,11 @@ pub fn run(
     }
     let mut remaining: BTreeSet<i32> = end
         .iter()
-        .filter(|(p, e)| positions.get(p).copied().flatten().unwrap_or(0) < **e)
+        .filter(|(p, e)| {
+            let position = positions.get(p).copied().flatten();
+            let start = status.partitions.iter().find(|s| s.partition == **p);
+            position.or(start.map(|s| s.position)).unwrap_or(0) < **e
+        })
         .map(|(p, _)| *p)
         .collect();
     sync_positions(&mut status, &positions);
@@ -364,12 +368,21 @@ pub fn run(
                 let message = match consumer.poll(POLL_INTERVAL) {
                     None => continue,
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
-                        // Only transaction markers or aborted records may be left before the
-                        // end offset; the consumer's position has skipped them.
+                        // At the end of what can be read, yet before the end offset: either
+                        // only transaction markers or aborted records were left (the
+                        // consumer's position skipped them), or retention deleted the rest
+                        // (the low watermark passed the end offset).
+                        let Some(&partition_end) = end.get(&partition) else {
+                            continue;
+                        };
                         let position = current_position(&consumer, &topic, partition);
-                        if let (Some(pos), Some(e)) = (position, end.get(&partition))
-                            && pos >= *e
-                        {
+                        let low = consumer
+                            .fetch_watermarks(&topic, partition, KAFKA_TIMEOUT)
+                            .ok()
+                            .map(|(low, _)| low);
+                        if position.max(low).is_some_and(|p| p >= partition_end) {
+                            positions.insert(partition, Some(partition_end));
+                            moved.insert(partition);
                             finish_partition(&consumer, &topic, partition, &mut remaining);
                         }
                         continue;
@@ -389,6 +402,7 @@ pub fn run(
                 };
                 if offset >= partition_end {
                     positions.insert(partition, Some(partition_end));
+                    moved.insert(partition);
                     finish_partition(&consumer, &topic, partition, &mut remaining);
                     continue;
                 }
@@ -488,7 +502,10 @@ pub fn run(
         "every dead letter up to the end offsets taken at the start was handled",
     );
     writer.write(&status).map_err(ReplayError::Status)?;
-    Ok(Ended::Succeeded)
+    Ok(Ended::Succeeded {
+        replayed: status.replayed,
+        skipped: status.skipped,
+    })
 }
 
 fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, ReplayError> {
