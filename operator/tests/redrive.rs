@@ -653,6 +653,18 @@ async fn the_api_server_refuses_a_spec_change_and_an_empty_window() {
     let text = error.to_string();
     assert!(text.contains("spec is immutable"), "{text}");
 
+    let example: DeadLetterRedrive =
+        serde_yaml::from_str(include_str!("../../examples/redrive.yaml"))
+            .expect("examples/redrive.yaml is a DeadLetterRedrive");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    redrives
+        .create(&dry_run, &example)
+        .await
+        .expect("the API server accepts examples/redrive.yaml");
+
     let error = redrives
         .create(
             &PostParams::default(),
