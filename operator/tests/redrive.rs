@@ -56,6 +56,17 @@ impl DeadLetter {
     }
 }
 
+/// How dead letters are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writing {
+    /// As the worker writes them: no transaction.
+    Plain,
+    /// In a transaction that commits.
+    Committed,
+    /// In a transaction that aborts: read_committed readers never see them.
+    Aborted,
+}
+
 /// A consumer reading `source` with `dlq` as its dead-letter topic, in the test's namespace.
 struct Setup {
     env: TestEnv,
@@ -126,16 +137,31 @@ impl Setup {
 
     /// Writes `records` to the dead-letter topic, spread over its partitions.
     async fn dead_letter(&self, records: Vec<DeadLetter>) {
+        self.dead_letter_as(records, Writing::Plain).await;
+    }
+
+    /// Writes `records` to the dead-letter topic as `writing` says.
+    async fn dead_letter_as(&self, records: Vec<DeadLetter>, writing: Writing) {
         let bootstrap = self.bootstrap.clone();
         let dlq = self.dlq.clone();
         let source = self.source.clone();
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
-            let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            let mut config = ClientConfig::new();
+            config
                 .set("bootstrap.servers", &bootstrap)
-                .set("linger.ms", "20")
-                .create()
-                .expect("a producer");
+                .set("linger.ms", "20");
+            if writing != Writing::Plain {
+                config.set("transactional.id", unique_name("dlq-writer"));
+            }
+            let producer: ThreadedProducer<DefaultProducerContext> =
+                config.create().expect("a producer");
+            if writing != Writing::Plain {
+                producer
+                    .init_transactions(Duration::from_secs(30))
+                    .expect("init_transactions");
+                producer.begin_transaction().expect("begin_transaction");
+            }
             for (n, record) in records.iter().enumerate() {
                 let partition = i32::try_from(n).unwrap_or(0) % DLQ_PARTITIONS;
                 let original_partition = record.original_partition().to_string();
@@ -193,9 +219,17 @@ impl Setup {
                     }
                 }
             }
-            producer
-                .flush(Duration::from_secs(30))
-                .expect("the dead letters are acknowledged");
+            match writing {
+                Writing::Plain => producer
+                    .flush(Duration::from_secs(30))
+                    .expect("the dead letters are acknowledged"),
+                Writing::Committed => producer
+                    .commit_transaction(Duration::from_secs(30))
+                    .expect("the transaction commits"),
+                Writing::Aborted => producer
+                    .abort_transaction(Duration::from_secs(30))
+                    .expect("the transaction aborts"),
+            }
         })
         .await
         .expect("the producing thread does not panic");
@@ -585,6 +619,49 @@ async fn a_redrive_interrupted_by_a_crash_resumes_and_replays_each_dead_letter_e
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), RECORDS, "every dead letter was replayed");
     assert_eq!(ids.len(), RECORDS, "no dead letter was replayed twice");
+}
+
+#[tokio::test]
+async fn a_dead_letter_topic_written_in_transactions_is_redriven_to_its_end() {
+    // Transaction markers take offsets that no record is delivered at, and aborted records
+    // are never delivered: the redrive must still see that it reached the end offsets.
+    let setup = Setup::new("dlr-txn", true).await;
+    setup.env.apply(&setup.consumer_manifest()).await;
+    let group = setup.group.as_str();
+    let batch = |prefix: &str, count: usize| -> Vec<DeadLetter> {
+        (0..count)
+            .map(|n| DeadLetter::new(format!("{prefix}-{n}"), group, "timeout"))
+            .collect()
+    };
+    setup
+        .dead_letter_as(batch("committed", 4), Writing::Committed)
+        .await;
+    setup
+        .dead_letter_as(batch("aborted", 2), Writing::Aborted)
+        .await;
+    setup
+        .dead_letter_as(batch("last", 2), Writing::Committed)
+        .await;
+    let _operator = setup.env.start_operator();
+
+    let name = unique_name("txn");
+    setup.create_redrive(&name, json!({})).await;
+    let status = setup
+        .redrive_where(&name, "the redrive to finish", finished)
+        .await;
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!((status.scanned, status.replayed), (6, 6), "{status:?}");
+    assert_eq!(
+        ids(&setup.source_records().await),
+        [
+            "committed-0",
+            "committed-1",
+            "committed-2",
+            "committed-3",
+            "last-0",
+            "last-1"
+        ]
+    );
 }
 
 #[tokio::test]
