@@ -665,6 +665,34 @@ async fn a_dead_letter_topic_written_in_transactions_is_redriven_to_its_end() {
 }
 
 #[tokio::test]
+async fn an_unreachable_kafka_keeps_the_redrive_pending_with_the_reason() {
+    let setup = Setup::new("dlr-down", false).await;
+    let mut manifest = setup.consumer_manifest();
+    // Nothing listens on port 1 of the loopback address.
+    manifest["spec"]["kafka"]["bootstrapServers"] = json!("127.0.0.1:1");
+    setup.env.apply(&manifest).await;
+    let _operator = setup.env.start_operator();
+
+    let name = unique_name("down");
+    setup.create_redrive(&name, json!({})).await;
+    let status = setup
+        .redrive_where(&name, "the redrive to report Kafka unavailable", |s| {
+            blocked_reason(s) == Some("KafkaUnavailable")
+        })
+        .await;
+    assert_eq!(status.phase, Some(Phase::Pending), "{status:?}");
+    assert!(status.partitions.is_empty(), "no snapshot without Kafka");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&setup.dlq),
+        "the message names what could not be read: {status:?}"
+    );
+}
+
+#[tokio::test]
 async fn deleting_a_running_redrive_stops_its_replay() {
     const RECORDS: usize = 20_000;
     let setup = Setup::new("dlr-delete", true).await;

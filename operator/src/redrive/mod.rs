@@ -37,7 +37,7 @@ use crate::reconcile::{FIELD_MANAGER, Scope};
 use replay::{Ended, Job};
 pub use resource::{DeadLetterRedrive, DeadLetterRedriveSpec, DeadLetterRedriveStatus, Phase};
 use select::Selection;
-use status::{BLOCKED, StatusWriter, Written};
+use status::{BLOCKED, COMPLETE, StatusWriter, Written};
 
 /// How soon a redrive waiting for its EventConsumer (or a Secret of it) checks again: the
 /// operator does not watch them for redrives, and a user who just created the consumer
@@ -182,8 +182,8 @@ async fn run_one(
                 failures = 0;
                 (reason, message, RECHECK)
             }
-            Err(AttemptError::Replay(error)) if error.is_permanent() => {
-                fail(&api, &writer, &error.to_string()).await;
+            Err(error) if error.is_permanent() => {
+                fail(&api, &writer, error.reason(), &error.to_string()).await;
                 events
                     .publish(EventType::Warning, "Failed", error.to_string())
                     .await;
@@ -245,6 +245,8 @@ enum AttemptError {
     Replay(#[from] replay::ReplayError),
     #[error("the redrive task ended unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{field}: {value:?} is not an RFC 3339 time")]
+    BadTime { field: &'static str, value: String },
 }
 
 impl AttemptError {
@@ -253,6 +255,17 @@ impl AttemptError {
             AttemptError::Api { .. } => "ApiError",
             AttemptError::Replay(error) => error.reason(),
             AttemptError::Join(_) => "TaskFailed",
+            AttemptError::BadTime { .. } => "InvalidSpec",
+        }
+    }
+
+    /// True when retrying cannot help: the redrive fails.
+    fn is_permanent(&self) -> bool {
+        match self {
+            AttemptError::Replay(error) => error.is_permanent(),
+            // The spec is immutable, so a bad time stays bad.
+            AttemptError::BadTime { .. } => true,
+            AttemptError::Api { .. } | AttemptError::Join(_) => false,
         }
     }
 }
@@ -331,8 +344,8 @@ async fn attempt(
     let selection = Selection {
         group: valid.kafka.group_id.clone(),
         source_topics: valid.kafka.topics.iter().map(|t| (t.clone(), 0)).collect(),
-        since_ms: millis(dlr.spec.since.as_deref()),
-        until_ms: millis(dlr.spec.until.as_deref()),
+        since_ms: millis("spec.since", dlr.spec.since.as_deref())?,
+        until_ms: millis("spec.until", dlr.spec.until.as_deref())?,
         error_class: dlr.spec.error_class.as_ref().map(|c| c.0.clone()),
         max_redrives: u32::try_from(dlr.spec.max_redrives.max(1)).unwrap_or(1),
         redrive_name: format!("{namespace}/{name}"),
@@ -359,10 +372,18 @@ async fn attempt(
     }
 }
 
-/// Milliseconds since the epoch of an RFC 3339 time (the API server checked the format).
-fn millis(time: Option<&str>) -> Option<i64> {
-    time.and_then(|t| t.parse::<Timestamp>().ok())
-        .map(Timestamp::as_millisecond)
+/// Milliseconds since the epoch of the RFC 3339 time in `field`. The API server checks the
+/// format already; a time it accepts that does not parse here must not widen the window.
+fn millis(field: &'static str, time: Option<&str>) -> Result<Option<i64>, AttemptError> {
+    time.map(|t| {
+        t.parse::<Timestamp>()
+            .map(Timestamp::as_millisecond)
+            .map_err(|_| AttemptError::BadTime {
+                field,
+                value: t.to_owned(),
+            })
+    })
+    .transpose()
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -394,8 +415,8 @@ async fn block(
     writer.write_async(&status).await.unwrap_or(Written::Done)
 }
 
-/// Marks the redrive Failed with `message`.
-async fn fail(api: &Api<DeadLetterRedrive>, writer: &StatusWriter, message: &str) {
+/// Marks the redrive Failed with `reason` and `message`.
+async fn fail(api: &Api<DeadLetterRedrive>, writer: &StatusWriter, reason: &str, message: &str) {
     let Ok(Some(dlr)) = api.get_opt(writer.name()).await else {
         return;
     };
@@ -403,7 +424,8 @@ async fn fail(api: &Api<DeadLetterRedrive>, writer: &StatusWriter, message: &str
     status.phase = Some(Phase::Failed);
     status.completed_at = Some(Timestamp::now().to_string());
     status.message = Some(message.to_owned());
-    status::set_condition(&mut status, BLOCKED, true, "Failed", message);
+    status::set_condition(&mut status, BLOCKED, true, reason, message);
+    status::set_condition(&mut status, COMPLETE, false, "Failed", message);
     if let Err(error) = writer.write_async(&status).await {
         warn!(%error, "writing the Failed status");
     }
@@ -423,11 +445,19 @@ mod tests {
 
     #[test]
     fn rfc3339_times_become_epoch_millis() {
-        assert_eq!(millis(Some("1970-01-01T00:00:01.5Z")), Some(1_500));
+        let at = |t| millis("spec.since", Some(t)).unwrap();
+        assert_eq!(at("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(at("2026-11-26T10:00:00+01:00"), at("2026-11-26T09:00:00Z"));
+        assert_eq!(millis("spec.since", None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_time_that_does_not_parse_fails_the_redrive_naming_the_field() {
+        let error = millis("spec.until", Some("yesterday")).unwrap_err();
+        assert!(error.is_permanent());
         assert_eq!(
-            millis(Some("2026-11-26T10:00:00+01:00")),
-            millis(Some("2026-11-26T09:00:00Z"))
+            error.to_string(),
+            "spec.until: \"yesterday\" is not an RFC 3339 time"
         );
-        assert_eq!(millis(None), None);
     }
 }

@@ -240,10 +240,7 @@ pub fn run(
         status.dead_letter_topic = Some(dead_letter_topic.clone());
         status.consumer_group = Some(selection.group.clone());
         status.partitions = progress;
-        status.message = Some(format!(
-            "replaying dead letters of group {} from {dead_letter_topic} up to the end offsets taken now",
-            selection.group
-        ));
+        status.message = Some(running(&selection.group, &dead_letter_topic));
         status::set_condition(&mut status, status::BLOCKED, false, "Running", "");
         if writer.write(&status).map_err(ReplayError::Status)? == Written::Gone {
             return Ok(Ended::Stopped);
@@ -341,6 +338,8 @@ pub fn run(
             .map_err(ReplayError::kafka(format!(
                 "initialising transactions of {id}"
             )))?;
+        // Running again after a wait: the message of the wait no longer applies.
+        status.message = Some(running(&selection.group, &topic));
         status::set_condition(&mut status, status::BLOCKED, false, "Running", "");
         if writer.write(&status).map_err(ReplayError::Status)? == Written::Gone {
             return Ok(Ended::Stopped);
@@ -506,6 +505,12 @@ pub fn run(
         replayed: status.replayed,
         skipped: status.skipped,
     })
+}
+
+fn running(group: &str, topic: &str) -> String {
+    format!(
+        "replaying the dead letters of group {group} in {topic} up to the end offsets taken at the start"
+    )
 }
 
 fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, ReplayError> {
