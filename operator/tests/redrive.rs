@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use eventconsumer_contract::headers;
+use eventconsumer_operator::leader::Timings;
 use eventconsumer_operator::redrive::{DeadLetterRedrive, DeadLetterRedriveStatus, Phase};
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
@@ -619,6 +620,48 @@ async fn a_redrive_interrupted_by_a_crash_resumes_and_replays_each_dead_letter_e
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), RECORDS, "every dead letter was replayed");
     assert_eq!(ids.len(), RECORDS, "no dead letter was replayed twice");
+}
+
+#[tokio::test]
+async fn a_redrive_moves_with_the_leadership_and_finishes_exactly_once() {
+    const RECORDS: usize = 5_000;
+    let setup = Setup::new("dlr-leader", true).await;
+    setup.env.apply(&setup.consumer_manifest()).await;
+    setup.backlog(RECORDS).await;
+    // Short timings keep the test fast; the ratios are client-go's.
+    let timings = Timings {
+        lease_duration: Duration::from_secs(6),
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_millis(500),
+    };
+    let lease = "eventconsumer-operator";
+    let a = setup.env.start_replica("replica-a", lease, timings);
+    eventually("replica-a to lead", TIMEOUT, || async {
+        a.is_leader().then_some(())
+    })
+    .await;
+    let b = setup.env.start_replica("replica-b", lease, timings);
+
+    let name = unique_name("moving");
+    setup.create_redrive(&name, json!({})).await;
+    let at_handover = setup.first_progress(&name).await;
+    assert!(!b.is_leader(), "the standby waits");
+    a.stop().await;
+    assert_eq!(at_handover.phase, Some(Phase::Running));
+
+    let status = setup
+        .redrive_where(&name, "the new leader to finish the redrive", finished)
+        .await;
+    assert!(b.is_leader());
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        status.replayed,
+        i64::try_from(RECORDS).unwrap_or_default(),
+        "{status:?}"
+    );
+    let ids = ids(&setup.source_records().await);
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!((distinct.len(), ids.len()), (RECORDS, RECORDS));
 }
 
 #[tokio::test]
