@@ -37,6 +37,11 @@ lint: ## rustfmt check and clippy with warnings as errors.
 -include $(wildcard mk/*.mk)
 
 .PHONY: crds
-crds: ## Regenerate crds/eventconsumer.yaml from the operator's types (then `make chart-crds`).
-	cargo run -q -p eventconsumer-operator --bin crdgen > crds/eventconsumer.yaml.tmp
-	mv crds/eventconsumer.yaml.tmp crds/eventconsumer.yaml
+# One file per CRD, named like crdgen's argument.
+CRDS := eventconsumer deadletterredrive
+
+crds: ## Regenerate crds/*.yaml from the operator's types (then `make chart-crds`).
+	@set -e; for c in $(CRDS); do \
+		cargo run -q -p eventconsumer-operator --bin crdgen -- $$c > crds/$$c.yaml.tmp; \
+		mv crds/$$c.yaml.tmp crds/$$c.yaml; \
+	done

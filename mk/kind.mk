@@ -107,13 +107,17 @@ samples: ## Create the example topics, apply the example EventConsumers and wait
 kind-down: ## Delete the kind cluster and everything in it
 	$(KIND) delete cluster --name '$(KIND_CLUSTER)'
 
-chart-crds: ## Copy crds/eventconsumer.yaml into the chart (the chart's copy must stay identical)
-	@test -s crds/eventconsumer.yaml || { echo "crds/eventconsumer.yaml is missing: cargo run -p eventconsumer-operator --bin crdgen > crds/eventconsumer.yaml" >&2; exit 1; }
-	cp crds/eventconsumer.yaml '$(CHART_DIR)/crds/eventconsumer.yaml'
+chart-crds: ## Copy crds/*.yaml into the chart (the chart's copies must stay identical)
+	@set -e; for c in $(CRDS); do \
+		test -s crds/$$c.yaml || { echo "crds/$$c.yaml is missing: run make crds" >&2; exit 1; }; \
+		cp crds/$$c.yaml '$(CHART_DIR)/crds/'$$c.yaml; \
+	done
 
-chart-crds-check: ## Fail when the chart's CRD differs from crds/eventconsumer.yaml
-	@cmp -s crds/eventconsumer.yaml '$(CHART_DIR)/crds/eventconsumer.yaml' || \
-		{ echo "$(CHART_DIR)/crds/eventconsumer.yaml differs from crds/eventconsumer.yaml: run make chart-crds" >&2; exit 1; }
+chart-crds-check: ## Fail when a chart CRD differs from its crds/*.yaml
+	@set -e; for c in $(CRDS); do \
+		cmp -s crds/$$c.yaml '$(CHART_DIR)/crds/'$$c.yaml || \
+			{ echo "$(CHART_DIR)/crds/$$c.yaml differs from crds/$$c.yaml: run make chart-crds" >&2; exit 1; }; \
+	done
 
 helm-lint: ## helm lint --strict the chart with its defaults and each ci/*-values.yaml case
 	$(HELM) lint --strict --kube-version '$(HELM_KUBE_VERSION)' '$(CHART_DIR)'

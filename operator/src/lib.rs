@@ -19,6 +19,7 @@ pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod reconcile;
+pub mod redrive;
 pub mod status;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Wires the pieces of a running operator together: the reconcile [`Context`], the controller,
-//! and (optionally) leader election around it. `main.rs` and the integration tests both start
-//! the operator through [`run`].
+//! Wires the pieces of a running operator together: the reconcile [`Context`], the controller
+//! and the [`redrive`] runner beside it, and (optionally) leader election around both.
+//! `main.rs` and the integration tests both start the operator through [`run`].
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::leader::{Elector, Timings};
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, Scope, run_controller};
+use crate::redrive;
 
 /// How one operator replica runs.
 #[derive(Clone, Debug)]
@@ -49,16 +50,32 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
     match leader_election {
         None => {
             metrics.leader.set(1);
-            run_controller(ctx, scope, shutdown.cancelled_owned()).await;
+            futures::join!(
+                run_controller(ctx, scope.clone(), shutdown.clone().cancelled_owned()),
+                redrive::run(client, scope, identity, shutdown.cancelled_owned()),
+            );
             metrics.leader.set(0);
         }
         Some(election) => {
-            let leases: Api<Lease> = Api::namespaced(client, &election.lease_namespace);
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &election.lease_namespace);
             let elector = Elector::new(leases, &election.lease_name, &identity, election.timings);
             elector
                 .run(
                     move |leading: CancellationToken| {
-                        run_controller(ctx.clone(), scope.clone(), leading.cancelled_owned())
+                        let controller = run_controller(
+                            ctx.clone(),
+                            scope.clone(),
+                            leading.clone().cancelled_owned(),
+                        );
+                        let redrives = redrive::run(
+                            client.clone(),
+                            scope.clone(),
+                            identity.clone(),
+                            leading.cancelled_owned(),
+                        );
+                        async move {
+                            futures::join!(controller, redrives);
+                        }
                     },
                     metrics,
                     shutdown,

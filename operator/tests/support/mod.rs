@@ -1,13 +1,13 @@
 //! Shared setup of the tests on the local control plane: a namespace per test (labelled to
 //! enforce the `restricted` Pod Security Standard, so every worker pod proves it complies),
-//! the CRD installed from `crds/eventconsumer.yaml`, and the operator running in-process.
+//! the CRDs installed from `crds/`, and the operator running in-process.
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use eventconsumer_operator::config::Settings;
-use eventconsumer_operator::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
+use eventconsumer_operator::crd::{EventConsumer, EventConsumerStatus};
 use eventconsumer_operator::leader::Timings;
 use eventconsumer_operator::manager::{self, LeaderElection, Options};
 use eventconsumer_operator::metrics::Metrics;
@@ -28,7 +28,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(90);
 pub const USER: &str = "test-user";
 pub const WORKER_IMAGE: &str = "eventconsumer/worker:integration-test";
 
-const CRD_YAML: &str = include_str!("../../../crds/eventconsumer.yaml");
+/// Every CRD the operator serves, as committed in `crds/`.
+const CRD_YAMLS: &[(&str, &str)] = &[
+    (
+        "crds/eventconsumer.yaml",
+        include_str!("../../../crds/eventconsumer.yaml"),
+    ),
+    (
+        "crds/deadletterredrive.yaml",
+        include_str!("../../../crds/deadletterredrive.yaml"),
+    ),
+];
 
 pub struct TestEnv {
     pub client: Client,
@@ -231,26 +241,29 @@ pub fn kubectl(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run kubectl: {e}. {}", testkit::START_THE_STACK))
 }
 
-/// Installs (or updates) the committed CRD, as `kubectl apply --server-side` would, and waits
-/// until it is served.
+/// Installs (or updates) the committed CRDs, as `kubectl apply --server-side` would, and waits
+/// until they are served.
 pub async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(CRD_YAML).expect("crds/eventconsumer.yaml parses");
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        CRD_NAME,
-        &PatchParams::apply("eventconsumer-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("installing the CRD: {e}. {}", testkit::START_THE_STACK));
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(api, CRD_NAME, conditions::is_crd_established()),
-    )
-    .await
-    .expect("the CRD is established in time")
-    .expect("watching the CRD");
+    for (file, yaml) in CRD_YAMLS {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{file} parses: {e}"));
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("eventconsumer-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing {file}: {e}. {}", testkit::START_THE_STACK));
+        tokio::time::timeout(
+            TIMEOUT,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the CRD {name} is established in time"))
+        .expect("watching the CRD");
+    }
 }
 
 /// An order consumer as a user would write it: only the required fields.
