@@ -93,19 +93,25 @@ pub fn run(
     log: &Path,
 ) -> anyhow::Result<ScaleReport> {
     let root = crate::repo_root();
-    kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        &root.join("crds/eventconsumer.yaml").display().to_string(),
-    ])?;
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/eventconsumers.eventconsumer.dev",
-        "--timeout=60s",
-    ])?;
+    for (file, crd) in [
+        (
+            "crds/eventconsumer.yaml",
+            "crd/eventconsumers.eventconsumer.dev",
+        ),
+        (
+            "crds/deadletterredrive.yaml",
+            "crd/deadletterredrives.eventconsumer.dev",
+        ),
+    ] {
+        kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &root.join(file).display().to_string(),
+        ])?;
+        kubectl_ok(&["wait", "--for=condition=Established", crd, "--timeout=60s"])?;
+    }
     let ns = format!("ec-scale-{}", crate::now_millis());
     kubectl_ok(&["create", "namespace", &ns])?;
     let result = measure(operator_bin, consumers, bootstrap, timeout, log, &ns);

@@ -365,26 +365,28 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     cleanup.release = Some((RELEASE.to_owned(), op_ns.clone()));
     // Helm creates the CRD only when it is missing and never updates it: a CRD left by an
     // older build would make this test fail for a reason that is not the system's.
-    let crd = chart.join("crds/eventconsumer.yaml");
-    let crd = crd.to_str().expect("a UTF-8 path");
-    let diff = run_quiet(
-        "kubectl",
-        &[
-            "diff",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=eventconsumer-e2e",
-            "-f",
-            crd,
-        ],
-    );
-    assert!(
-        diff.status.success(),
-        "the cluster's EventConsumer CRD is not the chart's (Helm never updates a CRD); \
-         run `kubectl apply --server-side --force-conflicts -f {crd}`:\n{}{}",
-        String::from_utf8_lossy(&diff.stdout),
-        String::from_utf8_lossy(&diff.stderr)
-    );
+    for file in ["crds/eventconsumer.yaml", "crds/deadletterredrive.yaml"] {
+        let crd = chart.join(file);
+        let crd = crd.to_str().expect("a UTF-8 path");
+        let diff = run_quiet(
+            "kubectl",
+            &[
+                "diff",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=eventconsumer-e2e",
+                "-f",
+                crd,
+            ],
+        );
+        assert!(
+            diff.status.success(),
+            "the cluster's CRD from {file} is not the chart's (Helm never updates a CRD); \
+             run `kubectl apply --server-side --force-conflicts -f {crd}`:\n{}{}",
+            String::from_utf8_lossy(&diff.stdout),
+            String::from_utf8_lossy(&diff.stderr)
+        );
+    }
     let operator_deployment = Api::<Deployment>::namespaced(client.clone(), &op_ns)
         .list(&ListParams::default().labels(&format!(
             "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
