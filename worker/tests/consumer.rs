@@ -1578,3 +1578,101 @@ async fn in_retry_topics_mode_a_retry_record_with_garbled_headers_is_tried_with_
         "{warning}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_holds_its_partitions_while_reports_fail_instead_of_growing_without_limit() {
+    // MAX_HELD_WHILE_FAILING in handlers/analytics.rs.
+    const LIMIT: u64 = 50_000;
+    const FIRST: usize = 1_000;
+    const EVENTS: usize = 70_000;
+    let s = Stack::new();
+    let input = s.topic("user-events", 1).await;
+    // The output topic does not exist yet: every report fails until it is created.
+    let output = testkit::unique_name("analytics-counts-late");
+    let dlq = s.topic("user-events-dlq", 1).await;
+    let group = testkit::unique_name("analytics-held");
+    let p = s.producer();
+    let mut expected = BTreeMap::new();
+    let batch = events_batch(EVENTS, 0, &mut expected);
+    let produce = |range: std::ops::Range<usize>| {
+        let pending: Vec<_> = batch[range]
+            .iter()
+            .map(|(key, value)| {
+                let record = FutureRecord::to(&input).key(key).payload(value);
+                p.send_result(record).map_err(|(e, _)| e).expect("queued")
+            })
+            .collect();
+        async move {
+            for delivery in pending {
+                delivery.await.expect("not cancelled").expect("delivered");
+            }
+        }
+    };
+    produce(0..FIRST).await;
+    let args = vec![
+        "--handler",
+        "analytics",
+        "--window",
+        "1s",
+        "--attempt-timeout",
+        "1s",
+        "--topics",
+        &input,
+        "--group-id",
+        &group,
+        "--output-topic",
+        &output,
+        "--dlq-topic",
+        &dlq,
+    ];
+    let w = Worker::start(&s.bootstrap, "analytics-held", &args);
+    testkit::eventually("a failed report", DEADLINE, || async {
+        (w.count_logged("analytics report not published") > 0).then_some(())
+    })
+    .await;
+    produce(FIRST..EVENTS).await;
+    let addr = w.http_addr().expect("the worker logs its HTTP address");
+    let processed = || async move {
+        let body = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"eventconsumer_messages_processed_total{handler="analytics"} "#)
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    testkit::eventually(
+        "the open window to fill up to the limit",
+        DEADLINE,
+        || async { (processed().await >= LIMIT).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = processed().await;
+    assert!(
+        held < EVENTS as u64,
+        "all {held} events counted while no report could be published: nothing held them"
+    );
+    assert!(
+        w.count_logged("analytics reports are failing and the open window is full; holding partitions until a report is published") > 0,
+        "the hold is logged"
+    );
+    assert_eq!(
+        s.committed(&group, &input, 1).await,
+        vec![-1],
+        "nothing committed"
+    );
+
+    testkit::create_topic(&s.bootstrap, &output, 1).await;
+    let (events, page_views) = counted(&s, &output, EVENTS as u64).await;
+    assert_eq!(
+        events, EVENTS as u64,
+        "every event counted once after the hold"
+    );
+    assert_eq!(page_views, expected);
+}

@@ -202,6 +202,16 @@ async fn run(
                 None => break,
             },
         };
+        // Not begun yet, so a stop while waiting leaves the message to the next owner.
+        // (The cheap check first: the select registers with both tokens.)
+        if ctx.handler.is_full() {
+            tokio::select! {
+                biased;
+                _ = soft.cancelled() => break,
+                _ = hard.cancelled() => break,
+                _ = ctx.handler.wait_for_room() => {}
+            }
+        }
         if let Some(topics) = &ctx.retry_topics {
             process_once(
                 &ctx,

@@ -15,6 +15,12 @@
 //! twice as after a crash. A report that fails is never dropped with its acks, which would
 //! stall the commits of partitions this worker still owns.
 //!
+//! **Memory stays bounded while reports cannot be published.** Counted messages keep their
+//! acks until a report carrying them is published; while publishing fails (output topic
+//! down), [`AnalyticsHandler::wait_for_room`] holds the partition tasks once the open window
+//! holds [`MAX_HELD_WHILE_FAILING`] acks, so their queues fill and the partitions pause
+//! instead of growing the window without limit. The first successful publish lets them go.
+//!
 //! Windows follow processing time and are aligned to multiples of the window length since
 //! the Unix epoch. Each worker publishes its own report per window (keyed by consumer
 //! name); with several workers in a group, readers add up the reports of a window, and
@@ -22,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -131,7 +138,16 @@ pub struct AnalyticsHandler {
     open: Mutex<Window>,
     /// Reports are published one at a time, so a worker's reports stay in order.
     publishing: tokio::sync::Mutex<()>,
+    /// The latest publish attempt failed.
+    failing: AtomicBool,
+    /// Woken by every successful publish.
+    published: tokio::sync::Notify,
 }
+
+/// Acks the open window may hold while reports fail before partition tasks wait: counted
+/// messages are cheap (an ack and a tracker entry, ~100 bytes), so 50,000 is ~5 MB, and a
+/// healthy window is never held back because the limit only applies while publishing fails.
+pub const MAX_HELD_WHILE_FAILING: usize = 50_000;
 
 /// Backoff of a failed report publish: quick first retry, then at most every 5 s so a
 /// broker that comes back is noticed soon.
@@ -160,6 +176,36 @@ impl AnalyticsHandler {
             producer,
             open: Mutex::new(Window::default()),
             publishing: tokio::sync::Mutex::new(()),
+            failing: AtomicBool::new(false),
+            published: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Reports are failing and the open window holds [`MAX_HELD_WHILE_FAILING`] acks.
+    pub fn is_full(&self) -> bool {
+        self.failing.load(Ordering::Acquire) && self.open().acks.len() >= MAX_HELD_WHILE_FAILING
+    }
+
+    /// Returns at once unless reports are failing and the open window already holds
+    /// [`MAX_HELD_WHILE_FAILING`] acks; then waits for the next successful publish.
+    pub async fn wait_for_room(&self) {
+        let mut warned = false;
+        loop {
+            // Registered before the check, so a publish between the check and the await
+            // still wakes this waiter.
+            let published = self.published.notified();
+            if !self.is_full() {
+                return;
+            }
+            let held = self.open().acks.len();
+            if !warned {
+                tracing::warn!(
+                    held,
+                    "analytics reports are failing and the open window is full; holding partitions until a report is published"
+                );
+                warned = true;
+            }
+            published.await;
         }
     }
 
@@ -232,6 +278,8 @@ impl AnalyticsHandler {
                     for ack in taken.window.take().map(|w| w.acks).unwrap_or_default() {
                         ack.release();
                     }
+                    self.failing.store(false, Ordering::Release);
+                    self.published.notify_waiters();
                     tracing::info!(
                         window_start = %report.window_start,
                         events = report.counts.events,
@@ -241,6 +289,7 @@ impl AnalyticsHandler {
                     return true;
                 }
                 Err(e) => {
+                    self.failing.store(true, Ordering::Release);
                     tracing::warn!(error = %e, attempt, "analytics report not published");
                     if attempts.is_some_and(|max| attempt >= max) {
                         return false;
@@ -309,6 +358,49 @@ mod tests {
                 .unwrap_or_default(),
             timestamp: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn partitions_wait_for_room_only_while_reports_fail_and_the_window_is_full() {
+        use crate::delivery::offsets::tests::Recorder;
+        use crate::delivery::offsets::{PartitionOffsets, SharedOffsets};
+        use std::sync::Arc;
+
+        let mut base = rdkafka::ClientConfig::new();
+        base.set("bootstrap.servers", "127.0.0.1:9");
+        let producer = Producer::new(&base, Duration::from_secs(1)).unwrap();
+        let h = Arc::new(AnalyticsHandler::new(
+            Duration::from_secs(5),
+            "counts",
+            "test",
+            producer,
+        ));
+        let offsets: SharedOffsets = Arc::new(Mutex::new(PartitionOffsets::new("events", 0)));
+        let recorder = Arc::new(Recorder::default());
+        for offset in 0..i64::try_from(MAX_HELD_WHILE_FAILING).unwrap() {
+            let ack = Ack::begin(&offsets, offset, recorder.clone());
+            h.open().acks.push(ack);
+        }
+        let soon = Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(soon, h.wait_for_room()).await.is_ok(),
+            "a full window is fine while reports are published"
+        );
+        h.failing.store(true, Ordering::Release);
+        assert!(h.is_full());
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.wait_for_room().await }
+        });
+        tokio::time::sleep(soon).await;
+        assert!(!waiter.is_finished(), "held while failing and full");
+        // What a successful publish does.
+        h.failing.store(false, Ordering::Release);
+        h.published.notify_waiters();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("released by the publish")
+            .unwrap();
     }
 
     #[tokio::test]

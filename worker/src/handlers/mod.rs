@@ -200,6 +200,22 @@ impl Handler {
         }
     }
 
+    /// True when [`Handler::wait_for_room`] would wait now.
+    pub fn is_full(&self) -> bool {
+        match &self.kind {
+            Kind::Analytics(h) => h.is_full(),
+            Kind::Order(_) | Kind::Video(_) => false,
+        }
+    }
+
+    /// Waits while the handler cannot take more messages without unbounded memory (the
+    /// analytics handler while its reports fail); returns at once otherwise.
+    pub async fn wait_for_room(&self) {
+        if let Kind::Analytics(h) = &self.kind {
+            h.wait_for_room().await;
+        }
+    }
+
     /// The analytics handler, for the loop to run its window timer.
     pub fn as_analytics(&self) -> Option<&analytics::AnalyticsHandler> {
         match &self.kind {
