@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dlq::{self, DlqWriter, SourceRecord};
-use super::offsets::{Ack, OffsetSink, PartitionOffsets, SharedOffsets};
+use super::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 use super::retry::{self, Attempted, RetryPolicy};
 use super::retry_topics::{self as rt, RetryState, RetryTopics};
 use crate::handlers::{Handler, Outcome};
@@ -194,17 +194,31 @@ async fn run(
     hard: CancellationToken,
 ) {
     loop {
-        let msg = tokio::select! {
-            biased;
-            _ = soft.cancelled() => break,
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => break,
-            },
+        if soft.is_cancelled() {
+            break;
+        }
+        // The queue is usually not empty at full speed: take from it without registering
+        // with the stop token (a lock per message). Only an empty queue waits, and that is
+        // when batched offset stores are handed over.
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                offsets::flush(&offsets, &*control);
+                tokio::select! {
+                    biased;
+                    _ = soft.cancelled() => break,
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                }
+            }
         };
         // Not begun yet, so a stop while waiting leaves the message to the next owner.
         // (The cheap check first: the select registers with both tokens.)
         if ctx.handler.is_full() {
+            offsets::flush(&offsets, &*control);
             tokio::select! {
                 biased;
                 _ = soft.cancelled() => break,
@@ -231,6 +245,8 @@ async fn run(
             break;
         }
     }
+    // Before the drain seals the tracker: what finished is stored.
+    offsets::flush(&offsets, &*control);
 }
 
 /// A message key for log lines, decoded only when a line is actually written (most
@@ -259,7 +275,10 @@ async fn process(
     hard: &CancellationToken,
     soft: &CancellationToken,
 ) {
-    let ack = Ack::begin(offsets, msg.offset(), control);
+    // Batched positions of earlier messages go out before this one can make the task wait
+    // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
+    let flush_earlier = || offsets::flush(offsets, &*control);
+    let ack = Ack::begin(offsets, msg.offset(), control.clone());
     let m = &ctx.metrics;
     m.in_flight.inc();
     let key = key_text(msg);
@@ -278,6 +297,7 @@ async fn process(
             }
         },
         |error, attempt, next| {
+            flush_earlier();
             m.failed
                 .get_or_create(&m.failure_labels(error.class()))
                 .inc();
@@ -308,7 +328,7 @@ async fn process(
             m.processed_here.inc();
             ctx.tally.processed();
             if outcome == Outcome::Done {
-                ack.release();
+                ack.release_batched();
             }
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "processed");
         }
@@ -385,7 +405,10 @@ async fn process_once(
     hard: &CancellationToken,
     soft: &CancellationToken,
 ) {
-    let ack = Ack::begin(offsets, msg.offset(), control);
+    // Batched positions of earlier messages go out before this one can make the task wait
+    // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
+    let flush_earlier = || offsets::flush(offsets, &*control);
+    let ack = Ack::begin(offsets, msg.offset(), control.clone());
     let m = &ctx.metrics;
     m.in_flight.inc();
     let key = key_text(msg);
@@ -444,13 +467,16 @@ async fn process_once(
             m.processed_here.inc();
             ctx.tally.processed();
             if outcome == Outcome::Done {
-                ack.release();
+                ack.release_batched();
             }
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, attempt = state.attempt, "processed");
             m.in_flight.dec();
             return;
         }
-        Some(Err(error)) => error,
+        Some(Err(error)) => {
+            flush_earlier();
+            error
+        }
     };
     m.failed
         .get_or_create(&m.failure_labels(error.class()))
