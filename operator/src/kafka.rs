@@ -40,7 +40,7 @@ pub enum AccessError {
 }
 
 /// Everything needed to connect to one EventConsumer's brokers.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KafkaAccess {
     pub bootstrap_servers: String,
     /// (mechanism, username, password).
@@ -183,6 +183,9 @@ mod tests {
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert!(config.get("ssl.ca.pem").is_some());
         let shown = format!("{access:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
     }
 }
