@@ -25,6 +25,8 @@ pub struct PartitionReading {
     pub lag: i64,
     /// The group's committed offset; `None` when the group has none for the partition.
     pub committed: Option<i64>,
+    /// The partition's end offset (high watermark).
+    pub end: i64,
 }
 
 /// Everything [`decide`] looks at.
@@ -219,6 +221,7 @@ mod tests {
                     PartitionReading {
                         lag: *lag,
                         committed: Some(*c),
+                        end: *c + *lag,
                     },
                 )
             })

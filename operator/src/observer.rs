@@ -57,16 +57,33 @@ const CLUSTER_CONCURRENCY: usize = 4;
 const GROUP_CONCURRENCY: usize = 16;
 /// Status writes in flight at once.
 const WRITE_CONCURRENCY: usize = 8;
+/// How long an idle consumer's committed offsets are trusted without reading them again:
+/// each read costs a short-lived Kafka client, and 1,000 idle consumers should not cost
+/// 1,000 clients every interval. Catches a rewind of an idle group's offsets within 5 min.
+const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
 
 /// What the observer keeps per EventConsumer.
 struct Target {
     valid: ValidConsumer,
     access: Option<(KafkaAccess, Instant)>,
     previous: Option<BTreeMap<Partition, Option<i64>>>,
+    /// Set while the group had no lag: the end offsets and commits seen then, and when they
+    /// were last read from Kafka.
+    idle: Option<Idle>,
     workers_were_ready: bool,
     desired: Option<i32>,
     needed_since: Option<Timestamp>,
     last_write: Option<Instant>,
+}
+
+/// A consumer without lag: nothing can change its lag but new records (or a rewind of its
+/// offsets, which [`IDLE_RECHECK`] catches), so its committed offsets are not read again
+/// while the end offsets stay.
+#[derive(Clone)]
+struct Idle {
+    ends: BTreeMap<Partition, i64>,
+    readings: BTreeMap<Partition, PartitionReading>,
+    read_at: Instant,
 }
 
 /// Counting position of one dead-letter partition.
@@ -98,6 +115,7 @@ struct Job {
     ec: Arc<EventConsumer>,
     valid: ValidConsumer,
     access: Result<KafkaAccess, String>,
+    idle: Option<Idle>,
 }
 
 /// What a round found for one consumer.
@@ -121,6 +139,7 @@ impl Observer {
                 if target.valid.kafka != valid.kafka {
                     target.access = None;
                     target.previous = None;
+                    target.idle = None;
                 }
                 target.valid = valid.clone();
             }
@@ -131,6 +150,7 @@ impl Observer {
                         valid: valid.clone(),
                         access: None,
                         previous: None,
+                        idle: None,
                         workers_were_ready: false,
                         desired: None,
                         needed_since: None,
@@ -244,7 +264,13 @@ impl Observer {
 
     /// The consumers to measure, pruning those that no longer exist.
     async fn jobs(&self, ctx: &Context, store: &Store<EventConsumer>) -> Vec<Job> {
-        let snapshot: Vec<(ObjectRef<EventConsumer>, ValidConsumer, Option<KafkaAccess>)> = {
+        type Snapshot = (
+            ObjectRef<EventConsumer>,
+            ValidConsumer,
+            Option<KafkaAccess>,
+            Option<Idle>,
+        );
+        let snapshot: Vec<Snapshot> = {
             let Ok(mut targets) = self.targets.lock() else {
                 return Vec::new();
             };
@@ -266,12 +292,17 @@ impl Observer {
                         .as_ref()
                         .filter(|(_, at)| at.elapsed() < ACCESS_TTL)
                         .map(|(a, _)| a.clone());
-                    (key.clone(), t.valid.clone(), access)
+                    let idle = t
+                        .idle
+                        .as_ref()
+                        .filter(|idle| idle.read_at.elapsed() < IDLE_RECHECK)
+                        .cloned();
+                    (key.clone(), t.valid.clone(), access, idle)
                 })
                 .collect()
         };
         let mut jobs = Vec::with_capacity(snapshot.len());
-        for (key, valid, access) in snapshot {
+        for (key, valid, access, idle) in snapshot {
             let Some(ec) = store.get(&key) else { continue };
             let access = match access {
                 Some(access) => Ok(access),
@@ -294,6 +325,7 @@ impl Observer {
                 ec,
                 valid,
                 access,
+                idle,
             });
         }
         jobs
@@ -336,7 +368,7 @@ impl Observer {
                 let marks = &marks;
                 let dead_letters = &dead_letters;
                 async move {
-                    let lag = Some(self.lag_of(access, &job.valid, marks).await);
+                    let lag = Some(self.lag_of(access, &job, marks).await);
                     let retry = self.ensure_retry_topics(access, &job.valid, marks).await;
                     let dead_letters = dead_letters
                         .get(&(
@@ -360,9 +392,10 @@ impl Observer {
     async fn lag_of(
         &self,
         access: &KafkaAccess,
-        valid: &ValidConsumer,
+        job: &Job,
         marks: &BTreeMap<String, Result<BTreeMap<i32, Watermarks>, KafkaOpError>>,
     ) -> Result<BTreeMap<Partition, PartitionReading>, String> {
+        let valid = &job.valid;
         let mut partitions = BTreeMap::new();
         for topic in &valid.kafka.topics {
             let Some(found) = marks.get(topic) else {
@@ -372,6 +405,14 @@ impl Observer {
             for (partition, watermarks) in found {
                 partitions.insert((topic.clone(), *partition), *watermarks);
             }
+        }
+        if let Some(idle) = &job.idle
+            && idle.ends.len() == partitions.len()
+            && partitions
+                .iter()
+                .all(|(p, marks)| idle.ends.get(p) == Some(&marks.high))
+        {
+            return Ok(idle.readings.clone());
         }
         let committed = self
             .clients
@@ -387,7 +428,15 @@ impl Observer {
             .map(|(partition, watermarks)| {
                 let committed = committed.get(&partition).copied().flatten();
                 let lag = partition_lag(watermarks, committed, valid.kafka.initial_offset);
-                (partition, PartitionReading { lag, committed })
+                let end = watermarks.high;
+                (
+                    partition,
+                    PartitionReading {
+                        lag,
+                        committed,
+                        end,
+                    },
+                )
             })
             .collect())
     }
@@ -605,6 +654,17 @@ impl Observer {
                             .collect(),
                     );
                     target.workers_were_ready = ready_now;
+                    let reused = job.idle.as_ref().is_some_and(|i| &i.readings == partitions);
+                    let idle = partitions.values().all(|r| r.lag == 0);
+                    if !idle {
+                        target.idle = None;
+                    } else if !reused || target.idle.is_none() {
+                        target.idle = Some(Idle {
+                            ends: partitions.iter().map(|(p, r)| (p.clone(), r.end)).collect(),
+                            readings: partitions.clone(),
+                            read_at: Instant::now(),
+                        });
+                    }
                 }
                 Some(Err(error)) => {
                     let mut lag = new.lag.take().unwrap_or_default();

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use eventconsumer_contract::headers::DLT_CONSUMER_GROUP;
 use eventconsumer_operator::crd::EventConsumer;
 use eventconsumer_operator::observer::{RETRY_TOPIC_CREATE_FAILED, RETRY_TOPICS_READY};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -277,12 +279,16 @@ async fn a_consumer_at_zero_wakes_at_activation_lag_and_scales_to_lag_over_thres
         started.elapsed() < Duration::from_secs(20),
         "scaling up is immediate"
     );
-    let ec = env.consumers().get(&wide).await.expect("the consumer");
+    let ec = env
+        .status_where(&wide, "the whole lag measured", |_, s| {
+            s.autoscaling.as_ref().is_some_and(|a| a.scaling_lag == 53)
+        })
+        .await;
     let autoscaling = ec
         .status
         .and_then(|s| s.autoscaling)
         .expect("status.autoscaling");
-    assert_eq!(autoscaling.scaling_lag, 53, "{autoscaling:?}");
+    assert_eq!(autoscaling.desired_replicas, 4, "{autoscaling:?}");
     assert!(autoscaling.last_scale_time.is_some(), "{autoscaling:?}");
 }
 
@@ -501,9 +507,30 @@ async fn retry_topics_are_created_with_the_source_partition_count() {
     );
     env.deployment_where(&orphan, "the Deployment", |_| true)
         .await;
-    let (ready, _, _) =
-        condition(ec.status.as_ref().expect("status"), "Ready").expect("a Ready condition");
-    assert!(!ready.is_empty());
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let warning = eventually("a RetryTopicCreateFailed Event", TIMEOUT, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(RETRY_TOPIC_CREATE_FAILED))
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!("{orphan_group}.retry.1")),
+        "{warning:?}"
+    );
+    // Not a reason to call the consumer Degraded: the Deployment runs.
+    let (degraded, _, _) =
+        condition(ec.status.as_ref().expect("status"), "Degraded").expect("a Degraded condition");
+    assert_eq!(degraded, "False");
 }
 
 async fn partition_count(topic: &str) -> usize {
