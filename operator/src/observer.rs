@@ -57,10 +57,11 @@ const CLUSTER_CONCURRENCY: usize = 4;
 const GROUP_CONCURRENCY: usize = 16;
 /// Status writes in flight at once.
 const WRITE_CONCURRENCY: usize = 8;
-/// How long an idle consumer's committed offsets are trusted without reading them again:
-/// each read costs a short-lived Kafka client, and 1,000 idle consumers should not cost
-/// 1,000 clients every interval. Catches a rewind of an idle group's offsets within 5 min.
-const IDLE_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// How long committed offsets that cannot have moved are trusted without reading them again:
+/// each read costs a short-lived Kafka client (about 150 ms on the local broker), and 1,000
+/// consumers without pods should not cost 1,000 clients every interval. Catches a rewind of
+/// such a group's offsets (by hand, with Kafka's tools) within 5 min.
+const COMMITS_RECHECK: Duration = Duration::from_secs(5 * 60);
 
 /// What the observer keeps per EventConsumer.
 struct Target {
@@ -69,21 +70,35 @@ struct Target {
     previous: Option<BTreeMap<Partition, Option<i64>>>,
     /// Set while the group had no lag: the end offsets and commits seen then, and when they
     /// were last read from Kafka.
-    idle: Option<Idle>,
+    commits: Option<Commits>,
     workers_were_ready: bool,
     desired: Option<i32>,
     needed_since: Option<Timestamp>,
     last_write: Option<Instant>,
 }
 
-/// A consumer without lag: nothing can change its lag but new records (or a rewind of its
-/// offsets, which [`IDLE_RECHECK`] catches), so its committed offsets are not read again
-/// while the end offsets stay.
+/// The committed offsets last read from Kafka. They cannot have moved, and are not read
+/// again (until [`COMMITS_RECHECK`]), while no worker pod existed then and none exists now,
+/// or while the group had caught up then and no record arrived since: the lag is then
+/// computed from these commits and the current end offsets.
 #[derive(Clone)]
-struct Idle {
+struct Commits {
+    offsets: BTreeMap<Partition, Option<i64>>,
     ends: BTreeMap<Partition, i64>,
-    readings: BTreeMap<Partition, PartitionReading>,
+    caught_up: bool,
+    pods: i32,
     read_at: Instant,
+}
+
+impl Commits {
+    fn still_valid(&self, pods: i32, marks: &BTreeMap<Partition, Watermarks>) -> bool {
+        let same_partitions =
+            self.offsets.len() == marks.len() && marks.keys().all(|p| self.offsets.contains_key(p));
+        let no_workers = self.pods == 0 && pods == 0;
+        let nothing_new =
+            self.caught_up && marks.iter().all(|(p, m)| self.ends.get(p) == Some(&m.high));
+        same_partitions && (no_workers || nothing_new)
+    }
 }
 
 /// Counting position of one dead-letter partition.
@@ -115,7 +130,7 @@ struct Job {
     ec: Arc<EventConsumer>,
     valid: ValidConsumer,
     access: Result<KafkaAccess, String>,
-    idle: Option<Idle>,
+    commits: Option<Commits>,
 }
 
 /// What a round found for one consumer.
@@ -139,7 +154,7 @@ impl Observer {
                 if target.valid.kafka != valid.kafka {
                     target.access = None;
                     target.previous = None;
-                    target.idle = None;
+                    target.commits = None;
                 }
                 target.valid = valid.clone();
             }
@@ -150,7 +165,7 @@ impl Observer {
                         valid: valid.clone(),
                         access: None,
                         previous: None,
-                        idle: None,
+                        commits: None,
                         workers_were_ready: false,
                         desired: None,
                         needed_since: None,
@@ -268,7 +283,7 @@ impl Observer {
             ObjectRef<EventConsumer>,
             ValidConsumer,
             Option<KafkaAccess>,
-            Option<Idle>,
+            Option<Commits>,
         );
         let snapshot: Vec<Snapshot> = {
             let Ok(mut targets) = self.targets.lock() else {
@@ -292,17 +307,17 @@ impl Observer {
                         .as_ref()
                         .filter(|(_, at)| at.elapsed() < ACCESS_TTL)
                         .map(|(a, _)| a.clone());
-                    let idle = t
-                        .idle
+                    let commits = t
+                        .commits
                         .as_ref()
-                        .filter(|idle| idle.read_at.elapsed() < IDLE_RECHECK)
+                        .filter(|c| c.read_at.elapsed() < COMMITS_RECHECK)
                         .cloned();
-                    (key.clone(), t.valid.clone(), access, idle)
+                    (key.clone(), t.valid.clone(), access, commits)
                 })
                 .collect()
         };
         let mut jobs = Vec::with_capacity(snapshot.len());
-        for (key, valid, access, idle) in snapshot {
+        for (key, valid, access, commits) in snapshot {
             let Some(ec) = store.get(&key) else { continue };
             let access = match access {
                 Some(access) => Ok(access),
@@ -325,7 +340,7 @@ impl Observer {
                 ec,
                 valid,
                 access,
-                idle,
+                commits,
             });
         }
         jobs
@@ -406,23 +421,44 @@ impl Observer {
                 partitions.insert((topic.clone(), *partition), *watermarks);
             }
         }
-        if let Some(idle) = &job.idle
-            && idle.ends.len() == partitions.len()
-            && partitions
-                .iter()
-                .all(|(p, marks)| idle.ends.get(p) == Some(&marks.high))
-        {
-            return Ok(idle.readings.clone());
-        }
-        let committed = self
-            .clients
-            .committed(
-                access,
-                &valid.kafka.group_id,
-                partitions.keys().cloned().collect(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let pods = job.ec.status.as_ref().map_or(0, |s| s.replicas);
+        let committed = match &job.commits {
+            Some(commits) if commits.still_valid(pods, &partitions) => commits.offsets.clone(),
+            _ => {
+                let read = self
+                    .clients
+                    .committed(
+                        access,
+                        &valid.kafka.group_id,
+                        partitions.keys().cloned().collect(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let offsets: BTreeMap<Partition, Option<i64>> = partitions
+                    .keys()
+                    .map(|p| (p.clone(), read.get(p).copied().flatten()))
+                    .collect();
+                let commits = Commits {
+                    caught_up: partitions.iter().all(|(p, m)| {
+                        let committed = offsets.get(p).copied().flatten();
+                        partition_lag(*m, committed, valid.kafka.initial_offset) == 0
+                    }),
+                    offsets: offsets.clone(),
+                    ends: partitions
+                        .iter()
+                        .map(|(p, m)| (p.clone(), m.high))
+                        .collect(),
+                    pods,
+                    read_at: Instant::now(),
+                };
+                if let Ok(mut targets) = self.targets.lock()
+                    && let Some(target) = targets.get_mut(&job.key)
+                {
+                    target.commits = Some(commits);
+                }
+                offsets
+            }
+        };
         Ok(partitions
             .into_iter()
             .map(|(partition, watermarks)| {
@@ -654,17 +690,6 @@ impl Observer {
                             .collect(),
                     );
                     target.workers_were_ready = ready_now;
-                    let reused = job.idle.as_ref().is_some_and(|i| &i.readings == partitions);
-                    let idle = partitions.values().all(|r| r.lag == 0);
-                    if !idle {
-                        target.idle = None;
-                    } else if !reused || target.idle.is_none() {
-                        target.idle = Some(Idle {
-                            ends: partitions.iter().map(|(p, r)| (p.clone(), r.end)).collect(),
-                            readings: partitions.clone(),
-                            read_at: Instant::now(),
-                        });
-                    }
                 }
                 Some(Err(error)) => {
                     let mut lag = new.lag.take().unwrap_or_default();
