@@ -62,6 +62,10 @@ const WRITE_CONCURRENCY: usize = 8;
 /// consumers without pods should not cost 1,000 clients every interval. Catches a rewind of
 /// such a group's offsets (by hand, with Kafka's tools) within 5 min.
 const COMMITS_RECHECK: Duration = Duration::from_secs(5 * 60);
+/// Expired commit caches dropped per round, oldest first: the rest wait for later rounds, so
+/// 1,000 caches read in the same first round do not all expire into one 30 s round again
+/// (64 reads at ~150 ms, 4 at a time, add about 2.5 s to a round).
+const RECHECKS_PER_ROUND: usize = 64;
 
 /// What the observer keeps per EventConsumer.
 struct Target {
@@ -299,6 +303,19 @@ impl Observer {
                 }
                 alive
             });
+            let mut expired: Vec<(Instant, &ObjectRef<EventConsumer>)> = targets
+                .iter()
+                .filter_map(|(key, t)| {
+                    let read_at = t.commits.as_ref()?.read_at;
+                    (read_at.elapsed() >= COMMITS_RECHECK).then_some((read_at, key))
+                })
+                .collect();
+            expired.sort_by_key(|(read_at, _)| *read_at);
+            let recheck: HashSet<ObjectRef<EventConsumer>> = expired
+                .into_iter()
+                .take(RECHECKS_PER_ROUND)
+                .map(|(_, key)| key.clone())
+                .collect();
             targets
                 .iter()
                 .map(|(key, t)| {
@@ -310,7 +327,7 @@ impl Observer {
                     let commits = t
                         .commits
                         .as_ref()
-                        .filter(|c| c.read_at.elapsed() < COMMITS_RECHECK)
+                        .filter(|_| !recheck.contains(key))
                         .cloned();
                     (key.clone(), t.valid.clone(), access, commits)
                 })
