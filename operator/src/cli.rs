@@ -87,6 +87,7 @@ mod tests {
             format!("eventconsumer/worker:{}", env!("CARGO_PKG_VERSION"))
         );
         assert!(cli.leader_elect);
+        assert_eq!(cli.measure_interval, std::time::Duration::from_secs(15));
         let cli = Cli::try_parse_from([
             "eventconsumer-operator",
             "--leader-elect",
