@@ -25,6 +25,9 @@ use crate::crd::{
 pub struct Settings {
     /// Image used when an EventConsumer does not set `spec.image`.
     pub worker_image: String,
+    /// How often the operator measures each consumer's lag and dead letters (15 s in
+    /// production, as the CRD documents; tests shorten it).
+    pub measure_interval: Duration,
 }
 
 /// What the reconciler found about the Secrets an EventConsumer references: for each Secret that
@@ -137,9 +140,12 @@ pub struct ValidConsumer {
     pub output_topic: String,
     pub kafka: KafkaConfig,
     pub delivery: DeliveryConfig,
-    /// Replicas the Deployment should have: 0 when paused.
+    /// Replicas the Deployment should have: 0 when paused. With `autoscaling` set this is
+    /// `spec.replicas` until the reconciler replaces it with the autoscaler's decision.
     pub replicas: i32,
     pub paused: bool,
+    /// `spec.autoscaling`, checked.
+    pub autoscaling: Option<AutoscalingConfig>,
     /// `spec.image`; `None` means the operator's default ([`Settings::worker_image`]).
     pub image: Option<String>,
     pub resources: Option<ResourceRequirements>,
@@ -172,6 +178,17 @@ impl HandlerConfig {
             Self::Video { .. } => Handler::Video,
         }
     }
+}
+
+/// Lag-driven autoscaling, checked: `min_replicas <= max_replicas`, positive threshold,
+/// activation lag and cooldown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscalingConfig {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub lag_threshold: i64,
+    pub activation_lag: i64,
+    pub cooldown: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +277,11 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
     if spec.replicas < 0 {
         return Err(ConfigError::invalid("spec.replicas", "must be 0 or more"));
     }
+    let autoscaling = spec
+        .autoscaling
+        .as_ref()
+        .map(autoscaling_config)
+        .transpose()?;
     if let Some(image) = &spec.image
         && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
     {
@@ -282,6 +304,7 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
         delivery,
         replicas: if spec.paused { 0 } else { spec.replicas },
         paused: spec.paused,
+        autoscaling,
         image: spec.image.clone(),
         resources: spec.resources.clone(),
         node_selector: spec.node_selector.clone(),
@@ -619,6 +642,52 @@ fn delivery_config(
     })
 }
 
+fn autoscaling_config(
+    spec: &crate::crd::AutoscalingSpec,
+) -> Result<AutoscalingConfig, ConfigError> {
+    if !(0..=1000).contains(&spec.min_replicas) {
+        return Err(ConfigError::invalid(
+            "spec.autoscaling.minReplicas",
+            format!("{} is not between 0 and 1000", spec.min_replicas),
+        ));
+    }
+    if !(1..=1000).contains(&spec.max_replicas) {
+        return Err(ConfigError::invalid(
+            "spec.autoscaling.maxReplicas",
+            format!("{} is not between 1 and 1000", spec.max_replicas),
+        ));
+    }
+    if spec.max_replicas < spec.min_replicas {
+        return Err(ConfigError::invalid(
+            "spec.autoscaling.maxReplicas",
+            format!(
+                "{} is less than minReplicas {}",
+                spec.max_replicas, spec.min_replicas
+            ),
+        ));
+    }
+    if spec.lag_threshold < 1 {
+        return Err(ConfigError::invalid(
+            "spec.autoscaling.lagThreshold",
+            format!("{} is not 1 or more", spec.lag_threshold),
+        ));
+    }
+    if spec.activation_lag < 1 {
+        return Err(ConfigError::invalid(
+            "spec.autoscaling.activationLag",
+            format!("{} is not 1 or more", spec.activation_lag),
+        ));
+    }
+    let cooldown = positive_duration("spec.autoscaling.cooldown", &spec.cooldown)?;
+    Ok(AutoscalingConfig {
+        min_replicas: spec.min_replicas,
+        max_replicas: spec.max_replicas,
+        lag_threshold: spec.lag_threshold,
+        activation_lag: spec.activation_lag,
+        cooldown,
+    })
+}
+
 /// Attempts allowed in `retryTopics` mode: one topic per retry, so the cap keeps the number of
 /// topics a consumer creates small (the CRD says the same in CEL).
 const MAX_RETRY_TOPIC_ATTEMPTS: i32 = 10;
@@ -736,6 +805,26 @@ mod tests {
         );
     }
 
+    fn autoscaling(min: i32, max: i32, cooldown: &str) -> crate::crd::AutoscalingSpec {
+        crate::crd::AutoscalingSpec {
+            min_replicas: min,
+            max_replicas: max,
+            lag_threshold: 1000,
+            activation_lag: 1,
+            cooldown: cooldown.into(),
+        }
+    }
+
+    #[test]
+    fn autoscaling_resolves_to_checked_numbers_and_a_cooldown_duration() {
+        let mut ec = order_consumer();
+        ec.spec.autoscaling = Some(autoscaling(0, 4, "2m"));
+        let valid = validate(&ec, &SecretFacts::default()).unwrap();
+        let config = valid.autoscaling.unwrap();
+        assert_eq!((config.min_replicas, config.max_replicas), (0, 4));
+        assert_eq!(config.cooldown, Duration::from_secs(120));
+    }
+
     #[test]
     fn bad_values_are_refused_with_the_field_named() {
         type Mutation = fn(&mut EventConsumer);
@@ -761,6 +850,17 @@ mod tests {
             }),
             ("spec.delivery.maxAttempts", |ec| {
                 ec.spec.delivery.max_attempts = 0
+            }),
+            ("spec.autoscaling.maxReplicas", |ec| {
+                ec.spec.autoscaling = Some(autoscaling(3, 2, "5m"))
+            }),
+            ("spec.autoscaling.cooldown", |ec| {
+                ec.spec.autoscaling = Some(autoscaling(0, 2, "0s"))
+            }),
+            ("spec.autoscaling.lagThreshold", |ec| {
+                let mut spec = autoscaling(0, 2, "5m");
+                spec.lag_threshold = 0;
+                ec.spec.autoscaling = Some(spec)
             }),
             ("spec.delivery.backoff.initial", |ec| {
                 ec.spec.delivery.backoff.initial = "0s".into()

@@ -742,8 +742,8 @@ pub struct EventConsumerStatus {
     pub selector: Option<String>,
 
     /// The consumer group's lag, measured by the operator from the group's committed offsets
-    /// and the source topics' end offsets. Absent until the first measurement succeeds; a
-    /// failed measurement keeps the last value and says why in `lag.error`.
+    /// and the source topics' end offsets. A failed measurement keeps the last values and
+    /// says why in `lag.error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<LagStatus>,
 
@@ -763,14 +763,17 @@ pub struct EventConsumerStatus {
 pub struct LagStatus {
     /// Messages in all source partitions after the group's committed offsets. A partition
     /// without a committed offset counts from its oldest retained message (`earliest`) or as 0
-    /// (`latest`), like the workers would start.
-    pub total: i64,
+    /// (`latest`), like the workers would start. Absent while no measurement has succeeded
+    /// (then `error` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 
     /// The partition with the largest lag, if any has lag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_partition: Option<PartitionLag>,
 
-    /// When the lag was measured (RFC 3339).
+    /// When the lag was measured (RFC 3339). An unchanged lag is written again only about
+    /// once a minute, so this may be up to a minute older than the latest measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<String>,
 

@@ -40,7 +40,7 @@ pub enum AccessError {
 }
 
 /// Everything needed to connect to one EventConsumer's brokers.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct KafkaAccess {
     pub bootstrap_servers: String,
     /// (mechanism, username, password).

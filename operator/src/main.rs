@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         scope,
         settings: Settings {
             worker_image: cli.worker_image.clone(),
+            measure_interval: cli.measure_interval,
         },
         identity,
         leader_election,

@@ -6,6 +6,10 @@
 //!   `SecretNotFound`, ...).
 //! - `eventconsumer_operator_reconcile_duration_seconds`: histogram of reconcile durations.
 //! - `eventconsumer_operator_leader`: 1 while this replica holds the leader Lease.
+//! - `eventconsumer_operator_consumer_lag{namespace,name}`: the group's lag (all partitions),
+//!   `..._consumer_max_partition_lag`: the largest partition's, `..._consumer_dead_letters`:
+//!   this consumer's records in its dead-letter topic, `..._autoscaler_desired_replicas`: the
+//!   autoscaler's decision. Removed when the EventConsumer goes away.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Instant;
@@ -25,6 +29,13 @@ const DURATION_BUCKET_START: f64 = 0.005;
 const DURATION_BUCKET_FACTOR: f64 = 2.0;
 const DURATION_BUCKET_COUNT: u16 = 12;
 
+/// Identifies one EventConsumer in the per-consumer series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub reason: String,
@@ -37,6 +48,10 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub leader: Gauge<i64, AtomicI64>,
+    pub lag: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
+    pub max_partition_lag: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
+    pub dead_letters: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
+    pub desired_replicas: Family<ConsumerLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -50,6 +65,10 @@ impl Default for Metrics {
                 DURATION_BUCKET_COUNT,
             )),
             leader: Gauge::default(),
+            lag: Family::default(),
+            max_partition_lag: Family::default(),
+            dead_letters: Family::default(),
+            desired_replicas: Family::default(),
         }
     }
 }
@@ -79,7 +98,74 @@ impl Metrics {
             "1 while this replica holds the leader Lease",
             metrics.leader.clone(),
         );
+        registry.register(
+            "consumer_lag",
+            "Messages in the consumer's source topics not yet committed by its group",
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "consumer_max_partition_lag",
+            "Lag of the consumer's most lagging partition",
+            metrics.max_partition_lag.clone(),
+        );
+        registry.register(
+            "consumer_dead_letters",
+            "The consumer's records in its dead-letter topic",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "autoscaler_desired_replicas",
+            "Worker pods the lag autoscaler wants for the consumer",
+            metrics.desired_replicas.clone(),
+        );
         (metrics, registry)
+    }
+
+    /// Sets the per-consumer series; a `None` value leaves its series out.
+    pub fn observe_consumer(
+        &self,
+        namespace: &str,
+        name: &str,
+        lag: Option<i64>,
+        max_partition_lag: i64,
+        dead_letters: Option<i64>,
+        desired_replicas: Option<i32>,
+    ) {
+        let labels = ConsumerLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        if let Some(lag) = lag {
+            self.lag.get_or_create(&labels).set(lag);
+            self.max_partition_lag
+                .get_or_create(&labels)
+                .set(max_partition_lag);
+        }
+        if let Some(dead_letters) = dead_letters {
+            self.dead_letters.get_or_create(&labels).set(dead_letters);
+        }
+        match desired_replicas {
+            Some(desired) => {
+                self.desired_replicas
+                    .get_or_create(&labels)
+                    .set(i64::from(desired));
+            }
+            None => {
+                self.desired_replicas.remove(&labels);
+            }
+        }
+    }
+
+    /// Removes the per-consumer series of a consumer that went away.
+    pub fn forget_consumer(&self, namespace: &str, name: &str) {
+        let labels = ConsumerLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.lag.remove(&labels);
+        self.max_partition_lag.remove(&labels);
+        self.dead_letters.remove(&labels);
+        self.desired_replicas.remove(&labels);
     }
 
     /// Counts a reconcile and returns a guard that records its duration when dropped.
@@ -147,5 +233,23 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn consumer_series_appear_and_go_away_with_the_consumer() {
+        let (metrics, registry) = Metrics::registered();
+        metrics.observe_consumer("shop", "inventory", Some(42), 30, Some(2), Some(3));
+        let text = encode(&registry).unwrap();
+        for name in [
+            "eventconsumer_operator_consumer_lag{namespace=\"shop\",name=\"inventory\"} 42",
+            "eventconsumer_operator_consumer_max_partition_lag{namespace=\"shop\",name=\"inventory\"} 30",
+            "eventconsumer_operator_consumer_dead_letters{namespace=\"shop\",name=\"inventory\"} 2",
+            "eventconsumer_operator_autoscaler_desired_replicas{namespace=\"shop\",name=\"inventory\"} 3",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        metrics.forget_consumer("shop", "inventory");
+        let text = encode(&registry).unwrap();
+        assert!(!text.contains("inventory"), "{text}");
     }
 }

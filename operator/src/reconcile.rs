@@ -27,6 +27,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, SecretFacts, Settings};
@@ -34,6 +35,7 @@ use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
 use crate::deployment::{self, MANAGED_BY};
 use crate::drift;
 use crate::metrics::Metrics;
+use crate::observer::Observer;
 use crate::status::{self, DEGRADED, Observation};
 
 /// Field manager of every write the operator makes.
@@ -58,6 +60,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Lag, dead letters and autoscaling decisions, measured beside the reconciler.
+    pub observer: Observer,
     recorder: Recorder,
     /// Consecutive failures per object, for the error backoff.
     failures: Mutex<HashMap<ObjectRef<EventConsumer>, u32>>,
@@ -75,7 +79,23 @@ impl Context {
             client,
             settings,
             metrics,
+            observer: Observer::default(),
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Publishes a Warning Event about `ec`, best effort: failing to publish one must not fail
+    /// the caller, since the status carries the same message.
+    pub async fn publish_warning(&self, ec: &EventConsumer, reason: &str, message: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_owned(),
+            note: Some(message),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &ec.object_ref(&())).await {
+            warn!(%error, "publishing a Warning Event failed");
         }
     }
 }
@@ -144,6 +164,7 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
 
     let (status, action, problem) = match config::validate(ec, &secrets) {
         Err(error) => {
+            ctx.observer.forget(ec);
             ctx.metrics.error(error.reason());
             let message = error.to_string();
             let status = status::compute(
@@ -184,6 +205,9 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
                 )
             }
             _ => {
+                let mut valid = valid;
+                valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
+                ctx.observer.register(ec, &valid);
                 let mut desired = deployment::build(&valid, &ctx.settings);
                 drift::stamp(&mut desired);
                 let current = if drift::needs_apply(&desired, live.as_ref()) {
@@ -297,18 +321,7 @@ async fn read_secrets(
 }
 
 async fn publish_warning(ctx: &Context, ec: &EventConsumer, reason: &str, message: String) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.to_owned(),
-        note: Some(message),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    // Events are best effort: failing to publish one must not fail the reconcile, or the status
-    // (which carries the same message) would never be written.
-    if let Err(error) = ctx.recorder.publish(&event, &ec.object_ref(&())).await {
-        warn!(%error, "publishing a Warning Event failed");
-    }
+    ctx.publish_warning(ec, reason, message).await;
 }
 
 async fn patch_status(
@@ -321,7 +334,7 @@ async fn patch_status(
     let patch = json!({
         "apiVersion": EventConsumer::api_version(&()),
         "kind": EventConsumer::kind(&()),
-        "status": status,
+        "status": status::reconciler_part(status),
     });
     debug!(%namespace, %name, "patching status");
     api.patch_status(
@@ -383,7 +396,15 @@ pub async fn run_controller(
     let consumers: Api<EventConsumer> = scope.api(ctx.client.clone());
     let deployments: Api<Deployment> = scope.api(ctx.client.clone());
     info!(?scope, "controller starting");
-    Controller::new(consumers, watcher::Config::default().any_semantic())
+    let controller = Controller::new(consumers, watcher::Config::default().any_semantic());
+    let stop_observer = CancellationToken::new();
+    let observer = tokio::spawn(Observer::run(
+        ctx.clone(),
+        controller.store(),
+        ctx.settings.measure_interval,
+        stop_observer.clone(),
+    ));
+    controller
         .owns(
             deployments,
             watcher::Config::default()
@@ -400,6 +421,10 @@ pub async fn run_controller(
             }
         })
         .await;
+    stop_observer.cancel();
+    if let Err(error) = observer.await {
+        warn!(%error, "the lag observer failed");
+    }
     info!("controller stopped");
 }
 

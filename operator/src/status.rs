@@ -18,6 +18,9 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 
+/// The condition types the reconciler writes.
+const OWN: [&str; 3] = [READY, PROGRESSING, DEGRADED];
+
 const TRUE: &str = "True";
 const FALSE: &str = "False";
 
@@ -79,7 +82,7 @@ pub fn compute(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let now = Time(now.round(k8s_openapi::jiff::Unit::Second).unwrap_or(now));
-    let conditions = conditions
+    let conditions: Vec<Condition> = conditions
         .into_iter()
         .map(|(type_, status, reason, message)| {
             let last_transition_time = old
@@ -98,6 +101,16 @@ pub fn compute(
         })
         .collect();
 
+    // Conditions of other types (the observer's `RetryTopicsReady`) are kept as they are.
+    let conditions = conditions
+        .into_iter()
+        .chain(
+            old.iter()
+                .filter(|c| !OWN.contains(&c.type_.as_str()))
+                .cloned(),
+        )
+        .collect();
+
     EventConsumerStatus {
         conditions,
         observed_generation: generation,
@@ -108,6 +121,23 @@ pub fn compute(
         lag: ec.status.as_ref().and_then(|s| s.lag.clone()),
         dead_letters: ec.status.as_ref().and_then(|s| s.dead_letters),
         autoscaling: ec.status.as_ref().and_then(|s| s.autoscaling.clone()),
+    }
+}
+
+/// The part of `status` the reconciler writes: without the Kafka-side fields and conditions
+/// owned by [`crate::observer`], which server-side apply then leaves to their writer.
+pub fn reconciler_part(status: &EventConsumerStatus) -> EventConsumerStatus {
+    EventConsumerStatus {
+        conditions: status
+            .conditions
+            .iter()
+            .filter(|c| OWN.contains(&c.type_.as_str()))
+            .cloned()
+            .collect(),
+        lag: None,
+        dead_letters: None,
+        autoscaling: None,
+        ..status.clone()
     }
 }
 
@@ -197,7 +227,7 @@ fn deployed_conditions(counts: &Counts, paused: bool) -> [ConditionParts; 3] {
             READY,
             FALSE,
             "ScaledToZero".to_owned(),
-            "spec.replicas is 0: no worker is consuming".to_owned(),
+            "0 replicas wanted (spec.replicas, or the autoscaler at minReplicas 0): no worker is consuming".to_owned(),
         )
     } else if counts.synced && ready >= desired {
         (

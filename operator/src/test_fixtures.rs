@@ -9,6 +9,7 @@ use crate::crd::{
 pub fn settings() -> Settings {
     Settings {
         worker_image: "eventconsumer/worker:test".to_owned(),
+        measure_interval: std::time::Duration::from_secs(15),
     }
 }
 

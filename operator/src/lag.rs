@@ -1,0 +1,397 @@
+//! The operator's reads and writes of Kafka for lag, dead-letter counts and retry topics, all
+//! blocking librdkafka calls run on the blocking pool under one shared [`Semaphore`], each with
+//! a tight timeout, so no reconcile ever waits on a broker.
+//!
+//! Clients are shared per cluster and credentials ([`KafkaAccess`]): one group-less
+//! `BaseConsumer` per cluster reads topic metadata and watermarks for every consumer there
+//! (four consumers of `order.placed` cost one watermark query per partition, not four).
+//! librdkafka reads committed offsets only for the client's own `group.id`, and rdkafka 0.39's
+//! `AdminClient` has no ListConsumerGroupOffsets, so the committed offsets of a group are read
+//! by a short-lived consumer with that `group.id` (never subscribing, so it never joins the
+//! group), created per query and dropped at once: memory stays bounded by the semaphore, not by
+//! the number of EventConsumers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventconsumer_contract::headers::DLT_CONSUMER_GROUP;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
+
+use crate::crd::InitialOffset;
+use crate::kafka::KafkaAccess;
+
+/// Longest wait for one broker request (metadata, watermarks, committed offsets). Long enough
+/// for a loaded broker, short enough that an unreachable cluster costs one slot for 5 s per
+/// measurement round, not a stalled operator.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Blocking Kafka calls in flight at once, over all clusters: each may hold a short-lived
+/// librdkafka client (threads and buffers), so this bounds the operator's memory; 4 keeps a
+/// round over 1,000 consumers well inside the 15 s interval on a local broker.
+pub const KAFKA_CONCURRENCY: usize = 4;
+/// Time one dead-letter scan may read per round; the rest is read in the next round.
+const SCAN_BUDGET: Duration = Duration::from_secs(2);
+/// Prefetch of the dead-letter scanner, in KiB: small, since it only counts headers.
+const SCAN_QUEUE_KIB: &str = "1024";
+/// Per-fetch cap of the dead-letter scanner, in bytes (librdkafka's minimum useful value is
+/// one maximal message, 1 MB by default).
+const SCAN_FETCH_BYTES: &str = "1048576";
+/// `group.id` of the dead-letter scanner, which only assigns partitions and never commits.
+const SCAN_GROUP: &str = "eventconsumer-operator-dlq-scan";
+/// `client.id` of the operator's Kafka clients, so broker logs and quotas can tell them apart.
+const CLIENT_ID: &str = "eventconsumer-operator";
+
+/// A failed Kafka read or write, naming what it was about.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KafkaOpError {
+    #[error("creating a Kafka client for {servers}: {message}")]
+    Client { servers: String, message: String },
+    #[error("reading metadata of topic {topic:?} from {servers}: {message}")]
+    Metadata {
+        servers: String,
+        topic: String,
+        message: String,
+    },
+    #[error("topic {topic:?} does not exist")]
+    TopicMissing { topic: String },
+    #[error("reading the offsets of {topic}/{partition}: {message}")]
+    Watermarks {
+        topic: String,
+        partition: i32,
+        message: String,
+    },
+    #[error("reading the committed offsets of group {group:?}: {message}")]
+    Committed { group: String, message: String },
+    #[error("reading dead-letter topic {topic:?}: {message}")]
+    Scan { topic: String, message: String },
+    #[error("creating topic {topic:?}: {message}")]
+    CreateTopic { topic: String, message: String },
+    #[error("the Kafka task stopped: {0}")]
+    Task(String),
+}
+
+/// Offsets of one partition: the oldest retained and the next to be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    pub low: i64,
+    pub high: i64,
+}
+
+/// The lag of a partition given the group's committed offset, counted like the workers would
+/// start: without a commit from the oldest retained record (`earliest`) or not at all
+/// (`latest`); a commit older than the oldest retained record counts from that record.
+pub fn partition_lag(marks: Watermarks, committed: Option<i64>, initial: InitialOffset) -> i64 {
+    let from = match (committed, initial) {
+        (Some(offset), _) => offset.max(marks.low),
+        (None, InitialOffset::Earliest) => marks.low,
+        (None, InitialOffset::Latest) => marks.high,
+    };
+    marks.high.saturating_sub(from).max(0)
+}
+
+/// Shared clients and the concurrency limit.
+pub struct KafkaClients {
+    permits: Arc<Semaphore>,
+    metadata: Mutex<HashMap<KafkaAccess, Arc<BaseConsumer>>>,
+}
+
+impl Default for KafkaClients {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(KAFKA_CONCURRENCY)),
+            metadata: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl KafkaClients {
+    /// Drops the shared clients of clusters no consumer uses any more.
+    pub fn retain(&self, used: &HashSet<&KafkaAccess>) {
+        if let Ok(mut clients) = self.metadata.lock() {
+            clients.retain(|access, _| used.contains(access));
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, KafkaOpError> + Send + 'static,
+    ) -> Result<T, KafkaOpError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| KafkaOpError::Task(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| KafkaOpError::Task(e.to_string()))?
+    }
+
+    fn shared(&self, access: &KafkaAccess) -> Result<Arc<BaseConsumer>, KafkaOpError> {
+        let mut clients = self
+            .metadata
+            .lock()
+            .map_err(|e| KafkaOpError::Task(e.to_string()))?;
+        if let Some(client) = clients.get(access) {
+            return Ok(client.clone());
+        }
+        let client: BaseConsumer =
+            base_config(access)
+                .create()
+                .map_err(|e| KafkaOpError::Client {
+                    servers: access.bootstrap_servers.clone(),
+                    message: e.to_string(),
+                })?;
+        let client = Arc::new(client);
+        clients.insert(access.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Partitions and watermarks of each of `topics`: `Err` for the whole call when the
+    /// cluster cannot be reached, a per-topic `Err` for a topic that does not exist.
+    pub async fn topics(
+        &self,
+        access: &KafkaAccess,
+        topics: Vec<String>,
+    ) -> Result<BTreeMap<String, Result<BTreeMap<i32, Watermarks>, KafkaOpError>>, KafkaOpError>
+    {
+        let client = self.shared(access)?;
+        let servers = access.bootstrap_servers.clone();
+        self.blocking(move || {
+            // Events (such as "broker down") pile up in a client nobody polls; drain them.
+            for _ in 0..1000 {
+                if client.poll(Duration::ZERO).is_none() {
+                    break;
+                }
+            }
+            let mut out = BTreeMap::new();
+            for topic in topics {
+                let metadata = client
+                    .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
+                    .map_err(|e| KafkaOpError::Metadata {
+                        servers: servers.clone(),
+                        topic: topic.clone(),
+                        message: e.to_string(),
+                    })?;
+                let partitions: Vec<i32> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                if partitions.is_empty() {
+                    out.insert(
+                        topic.clone(),
+                        Err(KafkaOpError::TopicMissing {
+                            topic: topic.clone(),
+                        }),
+                    );
+                    continue;
+                }
+                let mut marks = BTreeMap::new();
+                let mut failed = None;
+                for partition in partitions {
+                    match client.fetch_watermarks(&topic, partition, REQUEST_TIMEOUT) {
+                        Ok((low, high)) => {
+                            marks.insert(partition, Watermarks { low, high });
+                        }
+                        Err(e) => {
+                            failed = Some(KafkaOpError::Watermarks {
+                                topic: topic.clone(),
+                                partition,
+                                message: e.to_string(),
+                            });
+                            break;
+                        }
+                    }
+                }
+                out.insert(topic, failed.map_or(Ok(marks), Err));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The committed offsets of `group` for `partitions` (`None`: no commit).
+    pub async fn committed(
+        &self,
+        access: &KafkaAccess,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<BTreeMap<(String, i32), Option<i64>>, KafkaOpError> {
+        let mut config = base_config(access);
+        config.set("group.id", group);
+        let group = group.to_owned();
+        self.blocking(move || {
+            let error = |message: String| KafkaOpError::Committed {
+                group: group.clone(),
+                message,
+            };
+            let consumer: BaseConsumer = config.create().map_err(|e| error(e.to_string()))?;
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in &partitions {
+                list.add_partition(topic, *partition);
+            }
+            let committed = consumer
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .map_err(|e| error(e.to_string()))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .map(|e| {
+                    let offset = match e.offset() {
+                        Offset::Offset(offset) => Some(offset),
+                        _ => None,
+                    };
+                    ((e.topic().to_owned(), e.partition()), offset)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Reads `topic` from each partition's `from` offset on, for at most [`SCAN_BUDGET`],
+    /// calling `count` with each record's consumer-group header. Returns the next offset to
+    /// read per partition.
+    pub async fn scan_dead_letters(
+        &self,
+        access: &KafkaAccess,
+        topic: &str,
+        from: BTreeMap<i32, i64>,
+        groups: BTreeSet<String>,
+    ) -> Result<(BTreeMap<i32, i64>, BTreeMap<(i32, String), i64>), KafkaOpError> {
+        let mut config = base_config(access);
+        config
+            // librdkafka refuses assign() without a group; this one never subscribes (so never
+            // joins) and never commits.
+            .set("group.id", SCAN_GROUP)
+            .set("enable.partition.eof", "true")
+            .set("queued.max.messages.kbytes", SCAN_QUEUE_KIB)
+            .set("fetch.max.bytes", SCAN_FETCH_BYTES);
+        let topic = topic.to_owned();
+        self.blocking(move || {
+            let error = |message: String| KafkaOpError::Scan {
+                topic: topic.clone(),
+                message,
+            };
+            let consumer: BaseConsumer = config.create().map_err(|e| error(e.to_string()))?;
+            let mut list = TopicPartitionList::new();
+            for (partition, offset) in &from {
+                list.add_partition_offset(&topic, *partition, Offset::Offset(*offset))
+                    .map_err(|e| error(e.to_string()))?;
+            }
+            consumer.assign(&list).map_err(|e| error(e.to_string()))?;
+            let mut next = from.clone();
+            let mut open: BTreeSet<i32> = from.keys().copied().collect();
+            let mut counts: BTreeMap<(i32, String), i64> = BTreeMap::new();
+            let deadline = Instant::now() + SCAN_BUDGET;
+            while !open.is_empty() && Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(200)) {
+                    None => {}
+                    Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        open.remove(&partition);
+                    }
+                    Some(Err(e)) => return Err(error(e.to_string())),
+                    Some(Ok(message)) => {
+                        next.insert(message.partition(), message.offset().saturating_add(1));
+                        let group = message.headers().and_then(|headers| {
+                            headers
+                                .iter()
+                                .find(|h| h.key == DLT_CONSUMER_GROUP)
+                                .and_then(|h| h.value)
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .map(str::to_owned)
+                        });
+                        if let Some(group) = group.filter(|g| groups.contains(g)) {
+                            *counts.entry((message.partition(), group)).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+            Ok((next, counts))
+        })
+        .await
+    }
+
+    /// Creates `topics` with `partitions` partitions and the broker's default replication
+    /// factor; a topic that already exists counts as created.
+    pub async fn create_topics(
+        &self,
+        access: &KafkaAccess,
+        topics: Vec<String>,
+        partitions: i32,
+    ) -> Result<(), KafkaOpError> {
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(access)
+                .create()
+                .map_err(|e| KafkaOpError::Client {
+                    servers: access.bootstrap_servers.clone(),
+                    message: e.to_string(),
+                })?;
+        // -1: the broker's default.replication.factor (KIP-464).
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1)))
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .operation_timeout(Some(REQUEST_TIMEOUT));
+        let results =
+            admin
+                .create_topics(&new, &options)
+                .await
+                .map_err(|e| KafkaOpError::CreateTopic {
+                    topic: topics.join(", "),
+                    message: e.to_string(),
+                })?;
+        for result in results {
+            if let Err((topic, code)) = result
+                && code != RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(KafkaOpError::CreateTopic {
+                    topic,
+                    message: code.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn base_config(access: &KafkaAccess) -> ClientConfig {
+    let mut config = access.client_config();
+    config
+        .set("client.id", CLIENT_ID)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // The operator never creates a source topic by reading it.
+        .set("allow.auto.create.topics", "false")
+        // Matches REQUEST_TIMEOUT: a dead broker connection fails a request, not hangs it.
+        .set("socket.timeout.ms", "5000");
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_lag_counts_like_the_workers_would_start() {
+        let marks = Watermarks { low: 10, high: 50 };
+        assert_eq!(partition_lag(marks, Some(40), InitialOffset::Earliest), 10);
+        assert_eq!(partition_lag(marks, None, InitialOffset::Earliest), 40);
+        assert_eq!(partition_lag(marks, None, InitialOffset::Latest), 0);
+        assert_eq!(
+            partition_lag(marks, Some(3), InitialOffset::Latest),
+            40,
+            "a commit older than the retained records counts from the oldest one"
+        );
+        assert_eq!(partition_lag(marks, Some(60), InitialOffset::Earliest), 0);
+    }
+}
