@@ -80,7 +80,10 @@ struct Args {
     /// measures it in less time; the table says how many were read.
     #[arg(long)]
     seed_messages: Option<u64>,
-    /// Messages the two failure contenders read [default: --messages].
+    /// Messages the blocking failure contender reads [default: --messages]. Its failing
+    /// messages hold their partitions through their backoffs, so it is slow and steady and a
+    /// prefix measures it; the retryTopics contender always reads all, as `ours` does, so the
+    /// two compare over the same work.
     #[arg(long)]
     failure_messages: Option<u64>,
     /// Contenders to run, comma-separated.
@@ -358,7 +361,7 @@ fn main() -> anyhow::Result<()> {
             contender: *c,
             messages: match c {
                 Contender::Seed => args.seed_messages,
-                Contender::Failure | Contender::FailureRetryTopics => args.failure_messages,
+                Contender::Failure => args.failure_messages,
                 _ => None,
             }
             .unwrap_or(args.messages)
@@ -530,7 +533,19 @@ fn render(
     let r = ratio(median(Contender::Failure), ours);
     target(
         &mut md,
-        format!("failure mix ≥ 0.5× healthy — {}", fmt_ratio(r)),
+        format!(
+            "failure mix ≥ 0.5× healthy, blocking mode (per-key order kept) — {}",
+            fmt_ratio(r)
+        ),
+        r.map(|r| r >= 0.5),
+    );
+    let r = ratio(median(Contender::FailureRetryTopics), ours);
+    target(
+        &mut md,
+        format!(
+            "failure mix ≥ 0.5× healthy, retryTopics mode — {}",
+            fmt_ratio(r)
+        ),
         r.map(|r| r >= 0.5),
     );
     let r = ratio(
