@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rdkafka::message::{Message, OwnedMessage};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -193,6 +193,7 @@ async fn run(
     soft: CancellationToken,
     hard: CancellationToken,
 ) {
+    let writes = Arc::new(Semaphore::new(MAX_PENDING_RETRY_WRITES));
     loop {
         if soft.is_cancelled() {
             break;
@@ -234,6 +235,7 @@ async fn run(
                 &offsets,
                 &gate,
                 control.clone(),
+                &writes,
                 &hard,
                 &soft,
             )
@@ -245,9 +247,22 @@ async fn run(
             break;
         }
     }
+    // Retry-topic writes still in flight finish (or give up on a stop) before the drain
+    // seals the tracker, so what they finished is stored.
+    let all = u32::try_from(MAX_PENDING_RETRY_WRITES).unwrap_or(u32::MAX);
+    tokio::select! {
+        biased;
+        _ = hard.cancelled() => {}
+        _ = writes.acquire_many(all) => {}
+    }
     // Before the drain seals the tracker: what finished is stored.
     offsets::flush(&offsets, &*control);
 }
+
+/// Retry-topic writes a partition may have in flight (retryTopics mode) before it waits for
+/// one: each holds a copy of its message, so this bounds memory (~1,024 × 300 B here) while
+/// leaving room for a burst of failures during a produce round trip.
+const MAX_PENDING_RETRY_WRITES: usize = 1024;
 
 /// A message key for log lines, decoded only when a line is actually written (most
 /// messages log nothing at the default level).
@@ -396,12 +411,13 @@ fn now_ms() -> i64 {
 /// or SIGTERM during the wait or a failing write leaves the offset unstored.
 #[allow(clippy::too_many_arguments)]
 async fn process_once(
-    ctx: &WorkerContext,
+    ctx: &Arc<WorkerContext>,
     topics: &RetryTopics,
     msg: &OwnedMessage,
     offsets: &SharedOffsets,
-    gate: &PauseGate,
+    gate: &Arc<PauseGate>,
     control: Arc<dyn PartitionControl>,
+    writes: &Arc<Semaphore>,
     hard: &CancellationToken,
     soft: &CancellationToken,
 ) {
@@ -497,28 +513,49 @@ async fn process_once(
             retry_topic = %target, "attempt failed; retrying through the retry topic"
         );
         let headers = rt::retry_headers(msg, &state, next, due, first_failure);
-        let written = dlq::send_until_acked(
-            &ctx.dlq.producer,
-            dlq::Destination::Retry,
-            &target,
-            msg,
-            headers,
-            hard,
-            soft,
-            |blocked| gate.write_blocked(blocked),
-            || {
-                m.retry_topic_write_failures
-                    .get_or_create(&m.labels())
-                    .inc();
-            },
-        )
-        .await;
-        if written {
-            m.retried.get_or_create(&m.labels()).inc();
-            m.retry_topic_writes.get_or_create(&m.labels()).inc();
-            ctx.tally.retried();
-            ack.release();
-        }
+        // The write is not awaited here: the partition moves on at once and the ack is
+        // released when the broker acknowledges the copy (the tracker stores no offset past
+        // an unfinished one). Awaiting it held the partition for a produce round trip per
+        // failure, which at 1 % failures was most of the run's time.
+        let permit = tokio::select! {
+            biased;
+            _ = hard.cancelled() => None,
+            p = writes.clone().acquire_owned() => p.ok(),
+        };
+        let Some(permit) = permit else {
+            m.in_flight.dec();
+            return;
+        };
+        let (ctx, msg, gate) = (ctx.clone(), msg.clone(), gate.clone());
+        let (hard, soft) = (hard.clone(), soft.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let m = &ctx.metrics;
+            let written = dlq::send_until_acked(
+                &ctx.dlq.producer,
+                dlq::Destination::Retry,
+                &target,
+                &msg,
+                headers,
+                &hard,
+                &soft,
+                |blocked| gate.write_blocked(blocked),
+                || {
+                    m.retry_topic_write_failures
+                        .get_or_create(&m.labels())
+                        .inc();
+                },
+            )
+            .await;
+            if written {
+                m.retried.get_or_create(&m.labels()).inc();
+                m.retry_topic_writes.get_or_create(&m.labels()).inc();
+                ctx.tally.retried();
+                ack.release();
+            }
+            m.in_flight.dec();
+        });
+        return;
     } else {
         tracing::warn!(
             topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
