@@ -300,6 +300,24 @@ async fn bad_consumers_are_refused_at_admission_with_the_field_named() {
         ("spec.kafka", |m| {
             m["spec"].as_object_mut().map(|s| s.remove("kafka"));
         }),
+        ("spec.delivery.maxAttempts", |m| {
+            m["spec"]["delivery"] = json!({ "mode": "retryTopics", "maxAttempts": 11 });
+        }),
+        ("spec.delivery.mode", |m| {
+            m["spec"]["delivery"] = json!({ "mode": "topics" });
+        }),
+        ("spec.autoscaling.maxReplicas", |m| {
+            m["spec"]["autoscaling"] = json!({ "minReplicas": 4, "maxReplicas": 2 });
+        }),
+        ("spec.autoscaling.maxReplicas", |m| {
+            m["spec"]["autoscaling"] = json!({ "minReplicas": 0 });
+        }),
+        ("spec.autoscaling.lagThreshold", |m| {
+            m["spec"]["autoscaling"] = json!({ "maxReplicas": 2, "lagThreshold": 0 });
+        }),
+        ("spec.autoscaling.cooldown", |m| {
+            m["spec"]["autoscaling"] = json!({ "maxReplicas": 2, "cooldown": "soon" });
+        }),
     ];
     assert!(cases.len() >= 15);
 
