@@ -608,6 +608,41 @@ async fn a_poison_message_is_dead_lettered_at_once_without_retries_and_the_next_
     .await;
 }
 
+/// With a write of partition 0's first record failing (its DLQ or retry topic is missing):
+/// partition 1's order `o-p1` goes through and commits, the worker logs `failed_write` and
+/// pauses partition 0, and partition 0 commits nothing while the record waits.
+async fn expect_partition_0_held(
+    s: &Stack,
+    w: &Worker,
+    output: &str,
+    group: &str,
+    input: &str,
+    failed_write: &str,
+) {
+    let out = s.read(output, 1).await;
+    assert_eq!(
+        json_of(&out[0])["order_id"],
+        "o-p1",
+        "the other partition kept going"
+    );
+    testkit::eventually(&format!("the log line {failed_write:?}"), DEADLINE, || {
+        let n = w.count_logged(failed_write);
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    testkit::eventually("partition 1 committed", DEADLINE, || async {
+        (s.committed(group, input, 2).await[1] == 1).then_some(())
+    })
+    .await;
+    // Past two auto-commit periods: partition 0 must still have no commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.committed(group, input, 2).await[0],
+        -1,
+        "nothing committed past the record whose write failed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
     let s = Stack::new();
@@ -639,32 +674,15 @@ async fn a_missing_dead_letter_topic_holds_the_offset_until_the_topic_exists() {
         &order_args(&input, &group, &output, &dlq),
     );
 
-    let out = s.read(&output, 1).await;
-    assert_eq!(
-        json_of(&out[0])["order_id"],
-        "o-p1",
-        "the other partition kept going"
-    );
-    testkit::eventually(
-        "the DLQ write to fail and pause the partition",
-        DEADLINE,
-        || {
-            let n = w.count_logged("dead-letter write failed; partition paused, offset not stored");
-            async move { (n >= 2).then_some(()) }
-        },
+    expect_partition_0_held(
+        &s,
+        &w,
+        &output,
+        &group,
+        &input,
+        "dead-letter write failed; partition paused, offset not stored",
     )
     .await;
-    testkit::eventually("partition 1 committed", DEADLINE, || async {
-        (s.committed(&group, &input, 2).await[1] == 1).then_some(())
-    })
-    .await;
-    // Wait past two auto-commit periods: partition 0 must still have no commit.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        s.committed(&group, &input, 2).await[0],
-        -1,
-        "offset of the undead-lettered message not committed"
-    );
 
     testkit::create_topic(&s.bootstrap, &dlq, 1).await;
     let dead = s.read(&dlq, 1).await;
@@ -1473,32 +1491,15 @@ async fn in_retry_topics_mode_a_missing_retry_topic_pauses_only_that_partition_a
     args.extend(["--fault-fail-percent", "50", "--fault-fail-times", "1"]);
     let w = Worker::start(&s.bootstrap, "email", &args);
 
-    let out = s.read(&output, 1).await;
-    assert_eq!(
-        json_of(&out[0])["order_id"],
-        "o-p1",
-        "the other partition kept going"
-    );
-    testkit::eventually(
-        "the retry-topic write to fail and pause the partition",
-        DEADLINE,
-        || {
-            let n = w.count_logged("retry-topic write failed; partition paused, offset not stored");
-            async move { (n >= 2).then_some(()) }
-        },
+    expect_partition_0_held(
+        &s,
+        &w,
+        &output,
+        &group,
+        &input,
+        "retry-topic write failed; partition paused, offset not stored",
     )
     .await;
-    testkit::eventually("partition 1 committed", DEADLINE, || async {
-        (s.committed(&group, &input, 2).await[1] == 1).then_some(())
-    })
-    .await;
-    // Past two auto-commit periods: partition 0 must still have no commit.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        s.committed(&group, &input, 2).await[0],
-        -1,
-        "nothing committed past the record waiting for its retry topic"
-    );
 
     testkit::create_topic(&s.bootstrap, &retry1, 2).await;
     let out = s
