@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -388,6 +388,12 @@ pub async fn check_crd_installed(client: &Client, scope: &Scope) -> Result<(), C
 }
 
 /// Runs the controller until `shutdown` resolves, then lets running reconciles finish.
+/// Reconciles in flight at once. kube's default is unlimited: an operator starting next to
+/// 1,000 existing EventConsumers then ran 1,000 reconciles together and its RSS peaked above
+/// 100 MiB on buffered API responses. A reconcile takes ~70 ms (p50 in `make bench`), so 32
+/// still reconcile ~450 consumers per second.
+const RECONCILE_CONCURRENCY: u16 = 32;
+
 pub async fn run_controller(
     ctx: Arc<Context>,
     scope: Scope,
@@ -396,7 +402,8 @@ pub async fn run_controller(
     let consumers: Api<EventConsumer> = scope.api(ctx.client.clone());
     let deployments: Api<Deployment> = scope.api(ctx.client.clone());
     info!(?scope, "controller starting");
-    let controller = Controller::new(consumers, watcher::Config::default().any_semantic());
+    let controller = Controller::new(consumers, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let stop_observer = CancellationToken::new();
     let observer = tokio::spawn(Observer::run(
         ctx.clone(),
