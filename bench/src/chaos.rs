@@ -126,6 +126,17 @@ struct Workers<'a> {
 }
 
 impl<'a> Workers<'a> {
+    /// No worker running yet.
+    fn new(cfg: &'a Config, topics: &'a Topics) -> Workers<'a> {
+        Workers {
+            cfg,
+            topics,
+            running: Vec::new(),
+            started: 0,
+            max: 0,
+        }
+    }
+
     fn start(&mut self) -> anyhow::Result<()> {
         self.started += 1;
         let log = self
@@ -333,13 +344,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut report = Report::default();
     let started = Instant::now();
-    let mut workers = Workers {
-        cfg,
-        topics: &topics,
-        running: Vec::new(),
-        started: 0,
-        max: 0,
-    };
+    let mut workers = Workers::new(cfg, &topics);
     workers.start()?;
     let kill_at: Vec<f64> = (0..cfg.kills)
         .map(|k| 0.15 + 0.70 * f64::from(k) / f64::from(cfg.kills.max(1)))
@@ -414,13 +419,7 @@ pub fn dlq_outage(cfg: &Config, outage: Duration) -> anyhow::Result<Report> {
     })?;
     let mut report = Report::default();
     let started = Instant::now();
-    let mut workers = Workers {
-        cfg,
-        topics: &topics,
-        running: Vec::new(),
-        started: 0,
-        max: 0,
-    };
+    let mut workers = Workers::new(cfg, &topics);
     workers.start()?;
     workers.start()?;
     while started.elapsed() < outage {

@@ -387,16 +387,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
             String::from_utf8_lossy(&diff.stderr)
         );
     }
-    let operator_deployment = Api::<Deployment>::namespaced(client.clone(), &op_ns)
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
-        )))
-        .await
-        .expect("listing the chart's Deployments")
-        .items
-        .into_iter()
-        .next()
-        .expect("the chart installed the operator Deployment");
+    let operator_deployment = chart_operator_deployment(&client, &op_ns, RELEASE).await;
     let pod_spec = operator_deployment
         .spec
         .template
@@ -1104,16 +1095,7 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
     );
     drop(helm);
     cleanup.release = Some((release.clone(), ns.clone()));
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
-        )))
-        .await
-        .expect("listing the chart's Deployments")
-        .items
-        .into_iter()
-        .next()
-        .expect("the chart installed the operator Deployment");
+    let deployment = chart_operator_deployment(&client, &ns, &release).await;
     let pod = deployment.spec.template.spec.expect("a pod template");
     let args = pod.containers[0].args.clone().unwrap_or_default();
     assert!(
@@ -1197,4 +1179,18 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         "RBAC differs from what the operator needs:\n{}",
         wrong.join("\n")
     );
+}
+
+/// The operator Deployment the chart's `release` installed in `ns`.
+async fn chart_operator_deployment(client: &Client, ns: &str, release: &str) -> Deployment {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
+        )))
+        .await
+        .expect("listing the chart's Deployments")
+        .items
+        .into_iter()
+        .next()
+        .expect("the chart installed the operator Deployment")
 }

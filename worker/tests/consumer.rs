@@ -1225,6 +1225,7 @@ async fn create_retry_topics(
     topics
 }
 
+/// [`order_args`] in `retryTopics` mode with `max_attempts`.
 fn retry_mode_args<'a>(
     input: &'a str,
     group: &'a str,
@@ -1232,24 +1233,14 @@ fn retry_mode_args<'a>(
     dlq: &'a str,
     max_attempts: &'a str,
 ) -> Vec<&'a str> {
-    vec![
-        "--handler",
-        "order",
-        "--action",
-        "email",
-        "--topics",
-        input,
-        "--group-id",
-        group,
-        "--output-topic",
-        output,
-        "--dlq-topic",
-        dlq,
-        "--max-attempts",
-        max_attempts,
-        "--delivery-mode",
-        "retryTopics",
-    ]
+    let mut args = order_args(input, group, output, dlq);
+    let at = args
+        .iter()
+        .position(|a| *a == "--max-attempts")
+        .expect("order_args sets --max-attempts");
+    args[at + 1] = max_attempts;
+    args.extend(["--delivery-mode", "retryTopics"]);
+    args
 }
 
 fn has_retry_headers(h: &BTreeMap<String, String>) -> bool {

@@ -1,5 +1,6 @@
 //! Prints one of the operator's CustomResourceDefinitions as YAML, named like its file in
-//! `crds/`: `eventconsumer` or `deadletterredrive`.
+//! `crds/`: `eventconsumer` (also without an argument, as before there were two) or
+//! `deadletterredrive`.
 //!
 //! `cargo run -p eventconsumer-operator --bin crdgen -- deadletterredrive > crds/deadletterredrive.yaml`
 //! (`make crds` writes both).
@@ -21,10 +22,10 @@ fn main() -> anyhow::Result<ExitCode> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["eventconsumer"] => crd::crd_yaml()?,
+        [] | ["eventconsumer"] => crd::crd_yaml()?,
         ["deadletterredrive"] => redrive::resource::crd_yaml()?,
         _ => {
-            eprintln!("usage: crdgen <{}>", CRDS.join("|"));
+            eprintln!("usage: crdgen [{}]", CRDS.join("|"));
             return Ok(ExitCode::from(2));
         }
     };
