@@ -20,6 +20,8 @@ ETCD_BIN="$EC_CACHE_DIR/etcd-$ETCD_VERSION/bin"
 KWOK_BIN="$EC_CACHE_DIR/kwok-$KWOK_VERSION/bin"
 HELM_BIN="$EC_CACHE_DIR/helm-$HELM_VERSION/bin"
 KAFKA_HOME="$EC_CACHE_DIR/kafka-$KAFKA_VERSION"
+KIND_HOME="$EC_CACHE_DIR/kind-$KIND_VERSION"
+K8S_NODE_BIN="$EC_CACHE_DIR/k8s-node-$K8S_VERSION/bin"
 
 # cached COMPONENT: true when the cache holds the pinned version of COMPONENT complete.
 cached() {
@@ -91,6 +93,15 @@ need_mvn() {
 # version_ge A B: true when dotted version A >= B.
 version_ge() {
   [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
+# debian_mirror: the Debian mirror this machine's apt uses (so that no host is written in
+# the repository); empty when there is none.
+debian_mirror() {
+  local uri
+  uri="$(sed -n 's/^URIs: *\([^ ]*\/debian\)\/\{0,1\}$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)"
+  [ -n "$uri" ] || uri="$(awk '$1=="deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
+  printf '%s' "$uri"
 }
 
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.

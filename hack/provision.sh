@@ -4,7 +4,8 @@
 # registries only: the Go module proxy for the control plane, kwok and helm, Maven Central
 # for Kafka. Idempotent: a component already in the cache is reused as it is.
 #
-# Usage: hack/provision.sh [kafka|etcd|k8s|kwok|helm ...]   (default: all)
+# Usage: hack/provision.sh [kafka|etcd|k8s|kwok|helm|kind|k8s-node|coredns ...]
+#        (default: the local stack's five; kind, k8s-node and coredns are for the kind flow)
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -93,6 +94,53 @@ provision_k8s() {
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
 
+# The node binaries of the kind stand-in node image (hack/images.sh node), from the same
+# wrapper module and ldflags as the control plane, into a directory of their own: the local
+# stack never needs them, so `make test` does not wait for them.
+provision_k8s_node() {
+  go_build k8s "$EC_CACHE_DIR/k8s-node-$K8S_VERSION" "$K8S_LDFLAGS" "k8s.io/kubernetes@$K8S_VERSION" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy
+}
+
+# go_install NAME DEST MODULE@VERSION PACKAGE: a module without replace lines, installed as
+# `go install` does (its own go.sum), statically linked, into DEST/bin, atomically.
+go_install() {
+  local name="$1" dest="$2" modver="$3" pkg="$4" tmp start
+  if [ -f "$dest/.complete" ]; then
+    log "$name: cached in $dest"
+    return 0
+  fi
+  need_go
+  lock "$name"
+  [ -f "$dest/.complete" ] && return 0
+  start="$(now_s)"
+  log "$name: building $modver into $dest (log: .dev/logs/provision-$name.log)"
+  tmp="$dest.tmp.$$"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/bin"
+  if ! GOBIN="$tmp/bin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$pkg@${modver#*@}" \
+    >"$EC_LOG_DIR/provision-$name.log" 2>&1; then
+    tail -n 15 "$EC_LOG_DIR/provision-$name.log" >&2
+    rm -rf "$tmp"
+    die "building $name failed (log: .dev/logs/provision-$name.log)" \
+      "read the log above; a network error means the Go module proxy was unreachable: retry 'make provision'"
+  fi
+  echo "built $(date -u +%FT%TZ) in $(($(now_s) - start))s" >"$tmp/.complete"
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  log "$name: built in $(($(now_s) - start))s"
+}
+
+provision_kind() {
+  go_install kind "$KIND_HOME" "sigs.k8s.io/kind@$KIND_VERSION" sigs.k8s.io/kind
+}
+
+# CoreDNS for the stand-in node image, at the version kubeadm $K8S_VERSION deploys.
+provision_coredns() {
+  go_install coredns "$EC_CACHE_DIR/coredns-$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION" \
+    github.com/coredns/coredns
+}
+
 provision_etcd() {
   go_build etcd "$EC_CACHE_DIR/etcd-$ETCD_VERSION" "-s -w" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
     go.etcd.io/etcd/server/v3
@@ -151,8 +199,9 @@ main() {
   start="$(now_s)"
   for c in "${comps[@]}"; do
     case "$c" in
-      kafka | etcd | k8s | kwok | helm) "provision_$c" ;;
-      *) die "unknown component '$c'" "use one of: kafka etcd k8s kwok helm" ;;
+      kafka | etcd | k8s | kwok | helm | kind | coredns) "provision_$c" ;;
+      k8s-node) provision_k8s_node ;;
+      *) die "unknown component '$c'" "use one of: kafka etcd k8s kwok helm, or for kind: kind k8s-node coredns" ;;
     esac
   done
   log "provision: done in $(($(now_s) - start))s"
