@@ -62,13 +62,13 @@ EOF
 }
 
 start_engine() {
-  local i
+  local _
   log "docker: starting /usr/sbin/dockerd (log: $DOCKERD_LOG)"
   # There is no systemd here to start it: run it in the background, detached from this
   # shell so that it outlives the make target that started it.
   setsid /usr/sbin/dockerd --host unix:///var/run/docker.sock >"$DOCKERD_LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     server_version >/dev/null && return 0
     kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break
     sleep 1
@@ -78,13 +78,13 @@ start_engine() {
 }
 
 stop_engine() {
-  local pid i
+  local pid
   [ -f "$PIDFILE" ] || { log "docker: no engine started by this script"; return 0; }
   pid="$(cat "$PIDFILE")"
   if kill -0 "$pid" 2>/dev/null; then
     log "docker: stopping the dockerd started by this script (pid $pid)"
     kill "$pid"
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   fi
   rm -f "$PIDFILE"
 }

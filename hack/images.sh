@@ -126,7 +126,15 @@ build_kafka() {
   new_workdir
   dir="$WORK"
   cp -r "$KAFKA_HOME/libs" "$dir/libs"
-  cp "$RECIPES/kafka-run" "$EC_ROOT/hack/kafka/log4j2.properties" "$dir/"
+  cp "$RECIPES/kafka-run" "$EC_ROOT/hack/kafka/log4j2.properties" "$EC_ROOT/hack/kafka/log4j2-tools.properties" "$dir/"
+  # The real image's /opt/kafka/bin scripts that the examples and kind-test call.
+  mkdir "$dir/bin"
+  awk -F'\t' '!/^#/ { print $1, $2 }' "$EC_ROOT/hack/kafka/tools.tsv" | while read -r name class; do
+    # shellcheck disable=SC2016 # expanded by the generated script, not here
+    printf '#!/bin/bash\nexec java ${KAFKA_HEAP_OPTS:--Xmx256m} -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile=/opt/kafka/config/log4j2-tools.properties -cp "/opt/kafka/libs/*" %s "$@"\n' \
+      "$class" >"$dir/bin/kafka-$name.sh"
+  done
+  chmod 0755 "$dir"/bin/*
   docker build -q -f "$RECIPES/kafka.Dockerfile" --build-arg "DEBIAN_RELEASE=$DEBIAN_RELEASE" \
     --label "$LABEL=$key" -t "$image" "$dir" >/dev/null
 }
@@ -146,7 +154,7 @@ component() {
 # The kind node: node.Dockerfile, then the images kubeadm needs imported into its containerd
 # (as `kind build node-image` does, with `ctr images import`), then committed.
 build_node() {
-  local image="$1" key="$2" dir kind_dir images=() img pause="" name cid i
+  local image="$1" key="$2" dir kind_dir images=() img pause="" name cid
   "$EC_ROOT/hack/provision.sh" k8s k8s-node etcd kind coredns
   new_workdir
   dir="$WORK"
@@ -193,7 +201,7 @@ build_node() {
   # shellcheck disable=SC2064
   trap "docker rm -f '$cid' >/dev/null 2>&1; rm -rf '$dir'" EXIT
   docker exec "$cid" sh -c 'containerd >/tmp/containerd.log 2>&1 &'
-  for i in $(seq 1 30); do
+  for _ in $(seq 1 30); do
     docker exec "$cid" ctr version >/dev/null 2>&1 && break
     sleep 1
   done
@@ -211,7 +219,7 @@ base() {
   ensure "$DEBIAN_IMAGE" "$(recipe_key build_debian "$DEBIAN_RELEASE")" build_debian
   ensure "$RUST_IMAGE" "$(recipe_key build_rust "$RECIPES/rust.Dockerfile" "$RUST_IMAGE_VERSION")" build_rust
   ensure "$KAFKA_IMAGE" "$(recipe_key build_kafka "$RECIPES/kafka.Dockerfile" "$RECIPES/kafka-run" \
-    "$EC_ROOT/hack/kafka/log4j2.properties" "$KAFKA_VERSION")" build_kafka
+    "$EC_ROOT/hack/kafka/log4j2.properties" "$EC_ROOT/hack/kafka/tools.tsv" "$KAFKA_VERSION")" build_kafka
 }
 
 node() {

@@ -4,8 +4,7 @@
 # local stack's port) when not given.
 #
 # Usage: hack/kafka-cli.sh TOOL [args...]
-#   TOOL: topics | consumer-groups | broker-api-versions | console-producer |
-#         console-consumer | get-offsets
+#   TOOL: a name of hack/kafka/tools.tsv (topics, consumer-groups, console-consumer, ...)
 # Example: hack/kafka-cli.sh topics --list
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -13,15 +12,10 @@ set -euo pipefail
 
 tool="${1:-}"
 [ $# -gt 0 ] && shift
-case "$tool" in
-  topics) class=org.apache.kafka.tools.TopicCommand ;;
-  consumer-groups) class=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
-  broker-api-versions) class=org.apache.kafka.tools.BrokerApiVersionsCommand ;;
-  console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
-  console-consumer) class=org.apache.kafka.tools.consumer.ConsoleConsumer ;;
-  get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
-  *) die "unknown Kafka tool '$tool'" "use one of: topics consumer-groups broker-api-versions console-producer console-consumer get-offsets" ;;
-esac
+class=""
+[ -z "$tool" ] || class="$(awk -F'\t' -v t="$tool" '$1 == t { print $2 }' "$EC_ROOT/hack/kafka/tools.tsv")"
+[ -n "$class" ] || die "unknown Kafka tool '$tool'" \
+  "use one of: $(awk -F'\t' '!/^#/ { printf "%s ", $1 }' "$EC_ROOT/hack/kafka/tools.tsv")"
 cached kafka || die "Kafka $KAFKA_VERSION is not in the cache" "run 'make provision' (or 'make dev-up')"
 need_java
 

@@ -6,16 +6,22 @@
 #
 # Every variable can be overridden on the command line, e.g. `make deploy HELM_NAMESPACE=ec`.
 
-KIND ?= kind
+# Pinned versions (KIND_VERSION, K8S_VERSION, ...): the file is KEY=VALUE lines.
+include hack/versions.env
+EC_CACHE_DIR ?= $(HOME)/.cache/eventconsumer
 DOCKER ?= docker
-KUBECTL ?= kubectl
-# The project's pinned helm (hack/provision.sh builds it) when present, else the one on PATH.
-HELM ?= $(firstword $(wildcard $(HOME)/.cache/eventconsumer/helm-*/bin/helm) helm)
+# The tools on PATH, else the project's pinned builds (hack/provision.sh kind k8s helm).
+tool = $(or $(shell command -v $(1) 2>/dev/null),$(wildcard $(EC_CACHE_DIR)/$(2)/bin/$(1)),$(1))
+KIND ?= $(call tool,kind,kind-$(KIND_VERSION))
+KUBECTL ?= $(call tool,kubectl,k8s-$(K8S_VERSION))
+HELM ?= $(call tool,helm,helm-$(HELM_VERSION))
 
 KIND_CLUSTER ?= eventconsumer
 KIND_CONFIG ?= kind-config.yaml
-# Node image (kindest/node:vX.Y.Z); empty means the default of the installed kind release.
-KIND_NODE_IMAGE ?=
+# Node image: the Kubernetes version the project is built and tested against. kind-up
+# pulls it, or where no registry answers builds a stand-in (hack/images.sh node); empty
+# means the default of the installed kind release.
+KIND_NODE_IMAGE ?= kindest/node:$(K8S_VERSION)
 # kind names the kubeconfig context kind-<cluster>; every command below targets it
 # explicitly, so a deploy never lands on whatever cluster the current context points at.
 KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
@@ -39,6 +45,11 @@ KIND_VALUES ?= examples/kind-values.yaml
 # The examples' bootstrapServers name the Kafka of release "eventconsumer" in
 # "eventconsumer-system"; keep HELM_RELEASE and HELM_NAMESPACE at their defaults for `samples`.
 SAMPLES_NAMESPACE ?= default
+# The chart's Kafka image (values.yaml kafka.image), loaded too when present locally, so a
+# cluster without registry access can run it.
+KAFKA_IMAGE ?= apache/kafka:$(KAFKA_VERSION)
+# Extra flags for `helm upgrade --install`, e.g. HELM_EXTRA_FLAGS='--set operator.logLevel=debug'.
+HELM_EXTRA_FLAGS ?=
 # kind pulls apache/kafka, starts a JVM and formats storage: a first deploy can take
 # minutes on a laptop.
 DEPLOY_TIMEOUT ?= 10m
@@ -49,7 +60,7 @@ SAMPLES_TIMEOUT ?= 180s
 # are refused even in a dry run).
 DRY_RUN_NAMESPACE ?= default
 # Kubernetes version helm lints and renders against (the local stack's, hack/versions.env).
-HELM_KUBE_VERSION ?= 1.37.2
+HELM_KUBE_VERSION ?= $(K8S_VERSION:v%=%)
 # Values the schema must refuse (helm-schema-check): a wrong type, an unknown key, an enum
 # miss, a malformed bootstrap list, an out-of-range port. Each must make `helm template` fail.
 HELM_BAD_SETS ?= \
@@ -61,27 +72,35 @@ HELM_BAD_SETS ?= \
 	kafka.clusterId=short \
 	metrics.serviceMonitor.interval=30
 
-.PHONY: kind-up images image-operator image-worker kind-load deploy samples kind-down \
+.PHONY: kind-up images image-bases image-operator image-worker kind-load deploy samples kind-down kind-test \
 	chart-crds chart-crds-check helm-lint helm-schema-check helm-dry-run helm-template
 
 kind-up: ## Create the kind cluster (kind-config.yaml: one node, gateway port 30080 on localhost)
 	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
 		echo "kind cluster $(KIND_CLUSTER) already exists"; \
 	else \
+		$(if $(KIND_NODE_IMAGE),hack/images.sh node &&) \
 		$(KIND) create cluster --name '$(KIND_CLUSTER)' --config '$(KIND_CONFIG)' \
 			$(if $(KIND_NODE_IMAGE),--image '$(KIND_NODE_IMAGE)') --wait '$(KIND_WAIT)'; \
 	fi
 
-images: image-operator image-worker ## Build the operator and worker images (docker/*.Dockerfile)
+images: image-worker image-operator ## Build the operator and worker images (docker/eventconsumer.Dockerfile)
 
-image-operator:
-	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/operator.Dockerfile -t '$(OPERATOR_IMAGE):$(IMAGE_TAG)' .
+# The public images the build and the chart start from: present, pulled, or (only where no
+# registry answers) stand-ins built locally by hack/images.sh.
+image-bases:
+	hack/images.sh base
 
-image-worker:
-	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/worker.Dockerfile -t '$(WORKER_IMAGE):$(IMAGE_TAG)' .
+# Worker first: the operator's build then reuses every layer up to its own last two.
+image-worker: image-bases
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/eventconsumer.Dockerfile --target worker -t '$(WORKER_IMAGE):$(IMAGE_TAG)' .
+
+image-operator: image-bases
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f docker/eventconsumer.Dockerfile --target operator -t '$(OPERATOR_IMAGE):$(IMAGE_TAG)' .
 
 kind-load: ## Copy the built images into the kind node (no registry needed)
-	$(KIND) load docker-image --name '$(KIND_CLUSTER)' '$(OPERATOR_IMAGE):$(IMAGE_TAG)' '$(WORKER_IMAGE):$(IMAGE_TAG)'
+	$(KIND) load docker-image --name '$(KIND_CLUSTER)' '$(OPERATOR_IMAGE):$(IMAGE_TAG)' '$(WORKER_IMAGE):$(IMAGE_TAG)' \
+		$$($(DOCKER) image inspect '$(KAFKA_IMAGE)' >/dev/null 2>&1 && echo '$(KAFKA_IMAGE)')
 
 # helm installs crds/ only on the first install and never upgrades it, so the CRD is
 # applied server-side first: a changed schema reaches the cluster on every deploy.
@@ -91,7 +110,7 @@ deploy: ## helm upgrade --install the chart with Kafka and the gateway (examples
 		--namespace '$(HELM_NAMESPACE)' --create-namespace -f '$(KIND_VALUES)' \
 		--set operator.image.repository='$(OPERATOR_IMAGE)' --set-string operator.image.tag='$(IMAGE_TAG)' \
 		--set worker.image.repository='$(WORKER_IMAGE)' --set-string worker.image.tag='$(IMAGE_TAG)' \
-		--wait --timeout '$(DEPLOY_TIMEOUT)'
+		$(HELM_EXTRA_FLAGS) --wait --timeout '$(DEPLOY_TIMEOUT)'
 
 samples: ## Create the example topics, apply the example EventConsumers and wait until they are Ready
 	@# The Kafka pod by its labels: its name depends on how the release is named.
@@ -106,6 +125,9 @@ samples: ## Create the example topics, apply the example EventConsumers and wait
 
 kind-down: ## Delete the kind cluster and everything in it
 	$(KIND) delete cluster --name '$(KIND_CLUSTER)'
+
+kind-test: ## The kind quickstart end to end on a real kind cluster, checked; ends with "N passed, N failed"
+	hack/kind-test.sh
 
 chart-crds: ## Copy crds/*.yaml into the chart (the chart's copies must stay identical)
 	@set -e; for c in $(CRDS); do \

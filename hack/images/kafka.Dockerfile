@@ -4,7 +4,8 @@
 #     case, '_' -> '.', '__' -> '_', '___' -> '-'), except the JVM settings the start
 #     scripts read (KAFKA_HEAP_OPTS, KAFKA_OPTS, KAFKA_JVM_PERFORMANCE_OPTS, ...);
 #   - CLUSTER_ID formats the storage on the first start, an already formatted one is kept;
-#   - /opt/kafka, user appuser with UID 1000, ports 9092 and 9093.
+#   - /opt/kafka with the tools' scripts in /opt/kafka/bin, user appuser with UID 1000,
+#     ports 9092 and 9093.
 # The broker jars are the ones the local stack uses (hack/kafka/pom.xml, same version).
 ARG DEBIAN_RELEASE=trixie
 FROM debian:${DEBIAN_RELEASE}-slim
@@ -16,7 +17,8 @@ RUN mkdir -p /usr/share/man/man1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 1000 --user-group --home-dir /home/appuser --create-home appuser
 COPY libs/ /opt/kafka/libs/
-COPY log4j2.properties /opt/kafka/config/log4j2.properties
+COPY log4j2.properties log4j2-tools.properties /opt/kafka/config/
+COPY bin/ /opt/kafka/bin/
 COPY kafka-run /etc/kafka/docker/run
 RUN chmod 0755 /etc/kafka/docker/run \
  && mkdir -p /var/lib/kafka/data \

@@ -17,11 +17,12 @@ COPY kind-base/usr/local/bin/ /usr/local/bin/
 COPY kind-base/kind/ /kind/
 COPY kind-base/etc/ /etc/
 # The packages of kind's base image, Debian's containerd, runc and CNI plugins in place of the
-# ones kind compiles, and jq for the runtime spec below.
+# ones kind compiles, and jq for the runtime spec below. --force-confold: kind's
+# /etc/containerd/config.toml, copied above, stays (dpkg would ask).
 # hadolint ignore=DL3008
 RUN chmod 0755 /usr/local/bin/* /kind /kind/bin /kind/bin/* \
  && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold \
       systemd conntrack iptables nftables iproute2 ethtool util-linux mount kmod \
       libseccomp2 pigz e2fsprogs bash ca-certificates curl jq procps \
       containerd runc containernetworking-plugins \
