@@ -154,7 +154,7 @@ component() {
 # The kind node: node.Dockerfile, then the images kubeadm needs imported into its containerd
 # (as `kind build node-image` does, with `ctr images import`), then committed.
 build_node() {
-  local image="$1" key="$2" dir kind_dir images=() img pause="" name cid
+  local image="$1" key="$2" dir kind_dir images=() img pause="" name cid imported
   "$EC_ROOT/hack/provision.sh" k8s k8s-node etcd kind coredns
   new_workdir
   dir="$WORK"
@@ -197,7 +197,7 @@ build_node() {
   docker build -q -f "$RECIPES/node.Dockerfile" --build-arg "DEBIAN_RELEASE=$DEBIAN_RELEASE" \
     --build-arg "K8S_VERSION=$K8S_VERSION" --build-arg "PAUSE_IMAGE=$pause" \
     -t eventconsumer/kind-node-build "$dir/ctx" >/dev/null
-  cid="$(docker run -d --privileged --entrypoint sleep -v "$dir/images:/images:ro" eventconsumer/kind-node-build infinity)"
+  cid="$(docker run -d --init --privileged --entrypoint sleep -v "$dir/images:/images:ro" eventconsumer/kind-node-build infinity)"
   # shellcheck disable=SC2064
   trap "docker rm -f '$cid' >/dev/null 2>&1; rm -rf '$dir'" EXIT
   docker exec "$cid" sh -c 'containerd >/tmp/containerd.log 2>&1 &'
@@ -206,8 +206,9 @@ build_node() {
     sleep 1
   done
   docker exec "$cid" ctr -n k8s.io images import --all-platforms --no-unpack --digests /images/images.tar >/dev/null
+  imported="$(docker exec "$cid" ctr -n k8s.io images ls -q)"
   for img in "${images[@]}"; do
-    docker exec "$cid" ctr -n k8s.io images ls -q | grep -qxF "$img" || die "$img is missing from the node's containerd" "read the import output"
+    grep -qxF "$img" <<<"$imported" || die "$img is missing from the node's containerd" "read the import output"
   done
   docker exec "$cid" sh -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /tmp/containerd.log'
   docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \

@@ -143,9 +143,9 @@ ec_columns_show_lag_and_dlq() {
 
 pods_follow_scale() {
   k -n "$SAMPLES_NS" scale ec order-payment --replicas=3 >/dev/null
-  k -n "$SAMPLES_NS" wait deploy -l "eventconsumer.dev/name=order-payment" --for=jsonpath='{.status.readyReplicas}'=3 --timeout=120s >/dev/null &&
+  k -n "$SAMPLES_NS" wait deploy -l app.kubernetes.io/instance=order-payment --for=jsonpath='{.status.readyReplicas}'=3 --timeout=120s >/dev/null &&
     k -n "$SAMPLES_NS" scale ec order-payment --replicas=1 >/dev/null &&
-    k -n "$SAMPLES_NS" wait deploy -l "eventconsumer.dev/name=order-payment" --for=jsonpath='{.status.replicas}'=1 --timeout=120s >/dev/null
+    k -n "$SAMPLES_NS" wait deploy -l app.kubernetes.io/instance=order-payment --for=jsonpath='{.status.replicas}'=1 --timeout=120s >/dev/null
 }
 
 # traffic FILE N: N orders, one every 0.1 s, their accepted ids into FILE; refusals counted.
@@ -165,6 +165,30 @@ leader_is_an_operator_pod() {
   holder="$(k -n "$NS" get lease -o jsonpath='{.items[0].spec.holderIdentity}')"
   [ "$(k -n "$NS" get pods -l app.kubernetes.io/component=operator --no-headers | grep -c Running)" -eq 2 ] &&
     k -n "$NS" get pods -l app.kubernetes.io/component=operator -o name | grep -q "${holder:-none}"
+}
+
+worker_image_runs_demo_read_only() {
+  local image uid
+  image="eventconsumer/worker:$(make -s --no-print-directory print-image-tag)"
+  uid="$(docker run --rm --read-only --entrypoint id "$image" -u)"
+  [ "$uid" = 65532 ] || { echo "  $image runs as UID $uid" >&2; return 1; }
+  docker run --rm --read-only "$image" demo 2>&1 | tail -n 3 | grep -q 'All expected records arrived'
+}
+
+# Every pod of the worker image (the consumers' `run`, the gateway's `gateway`) and the
+# operator's: UID 65532, read-only root filesystem, and Ready.
+pods_run_as_65532_read_only() {
+  local bad
+  bad="$(k get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.spec.containers[0].image} {.spec.securityContext.runAsUser}{.spec.containers[0].securityContext.runAsUser} {.spec.containers[0].securityContext.readOnlyRootFilesystem}{"\n"}{end}' |
+    awk '$2 ~ /^eventconsumer\// && ($3 !~ /^(65532)+$/ || $4 != "true")')"
+  [ -z "$bad" ] || { echo "$bad" >&2; return 1; }
+}
+
+# /healthz of a pod through the API server's proxy: reachable from the host, no shell needed.
+answers_healthz() {
+  local ns="$1" selector="$2" pod
+  pod="$(k -n "$ns" get pods -l "$selector" -o jsonpath='{.items[0].metadata.name}')"
+  [ "$(k get --raw "/api/v1/namespaces/$ns/pods/$pod:8080/proxy/healthz" 2>&1)" != "" ]
 }
 
 nothing_left_of_release() {
@@ -204,6 +228,7 @@ main() {
   make kind-up
   step "make images"
   make images
+  check "the worker image runs demo as UID 65532 on a read-only root filesystem" worker_image_runs_demo_read_only
   step "make kind-load"
   make kind-load
   step "namespaces enforce the restricted Pod Security Standard"
@@ -215,6 +240,10 @@ main() {
   make samples
   check "every pod Running under the restricted profile" all_pods_running
   check "the operator runs two replicas and one of them holds the Lease" leader_is_an_operator_pod
+  check "worker, gateway and operator pods run as UID 65532 on read-only root filesystems" pods_run_as_65532_read_only
+  check "the operator image answers /healthz" answers_healthz "$NS" app.kubernetes.io/component=operator
+  check "the gateway answers /healthz" answers_healthz "$NS" app.kubernetes.io/component=gateway
+  check "a worker (run) answers /healthz" answers_healthz "$SAMPLES_NS" app.kubernetes.io/instance=order-payment
 
   step "traffic through the gateway"
   local dir
@@ -245,7 +274,7 @@ main() {
   traffic "$dir/burst" "$BURST" &
   sleep 5
   k -n "$SAMPLES_NS" delete pod --force --grace-period=0 \
-    "$(k -n "$SAMPLES_NS" get pods -l eventconsumer.dev/name=order-inventory -o name | head -n 1 | cut -d/ -f2)" >/dev/null 2>&1
+    "$(k -n "$SAMPLES_NS" get pods -l app.kubernetes.io/instance=order-inventory -o name | head -n 1 | cut -d/ -f2)" >/dev/null 2>&1
   wait
   check "a worker killed mid-stream loses nothing" orders_reach_outputs "$dir/burst"
   traffic "$dir/rollout" "$BURST" &

@@ -126,6 +126,9 @@ samples: ## Create the example topics, apply the example EventConsumers and wait
 kind-down: ## Delete the kind cluster and everything in it
 	$(KIND) delete cluster --name '$(KIND_CLUSTER)'
 
+print-image-tag:
+	@echo '$(IMAGE_TAG)'
+
 kind-test: ## The kind quickstart end to end on a real kind cluster, checked; ends with "N passed, N failed"
 	hack/kind-test.sh
 
