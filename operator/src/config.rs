@@ -10,7 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use eventconsumer_contract::{default_dlq_topic, default_output_topic, retry_topic};
+use eventconsumer_contract::limits::{
+    MAX_ATTEMPTS, MAX_BACKOFF_MULTIPLIER, MAX_RETRY_TOPIC_ATTEMPTS, MIN_BACKOFF_MULTIPLIER,
+};
+use eventconsumer_contract::{default_dlq_topic, default_output_topic, retry_topics, topic};
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Secret, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -405,10 +408,7 @@ fn source_topics(ec: &EventConsumer) -> Result<Vec<String>, ConfigError> {
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
 fn check_topic_name(field: &str, topic: &str) -> Result<(), ConfigError> {
-    let valid_chars = topic
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if topic.is_empty() || topic.len() > 249 || !valid_chars || topic == "." || topic == ".." {
+    if !topic::is_valid(topic) {
         return Err(ConfigError::invalid(
             field,
             format!(
@@ -536,10 +536,11 @@ fn delivery_config(
     group_id: &str,
 ) -> Result<DeliveryConfig, ConfigError> {
     let delivery = &ec.spec.delivery;
-    if !(1..=100).contains(&delivery.max_attempts) {
+    let max_attempts = u32::try_from(delivery.max_attempts).unwrap_or(0);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
         return Err(ConfigError::invalid(
             "spec.delivery.maxAttempts",
-            "must be between 1 and 100",
+            format!("must be between 1 and {MAX_ATTEMPTS}"),
         ));
     }
     let backoff = &delivery.backoff;
@@ -555,10 +556,12 @@ fn delivery_config(
             ),
         ));
     }
-    if !backoff.multiplier.is_finite() || !(1.0..=10.0).contains(&backoff.multiplier) {
+    if !backoff.multiplier.is_finite()
+        || !(MIN_BACKOFF_MULTIPLIER..=MAX_BACKOFF_MULTIPLIER).contains(&backoff.multiplier)
+    {
         return Err(ConfigError::invalid(
             "spec.delivery.backoff.multiplier",
-            "must be between 1 and 10",
+            format!("must be between {MIN_BACKOFF_MULTIPLIER} and {MAX_BACKOFF_MULTIPLIER}"),
         ));
     }
     positive_duration("spec.delivery.attemptTimeout", &delivery.attempt_timeout)?;
@@ -597,7 +600,7 @@ fn delivery_config(
     let retry_topics = match delivery.mode {
         DeliveryMode::Blocking => Vec::new(),
         DeliveryMode::RetryTopics => {
-            if delivery.max_attempts > MAX_RETRY_TOPIC_ATTEMPTS {
+            if max_attempts > MAX_RETRY_TOPIC_ATTEMPTS {
                 return Err(ConfigError::invalid(
                     "spec.delivery.maxAttempts",
                     format!(
@@ -605,10 +608,9 @@ fn delivery_config(
                     ),
                 ));
             }
-            let mut names = Vec::new();
-            for attempt in 2..=delivery.max_attempts.unsigned_abs() {
-                let topic = retry_topic(group_id, attempt);
-                check_topic_name("spec.kafka.consumerGroup", &topic).map_err(|_| {
+            let names = retry_topics(group_id, max_attempts);
+            for topic in &names {
+                check_topic_name("spec.kafka.consumerGroup", topic).map_err(|_| {
                     ConfigError::invalid(
                         "spec.kafka.consumerGroup",
                         format!(
@@ -616,7 +618,7 @@ fn delivery_config(
                         ),
                     )
                 })?;
-                if topics.contains(&topic) || topic == dead_letter_topic {
+                if topics.contains(topic) || *topic == dead_letter_topic {
                     return Err(ConfigError::invalid(
                         "spec.kafka.consumerGroup",
                         format!(
@@ -624,7 +626,6 @@ fn delivery_config(
                         ),
                     ));
                 }
-                names.push(topic);
             }
             names
         }
@@ -687,10 +688,6 @@ fn autoscaling_config(
         cooldown,
     })
 }
-
-/// Attempts allowed in `retryTopics` mode: one topic per retry, so the cap keeps the number of
-/// topics a consumer creates small (the CRD says the same in CEL).
-const MAX_RETRY_TOPIC_ATTEMPTS: i32 = 10;
 
 /// Parses a duration exactly as the worker will (`humantime`), after checking the restricted
 /// syntax the CRD documents.

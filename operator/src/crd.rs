@@ -19,6 +19,12 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+/// The enumerated fields, defined once in the contract (with their serde names and schemas).
+pub use eventconsumer_contract::{
+    DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+};
+use eventconsumer_contract::{defaults, limits, topic};
+
 /// API group of the resource.
 pub const GROUP: &str = "eventconsumer.dev";
 /// The one served and stored version.
@@ -26,11 +32,6 @@ pub const VERSION: &str = "v1alpha1";
 /// `metadata.name` of the CustomResourceDefinition.
 pub const CRD_NAME: &str = "eventconsumers.eventconsumer.dev";
 
-/// Kafka's own rule for topic names (`kafka.common.internals.Topic`): at most 249 characters
-/// from this set.
-const TOPIC_PATTERN: &str = "^[a-zA-Z0-9._-]+$";
-/// Kafka's topic name length limit.
-const TOPIC_MAX_LENGTH: u32 = 249;
 /// Go duration syntax restricted to one unit, which both CEL's `duration()` and the worker's
 /// `humantime` parser accept identically.
 pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
@@ -123,8 +124,15 @@ pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
     validation = Rule::new("has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || !((self.kafka.topics[0] + '.dlq') in self.kafka.topics)")
         .message("the default dead-letter topic (the first topic + '.dlq') is itself a source topic: set spec.delivery.deadLetterTopic")
         .field_path(".kafka.topics"),
-    validation = Rule::new("self.delivery.mode != 'retryTopics' || self.delivery.maxAttempts <= 10")
-        .message("at most 10 in retryTopics mode (each retry has its own topic)")
+    validation = Rule::new(format!(
+            "self.delivery.mode != '{}' || self.delivery.maxAttempts <= {}",
+            DeliveryMode::RetryTopics.as_str(),
+            limits::MAX_RETRY_TOPIC_ATTEMPTS
+        ))
+        .message(kube::core::Message::Message(format!(
+            "at most {} in retryTopics mode (each retry has its own topic)",
+            limits::MAX_RETRY_TOPIC_ATTEMPTS
+        )))
         .field_path(".delivery.maxAttempts"),
     validation = Rule::new("!has(self.order) || !has(self.order.outputTopic) || !(self.order.outputTopic in self.kafka.topics)")
         .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
@@ -257,52 +265,6 @@ pub struct AutoscalingSpec {
     pub cooldown: HumanDuration,
 }
 
-/// How a failed message waits for its next attempt. (Plain comments on the variants: doc
-/// comments would turn the schema's `enum` into a non-structural `oneOf`.)
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum DeliveryMode {
-    // Retries wait in the worker, holding the message's partition: per-key order is kept.
-    #[default]
-    Blocking,
-    // Retries wait in retry topics; the partition moves on; per-key order is not kept.
-    RetryTopics,
-}
-
-impl DeliveryMode {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryMode::Blocking => "blocking",
-            DeliveryMode::RetryTopics => "retryTopics",
-        }
-    }
-}
-
-/// The handler a worker runs. (Plain comments on the variants: doc comments would turn the
-/// schema's `enum` into a non-structural `oneOf`.)
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Handler {
-    // Orders from `order.placed`: validate, then one action.
-    Order,
-    // Page-view and event counts in tumbling windows.
-    Analytics,
-    // One stage of the video pipeline.
-    Video,
-}
-
-impl Handler {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Handler::Order => "order",
-            Handler::Analytics => "analytics",
-            Handler::Video => "video",
-        }
-    }
-}
-
 /// Options of the `order` handler.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -325,28 +287,6 @@ pub struct OrderOptions {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
         .message("must be an absolute http:// or https:// URL"))]
     pub sink_url: Option<String>,
-}
-
-/// What the `order` handler does with a valid order.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderAction {
-    Inventory,
-    Payment,
-    Email,
-    Analytics,
-}
-
-impl OrderAction {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderAction::Inventory => "inventory",
-            OrderAction::Payment => "payment",
-            OrderAction::Email => "email",
-            OrderAction::Analytics => "analytics",
-        }
-    }
 }
 
 /// Options of the `analytics` handler.
@@ -386,24 +326,6 @@ pub struct VideoOptions {
     pub output_topic: Option<TopicName>,
 }
 
-/// A stage of the video pipeline.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoStage {
-    Transcode,
-    Publish,
-}
-
-impl VideoStage {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VideoStage::Transcode => "transcode",
-            VideoStage::Publish => "publish",
-        }
-    }
-}
-
 /// Where and how the workers consume.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -424,7 +346,7 @@ pub struct KafkaSpec {
     /// Kafka consumer group id. Defaults to `<namespace>.<name>` of this EventConsumer. Two
     /// EventConsumers that share a group split the partitions between them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 249), pattern(r"^[a-zA-Z0-9._-]+$"))]
+    #[schemars(length(min = 1, max = topic::MAX_LENGTH), pattern(topic::PATTERN))]
     pub consumer_group: Option<String>,
 
     /// Where a consumer group without committed offsets starts: `earliest` (the oldest
@@ -441,25 +363,6 @@ pub struct KafkaSpec {
     pub tls: Option<TlsSpec>,
 }
 
-/// Where a consumer group without committed offsets starts.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum InitialOffset {
-    #[default]
-    Earliest,
-    Latest,
-}
-
-impl InitialOffset {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InitialOffset::Earliest => "earliest",
-            InitialOffset::Latest => "latest",
-        }
-    }
-}
-
 /// SASL authentication to the brokers.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -471,28 +374,6 @@ pub struct SaslSpec {
     /// Secret in this namespace holding the username and password. The pods read it through
     /// `secretKeyRef`; the operator never copies the values.
     pub secret_ref: SaslSecretRef,
-}
-
-/// SASL mechanism.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// The name the worker (and librdkafka) understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
 }
 
 /// A Secret with SASL credentials.
@@ -567,7 +448,7 @@ pub struct DeliverySpec {
     /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
     /// retry.
     #[serde(default = "default_max_attempts")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: i32,
 
     /// Delay between attempts.
@@ -618,7 +499,7 @@ pub struct BackoffSpec {
 
     /// Factor the delay grows by after each failed attempt, from 1 (constant delay) to 10.
     #[serde(default = "default_backoff_multiplier")]
-    #[schemars(range(min = 1.0, max = 10.0))]
+    #[schemars(range(min = limits::MIN_BACKOFF_MULTIPLIER, max = limits::MAX_BACKOFF_MULTIPLIER))]
     pub multiplier: f64,
 }
 
@@ -662,8 +543,8 @@ impl JsonSchema for TopicName {
         json_schema!({
             "type": "string",
             "minLength": 1,
-            "maxLength": TOPIC_MAX_LENGTH,
-            "pattern": TOPIC_PATTERN,
+            "maxLength": topic::MAX_LENGTH,
+            "pattern": topic::PATTERN,
             "x-kubernetes-validations": [{
                 "rule": "self != '.' && self != '..'",
                 "message": "'.' and '..' are not valid Kafka topic names"
@@ -837,31 +718,32 @@ fn default_cooldown() -> HumanDuration {
 }
 
 fn default_log_level() -> String {
-    "info".to_owned()
+    defaults::LOG_LEVEL.to_owned()
 }
 
 fn default_window() -> HumanDuration {
-    "5s".into()
+    HumanDuration(humantime::format_duration(defaults::ANALYTICS_WINDOW).to_string())
 }
 
 fn default_max_attempts() -> i32 {
-    5
+    // 5 fits an i32; the CRD field is an i32 like every Kubernetes integer.
+    i32::try_from(defaults::MAX_ATTEMPTS).unwrap_or(i32::MAX)
 }
 
 fn default_attempt_timeout() -> HumanDuration {
-    "30s".into()
+    defaults::ATTEMPT_TIMEOUT.into()
 }
 
 fn default_backoff_initial() -> HumanDuration {
-    "200ms".into()
+    defaults::BACKOFF_INITIAL.into()
 }
 
 fn default_backoff_max() -> HumanDuration {
-    "30s".into()
+    defaults::BACKOFF_MAX.into()
 }
 
 fn default_backoff_multiplier() -> f64 {
-    2.0
+    defaults::BACKOFF_MULTIPLIER
 }
 
 fn default_username_key() -> String {
@@ -989,6 +871,39 @@ mod tests {
             allowed(&kafka["sasl"]["properties"]["mechanism"]),
             values::SASL_MECHANISMS
         );
+    }
+
+    /// The limits reach the CRD's schema and CEL rules from the contract's constants.
+    #[test]
+    fn the_admission_rules_are_formatted_from_the_contract_limits() {
+        let crd = serde_json::to_value(crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let delivery = &spec["properties"]["delivery"]["properties"];
+        assert_eq!(
+            delivery["maxAttempts"]["maximum"].as_f64(),
+            Some(f64::from(limits::MAX_ATTEMPTS))
+        );
+        assert_eq!(
+            delivery["backoff"]["properties"]["multiplier"]["maximum"].as_f64(),
+            Some(limits::MAX_BACKOFF_MULTIPLIER)
+        );
+        let rule = spec["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["fieldPath"] == ".delivery.maxAttempts")
+            .unwrap();
+        assert_eq!(
+            rule["rule"],
+            "self.delivery.mode != 'retryTopics' || self.delivery.maxAttempts <= 10"
+        );
+        assert_eq!(
+            rule["message"],
+            "at most 10 in retryTopics mode (each retry has its own topic)"
+        );
+        let group = &spec["properties"]["kafka"]["properties"]["consumerGroup"];
+        assert_eq!(group["pattern"], topic::PATTERN);
+        assert_eq!(group["maxLength"].as_u64(), Some(249));
     }
 
     #[test]

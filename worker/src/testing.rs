@@ -18,8 +18,8 @@ use clap::Args;
 use clap::builder::BoolishValueParser;
 use eventconsumer_contract::env;
 
-use crate::cli::HandlerKind;
 use crate::config::ConfigError;
+use eventconsumer_contract::Handler;
 
 /// The flags of the testing aids, shown under their own heading in `run --help`.
 #[derive(Debug, Clone, Default, Args)]
@@ -84,12 +84,12 @@ pub struct Testing {
 
 impl TestingArgs {
     /// Checks the flags against each other and the handler.
-    pub fn settings(&self, handler: HandlerKind) -> Result<Testing, ConfigError> {
-        if self.no_output && handler != HandlerKind::Order {
+    pub fn settings(&self, handler: Handler) -> Result<Testing, ConfigError> {
+        if self.no_output && handler != Handler::Order {
             return Err(ConfigError::OptionForOtherHandler {
                 flag: "--no-output",
                 env: env::NO_OUTPUT,
-                handler: HandlerKind::Order.as_str(),
+                handler: Handler::Order.as_str(),
             });
         }
         let p = self.fault_fail_percent;
@@ -149,16 +149,16 @@ mod tests {
             no_output: true,
             ..TestingArgs::default()
         };
-        assert!(a.settings(HandlerKind::Video).is_err());
-        assert!(a.settings(HandlerKind::Order).is_ok());
+        assert!(a.settings(Handler::Video).is_err());
+        assert!(a.settings(Handler::Order).is_ok());
         a.fault_fail_percent = 101.0;
-        assert!(a.settings(HandlerKind::Order).is_err());
+        assert!(a.settings(Handler::Order).is_err());
         a.fault_fail_percent = 1.0;
         a.fault_fail_times = 0;
-        assert!(a.settings(HandlerKind::Order).is_err());
+        assert!(a.settings(Handler::Order).is_err());
         a.fault_fail_times = 2;
         assert_eq!(
-            a.settings(HandlerKind::Order).map(|t| t.fault),
+            a.settings(Handler::Order).map(|t| t.fault),
             Ok(Some(FaultSpec {
                 per_million: 10_000,
                 times: 2

@@ -405,11 +405,10 @@ pub async fn run(
             metrics: metrics.clone(),
         },
         retry_topics: match settings.delivery_mode {
-            crate::cli::DeliveryMode::Blocking => None,
-            crate::cli::DeliveryMode::RetryTopics => Some(retry_topics::RetryTopics::new(
-                &settings.group_id,
-                &settings.retry_topics,
-            )),
+            eventconsumer_contract::DeliveryMode::Blocking => None,
+            eventconsumer_contract::DeliveryMode::RetryTopics => Some(
+                retry_topics::RetryTopics::new(&settings.group_id, &settings.retry_topics),
+            ),
         },
         metrics: metrics.clone(),
         tally: tally.clone(),
