@@ -500,9 +500,8 @@ async fn process_once(
     ctx.tally.failed_attempt();
     let now = chrono::Utc::now();
     let first_failure = state.first_failure.unwrap_or(now);
-    if error.is_retryable() && state.attempt < ctx.policy.max_attempts {
+    if let Some(delay) = ctx.policy.next(&error, state.attempt) {
         let next = state.attempt + 1;
-        let delay = ctx.policy.delay_before(next);
         let due =
             rt::epoch_ms(now).saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         let target = topics.topic_for(next);
