@@ -33,10 +33,10 @@ use tracing::{debug, info, warn};
 
 use crate::autoscale::{self, Partition, PartitionReading};
 use crate::config::ValidConsumer;
+use crate::context::Context;
 use crate::crd::{AutoscalingStatus, EventConsumer, EventConsumerStatus, LagStatus, PartitionLag};
 use crate::kafka::KafkaAccess;
 use crate::lag::{KafkaClients, KafkaOpError, Watermarks, partition_lag};
-use crate::reconcile::Context;
 
 /// Field manager of the observer's status writes.
 pub const OBSERVER_MANAGER: &str = "eventconsumer-operator-observer";

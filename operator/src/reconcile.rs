@@ -2,7 +2,7 @@
 //! Deployment, apply it when it differs, and record the outcome in status.
 //!
 //! Writes happen only when something changed: the Deployment is applied (server-side, field
-//! manager [`FIELD_MANAGER`]) only when [`crate::drift`] finds a difference, the status is
+//! manager [`crate::context::FIELD_MANAGER`]) only when [`crate::drift`] finds a difference, the status is
 //! patched only when the computed status differs from the current one, and a Warning Event is
 //! published only when the spec newly becomes (or stays, differently) unusable. So an operator
 //! restart converges without touching unchanged objects.
@@ -11,9 +11,9 @@
 //! the operator does not watch, to avoid caching every Secret of the cluster) is checked again
 //! after [`RECHECK_EXTERNAL`]; API errors back off exponentially per object.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,7 +22,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -30,16 +29,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{self, SecretFacts, Settings};
+use crate::config::{self, SecretFacts};
+use crate::context::{Context, FIELD_MANAGER, Scope};
 use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
 use crate::deployment::{self, MANAGED_BY};
 use crate::drift;
-use crate::metrics::Metrics;
 use crate::observer::Observer;
 use crate::status::{self, DEGRADED, Observation};
 
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "eventconsumer-operator";
 /// Periodic resync of a healthy EventConsumer. Changes to it and to its Deployment trigger a
 /// reconcile at once; this only bounds how long a missed watch event could go unnoticed.
 const RESYNC: Duration = Duration::from_secs(10 * 60);
@@ -54,51 +51,6 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// Reason of the Warning Event and condition when a Deployment of the same name belongs to
 /// something else.
 const DEPLOYMENT_CONFLICT: &str = "DeploymentConflict";
-
-/// What every reconcile needs.
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub metrics: Metrics,
-    /// Lag, dead letters and autoscaling decisions, measured beside the reconciler.
-    pub observer: Observer,
-    recorder: Recorder,
-    /// Consecutive failures per object, for the error backoff.
-    failures: Mutex<HashMap<ObjectRef<EventConsumer>, u32>>,
-}
-
-impl Context {
-    /// `instance` identifies this operator replica in the Events it publishes.
-    pub fn new(client: Client, settings: Settings, metrics: Metrics, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(instance),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            settings,
-            metrics,
-            observer: Observer::default(),
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Publishes a Warning Event about `ec`, best effort: failing to publish one must not fail
-    /// the caller, since the status carries the same message.
-    pub async fn publish_warning(&self, ec: &EventConsumer, reason: &str, message: String) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.to_owned(),
-            note: Some(message),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &ec.object_ref(&())).await {
-            warn!(%error, "publishing a Warning Event failed");
-        }
-    }
-}
 
 /// Failures of a reconcile. Each is retried with backoff by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -347,25 +299,6 @@ async fn patch_status(
     Ok(())
 }
 
-/// Which namespaces the operator watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    AllNamespaces,
-    Namespace(String),
-}
-
-impl Scope {
-    fn api<K>(&self, client: Client) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match self {
-            Scope::AllNamespaces => Api::all(client),
-            Scope::Namespace(ns) => Api::namespaced(client, ns),
-        }
-    }
-}
-
 /// The CRD is not served: the one line to print before exiting.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdCheckError {
@@ -439,6 +372,7 @@ pub async fn run_controller(
 mod tests {
     use super::*;
     use crate::config::validate;
+    use crate::metrics::Metrics;
     use crate::crd::{SaslMechanism, SaslSecretRef, SaslSpec};
     use crate::status::{READY, condition};
     use crate::test_fixtures::{order_consumer, settings};
