@@ -372,8 +372,8 @@ pub async fn run_controller(
 mod tests {
     use super::*;
     use crate::config::validate;
-    use crate::metrics::Metrics;
     use crate::crd::{SaslMechanism, SaslSecretRef, SaslSpec};
+    use crate::metrics::Metrics;
     use crate::status::{READY, condition};
     use crate::test_fixtures::{order_consumer, settings};
     use http::{Request, Response};

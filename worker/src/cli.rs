@@ -13,6 +13,7 @@ use eventconsumer_contract::{
     DeliveryMode, Handler, InitialOffset, OrderAction, VideoStage, defaults, env,
 };
 
+use crate::duration::parse_duration;
 use crate::kafka::KafkaArgs;
 
 /// The generic EventConsumer worker.
@@ -31,16 +32,6 @@ pub enum Command {
     Gateway(Box<crate::gateway::GatewayArgs>),
     /// Run all three use cases against an embedded mock Kafka cluster and print a summary.
     Demo(DemoArgs),
-}
-
-/// A duration given as humantime (`200ms`, `5s`, `1m`) or as a bare number of seconds
-/// (`25`), because the contract documents some settings in seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 500ms, 5s, 1m or 25)"))
 }
 
 /// [`eventconsumer_contract::DEFAULT_SHUTDOWN_GRACE_SECS`] as text, for `--help`; a test
@@ -235,14 +226,6 @@ mod tests {
         for name in env::ALL.iter().chain(env::TESTING) {
             assert!(help.contains(name), "--help does not mention {name}");
         }
-    }
-
-    #[test]
-    fn durations_accept_humantime_and_bare_seconds() {
-        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
-        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
-        assert_eq!(parse_duration("1m 5s"), Ok(Duration::from_secs(65)));
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

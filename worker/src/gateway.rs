@@ -148,7 +148,7 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 
 fn parse_publish_timeout(value: &str) -> Result<Duration, String> {
     // The same syntax as the consumer's durations (`500ms`, `5s`, or bare seconds).
-    let timeout = crate::cli::parse_duration(value)?;
+    let timeout = crate::duration::parse_duration(value)?;
     if timeout < MIN_PUBLISH_TIMEOUT {
         Err(format!(
             "must be at least {}",

@@ -4,7 +4,7 @@
 //! * **Fetching** — one task calls `recv()` on a [`StreamConsumer`] and hands each message
 //!   to its partition's task ([`partition`]). Rebalance callbacks run inside that `recv()`.
 //! * **Offsets** — `enable.auto.offset.store=false`; offsets are stored through
-//!   [`offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
+//!   [`crate::offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
 //!   never past an unfinished message. `enable.auto.commit` commits stored offsets in the
 //!   background; the loop commits synchronously on revoke and at shutdown.
 //! * **Revoke** — before librdkafka gives partitions up, their tasks stop taking messages,
@@ -22,7 +22,6 @@
 //! per-partition queues and `pause`/`resume` give the same isolation between partitions.
 
 pub mod dlq;
-pub mod offsets;
 pub mod partition;
 pub mod retry;
 pub mod retry_topics;
@@ -46,8 +45,8 @@ use crate::config::Settings;
 use crate::handlers::Handler;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, PartitionLabels};
+use crate::offsets::{self, OffsetSink};
 use crate::producer::Producer;
-use offsets::OffsetSink;
 use partition::{PartitionControl, PartitionHandle, WorkerContext};
 
 /// How often buffered messages are moved into partition queues while `recv()` is idle

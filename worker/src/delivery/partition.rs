@@ -22,11 +22,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dlq::{self, DlqWriter, SourceRecord};
-use super::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 use super::retry::{self, Attempted, RetryPolicy};
 use super::retry_topics::{self as rt, RetryState, RetryTopics};
-use crate::handlers::{Handler, Outcome};
+use crate::handlers::Handler;
 use crate::metrics::Metrics;
+use crate::offsets::Outcome;
+use crate::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 
 /// Messages queued in front of a partition task: it bounds in-flight work per partition
 /// (librdkafka's own prefetch, queued.max.messages.kbytes, holds more).

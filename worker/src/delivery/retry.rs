@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetrySettings;
-use crate::handlers::{HandlerError, Outcome};
+use crate::handlers::HandlerError;
+use crate::offsets::Outcome;
 
 /// How often and how patiently a message is tried.
 #[derive(Debug, Clone)]
