@@ -16,8 +16,8 @@
 //! first measurement leaves no partition out, and the cooldown starts again (never scaling down
 //! early); dead letters are counted again from the oldest retained record.
 //!
-//! One file per concern: [`lag`] measures lag, [`dead_letters`] counts dead letters,
-//! [`retry_topics`] provisions retry topics, [`status`] writes the result; this module holds the
+//! One file per concern: `lag.rs` measures lag, `dead_letters.rs` counts dead letters,
+//! `retry_topics.rs` provisions retry topics, `status.rs` writes the result; this module holds the
 //! state and runs the rounds.
 
 mod dead_letters;
