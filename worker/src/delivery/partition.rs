@@ -552,10 +552,12 @@ async fn process_once(
             let m = &ctx.metrics;
             let written = dlq::send_until_acked(
                 &ctx.dlq.producer,
-                dlq::Destination::Retry,
-                &target,
-                &msg,
-                headers,
+                dlq::Outgoing {
+                    destination: dlq::Destination::Retry,
+                    topic: &target,
+                    msg: &msg,
+                    headers,
+                },
                 &hard,
                 &soft,
                 |blocked| gate.write_blocked(blocked),
