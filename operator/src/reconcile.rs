@@ -107,6 +107,7 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
     }
     debug!(%namespace, %name, generation = ?ec.metadata.generation, "reconciling");
 
+    // Dereference: the Secrets the spec names and the Deployment of the same name.
     let secrets = read_secrets(&ctx.client, &namespace, config::referenced_secrets(ec)).await?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let live = deployments
@@ -114,91 +115,141 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
         .await
         .map_err(Error::ReadDeployment)?;
 
-    let (status, action, problem) = match config::validate(ec, &secrets) {
-        Err(error) => {
-            ctx.observer.forget(ec);
-            ctx.metrics.error(error.reason());
-            let message = error.to_string();
-            let status = status::compute(
-                ec,
-                Observation::Blocked {
-                    reason: error.reason(),
-                    message: &message,
-                    deployment: live.as_ref().filter(|d| controlled_by(d, ec)),
-                },
-                Timestamp::now(),
-            );
-            let action = if error.depends_on_other_objects() {
-                Action::requeue(RECHECK_EXTERNAL)
-            } else {
-                Action::await_change()
-            };
-            (status, action, Some((error.reason(), message)))
-        }
-        Ok(valid) => match live.as_ref() {
-            Some(foreign) if !controlled_by(foreign, ec) => {
-                ctx.metrics.error(DEPLOYMENT_CONFLICT);
-                let message = format!(
-                    "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
-                );
-                let status = status::compute(
-                    ec,
-                    Observation::Blocked {
-                        reason: DEPLOYMENT_CONFLICT,
-                        message: &message,
-                        deployment: None,
-                    },
-                    Timestamp::now(),
-                );
-                (
-                    status,
-                    Action::requeue(RECHECK_EXTERNAL),
-                    Some((DEPLOYMENT_CONFLICT, message)),
-                )
-            }
-            _ => {
-                let mut valid = valid;
-                valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
-                ctx.observer.register(ec, &valid);
-                let mut desired = deployment::build(&valid, &ctx.settings);
-                drift::stamp(&mut desired);
-                let current = if drift::needs_apply(&desired, live.as_ref()) {
-                    info!(%namespace, %name, "applying Deployment");
-                    deployments
-                        .patch(
-                            &name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                        .map_err(Error::ApplyDeployment)?
-                } else {
-                    debug!(%namespace, %name, "Deployment up to date");
-                    live.unwrap_or(desired)
-                };
-                let status = status::compute(
-                    ec,
-                    Observation::Deployed {
-                        deployment: &current,
-                        paused: valid.paused,
-                    },
-                    Timestamp::now(),
-                );
-                (status, Action::requeue(RESYNC), None)
-            }
-        },
+    // Validate → build → apply.
+    let outcome = match config::validate(ec, &secrets) {
+        Err(error) => invalid(ctx, ec, &error, live),
+        Ok(_) if live.as_ref().is_some_and(|d| !controlled_by(d, ec)) => conflict(ctx, &name),
+        Ok(valid) => deploy(ctx, ec, valid, live, &deployments).await?,
     };
 
+    // Status.
+    let status = status::compute(ec, outcome.observation(), Timestamp::now());
     if ec.status.as_ref() != Some(&status) {
-        if let Some((reason, message)) = problem
+        if let Outcome::Blocked {
+            reason, message, ..
+        } = &outcome
             && newly_degraded(ec.status.as_ref(), &status)
         {
             warn!(%namespace, %name, reason, message, "EventConsumer cannot be carried out");
-            publish_warning(ctx, ec, reason, message).await;
+            publish_warning(ctx, ec, reason, message.clone()).await;
         }
         patch_status(&ctx.client, &namespace, &name, &status).await?;
     }
-    Ok(action)
+    Ok(outcome.action())
+}
+
+/// How a reconcile ended, which decides its status and its requeue.
+enum Outcome {
+    /// The spec cannot be carried out: `reason` and `message` go into the Degraded condition
+    /// (and a Warning Event when new); `deployment` is one left from an earlier generation.
+    Blocked {
+        reason: &'static str,
+        message: String,
+        deployment: Option<Deployment>,
+        requeue: Action,
+    },
+    /// The Deployment matches the spec (applied now, or already).
+    Deployed {
+        deployment: Deployment,
+        paused: bool,
+    },
+}
+
+impl Outcome {
+    fn observation(&self) -> Observation<'_> {
+        match self {
+            Outcome::Blocked {
+                reason,
+                message,
+                deployment,
+                ..
+            } => Observation::Blocked {
+                reason,
+                message,
+                deployment: deployment.as_ref(),
+            },
+            Outcome::Deployed { deployment, paused } => Observation::Deployed {
+                deployment,
+                paused: *paused,
+            },
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            Outcome::Blocked { requeue, .. } => requeue.clone(),
+            Outcome::Deployed { .. } => Action::requeue(RESYNC),
+        }
+    }
+}
+
+/// The spec is invalid or names a missing object: stop measuring it, and wait for a spec
+/// change (or recheck soon, when another object is missing).
+fn invalid(
+    ctx: &Context,
+    ec: &EventConsumer,
+    error: &config::ConfigError,
+    live: Option<Deployment>,
+) -> Outcome {
+    ctx.observer.forget(ec);
+    ctx.metrics.error(error.reason());
+    let requeue = if error.depends_on_other_objects() {
+        Action::requeue(RECHECK_EXTERNAL)
+    } else {
+        Action::await_change()
+    };
+    Outcome::Blocked {
+        reason: error.reason(),
+        message: error.to_string(),
+        deployment: live.filter(|d| controlled_by(d, ec)),
+        requeue,
+    }
+}
+
+/// A Deployment of the same name belongs to something else: never take it over.
+fn conflict(ctx: &Context, name: &str) -> Outcome {
+    ctx.metrics.error(DEPLOYMENT_CONFLICT);
+    Outcome::Blocked {
+        reason: DEPLOYMENT_CONFLICT,
+        message: format!(
+            "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
+        ),
+        deployment: None,
+        requeue: Action::requeue(RECHECK_EXTERNAL),
+    }
+}
+
+/// Builds the Deployment (replicas from the observer) and applies it when it drifted.
+async fn deploy(
+    ctx: &Context,
+    ec: &EventConsumer,
+    mut valid: config::ValidConsumer,
+    live: Option<Deployment>,
+    deployments: &Api<Deployment>,
+) -> Result<Outcome, Error> {
+    let (namespace, name) = (valid.namespace.clone(), ec.name_any());
+    valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
+    ctx.observer.register(ec, &valid);
+    let mut desired = deployment::build(&valid, &ctx.settings);
+    drift::stamp(&mut desired);
+    let deployment = if drift::needs_apply(&desired, live.as_ref()) {
+        info!(%namespace, %name, "applying Deployment");
+        deployments
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(Error::ApplyDeployment)?
+    } else {
+        debug!(%namespace, %name, "Deployment up to date");
+        live.unwrap_or(desired)
+    };
+    Ok(Outcome::Deployed {
+        deployment,
+        paused: valid.paused,
+    })
 }
 
 /// Requeue delay after a failed reconcile: exponential per object, capped.
