@@ -12,7 +12,7 @@
 //! the position moves in the tracker at once, but it reaches librdkafka only every
 //! [`STORE_BATCH`] messages, whenever the task's queue runs empty, and before the task ends
 //! ([`flush`]). Storing less far for a moment is always safe; the store per message (a
-//! `TopicPartitionList` and a lock inside librdkafka) was ~10 % of the worker's instructions.
+//! `TopicPartitionList` and a lock inside librdkafka) was a large share of the worker's CPU.
 //!
 //! After a revoke the tracker refuses to store anything: a partition we no longer own must
 //! not get offsets from us, even from work that finishes late.

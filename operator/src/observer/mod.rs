@@ -72,13 +72,12 @@ const GROUP_CONCURRENCY: usize = 16;
 /// Status writes in flight at once.
 const WRITE_CONCURRENCY: usize = 8;
 /// How long committed offsets that cannot have moved are trusted without reading them again:
-/// each read costs a short-lived Kafka client (about 150 ms on the local broker), and 1,000
-/// consumers without pods should not cost 1,000 clients every interval. Catches a rewind of
+/// each read costs a short-lived Kafka client, and 1,000 consumers without pods should not cost
+/// 1,000 clients every interval. Catches a rewind of
 /// such a group's offsets (by hand, with Kafka's tools) within 5 min.
 const COMMITS_RECHECK: Duration = Duration::from_secs(5 * 60);
 /// Expired commit caches dropped per round, oldest first: the rest wait for later rounds, so
-/// 1,000 caches read in the same first round do not all expire into one 30 s round again
-/// (64 reads at ~150 ms, 4 at a time, add about 2.5 s to a round).
+/// 1,000 caches read in the same first round do not all expire into one slow round again.
 const RECHECKS_PER_ROUND: usize = 64;
 
 /// What the observer keeps per EventConsumer.

@@ -67,7 +67,7 @@ const HEARTBEAT_INTERVAL_MS: &str = "3000";
 const QUEUED_MAX_KBYTES: &str = "4096";
 /// How long librdkafka waits before fetching a partition again once its queue passed that
 /// threshold (default 1000 ms). With a 4 MiB queue the default made the loop read a burst,
-/// then sit idle for most of a second (`make bench`: 22k msg/s at 14 % of a core); 10 ms
+/// then sit idle for most of a second; 10 ms
 /// refills the queue as soon as it drains, at the cost of a few more fetch requests.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// retryTopics mode: how often the consumer refreshes topic metadata (default 5 min). The

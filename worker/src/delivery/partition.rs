@@ -35,9 +35,8 @@ use crate::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 ///
 /// Not smaller: a full queue pauses the partition, which makes librdkafka drop what it
 /// prefetched for it and fetch it again after the resume, and the resume waits for the
-/// dispatcher's overflow tick. With 32 a partition moved ~32 messages per tick (≈ 640/s)
-/// and refetched ~1 MB each time (`make bench`: 380 msg/s at 76 µs CPU per message); 4096
-/// holds about one fetch (max.partition.fetch.bytes = 1 MiB of ~300-byte messages), for
+/// dispatcher's overflow tick: a small queue moved a queue's worth of messages per tick and
+/// refetched a whole fetch each time; 4096 holds about one fetch (max.partition.fetch.bytes = 1 MiB of ~300-byte messages), for
 /// a few MiB of memory per partition at most.
 pub const PARTITION_QUEUE: usize = 4096;
 
