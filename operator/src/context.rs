@@ -1,6 +1,7 @@
 //! What the reconciler, the observer and the redrive controller share: the [`Context`] of a
-//! reconcile, the field manager every write is made with, and the watched [`Scope`]. A leaf of
-//! the controllers: it imports none of them (only the observer's state type it carries).
+//! reconcile, the field manager every write is made with, and the watched [`Scope`]. It imports
+//! the observer (whose state it carries, and whose [`Host`] it implements); the observer does not
+//! import it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use tracing::warn;
 use crate::config::Settings;
 use crate::crd::EventConsumer;
 use crate::metrics::Metrics;
-use crate::observer::Observer;
+use crate::observer::{Host, Observer};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "eventconsumer-operator";
@@ -81,5 +82,28 @@ impl Scope {
             Scope::AllNamespaces => Api::all(client),
             Scope::Namespace(ns) => Api::namespaced(client, ns),
         }
+    }
+}
+
+impl Host for Context {
+    fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    fn publish_warning(
+        &self,
+        ec: &EventConsumer,
+        reason: &str,
+        message: String,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        Context::publish_warning(self, ec, reason, message)
     }
 }

@@ -44,10 +44,10 @@ use tracing::{debug, info, warn};
 
 use crate::autoscale::{self, Partition, PartitionReading};
 use crate::config::ValidConsumer;
-use crate::context::Context;
 use crate::crd::{AutoscalingStatus, EventConsumer, EventConsumerStatus, LagStatus, PartitionLag};
 use crate::kafka::KafkaAccess;
 use crate::lag::{KafkaClients, KafkaOpError, Watermarks, partition_lag};
+use crate::metrics::Metrics;
 use dead_letters::DlqScan;
 use lag::{Commits, lag_status};
 use retry_topics::{newly_failed, retry_condition};
@@ -94,7 +94,23 @@ struct Target {
     last_write: Option<Instant>,
 }
 
-/// The observer's state, shared with the reconciler through [`Context`].
+/// What the observer needs from the operator around it: the API client, the metrics, its own
+/// state and a way to publish Warning Events. [`crate::context::Context`] provides it; the
+/// observer does not import the context, so the modules form a tree.
+pub trait Host: Send + Sync + 'static {
+    fn client(&self) -> &kube::Client;
+    fn metrics(&self) -> &Metrics;
+    fn observer(&self) -> &Observer;
+    /// Publishes a Warning Event about `ec`, best effort.
+    fn publish_warning(
+        &self,
+        ec: &EventConsumer,
+        reason: &str,
+        message: String,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// The observer's state, shared with the reconciler through [`crate::context::Context`].
 #[derive(Default)]
 pub struct Observer {
     targets: Mutex<HashMap<ObjectRef<EventConsumer>, Target>>,
@@ -194,8 +210,8 @@ impl Observer {
     }
 
     /// Measures every `interval` until `stop` is cancelled.
-    pub async fn run(
-        ctx: Arc<Context>,
+    pub async fn run<H: Host>(
+        ctx: Arc<H>,
         store: Store<EventConsumer>,
         interval: Duration,
         stop: CancellationToken,
@@ -211,14 +227,14 @@ impl Observer {
             let started = Instant::now();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = ctx.observer.round(&ctx, &store) => {}
+                _ = ctx.observer().round(&*ctx, &store) => {}
             }
             debug!(took = ?started.elapsed(), "measurement round done");
         }
         info!("lag observer stopped");
     }
 
-    async fn round(&self, ctx: &Context, store: &Store<EventConsumer>) {
+    async fn round<H: Host>(&self, ctx: &H, store: &Store<EventConsumer>) {
         let jobs = self.jobs(ctx, store).await;
         let mut clusters: HashMap<KafkaAccess, Vec<Job>> = HashMap::new();
         let mut unreachable = Vec::new();
@@ -256,7 +272,7 @@ impl Observer {
     }
 
     /// The consumers to measure, pruning those that no longer exist.
-    async fn jobs(&self, ctx: &Context, store: &Store<EventConsumer>) -> Vec<Job> {
+    async fn jobs<H: Host>(&self, ctx: &H, store: &Store<EventConsumer>) -> Vec<Job> {
         type Snapshot = (
             ObjectRef<EventConsumer>,
             ValidConsumer,
@@ -272,7 +288,7 @@ impl Observer {
                     .get(key)
                     .is_some_and(|ec| ec.metadata.deletion_timestamp.is_none());
                 if !alive {
-                    ctx.metrics
+                    ctx.metrics()
                         .forget_consumer(&target.valid.namespace, &target.valid.name);
                 }
                 alive
@@ -313,7 +329,7 @@ impl Observer {
             let access = match access {
                 Some(access) => Ok(access),
                 None => {
-                    match KafkaAccess::resolve(&ctx.client, &valid.namespace, &valid.kafka).await {
+                    match KafkaAccess::resolve(ctx.client(), &valid.namespace, &valid.kafka).await {
                         Ok(access) => {
                             if let Ok(mut targets) = self.targets.lock()
                                 && let Some(t) = targets.get_mut(&key)

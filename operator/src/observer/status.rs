@@ -5,7 +5,7 @@ use super::*;
 
 impl Observer {
     /// Decides, updates metrics and memory, and writes the status part when it changed.
-    pub(super) async fn apply(&self, ctx: &Context, job: Job, measured: Measured) {
+    pub(super) async fn apply<H: Host>(&self, ctx: &H, job: Job, measured: Measured) {
         let now = Timestamp::now();
         let now = now.round(Unit::Second).unwrap_or(now);
         let old = job.ec.status.clone().unwrap_or_default();
@@ -97,7 +97,7 @@ impl Observer {
             None => {}
         }
 
-        ctx.metrics.observe_consumer(
+        ctx.metrics().observe_consumer(
             &namespace,
             &name,
             new.lag.as_ref().and_then(|l| l.total),
@@ -173,8 +173,8 @@ impl ObserverPart {
     }
 }
 
-pub(super) async fn write(
-    ctx: &Context,
+pub(super) async fn write<H: Host>(
+    ctx: &H,
     ec: &EventConsumer,
     part: &ObserverPart,
 ) -> Result<(), kube::Error> {
@@ -199,7 +199,7 @@ pub(super) async fn write(
         "kind": EventConsumer::kind(&()),
         "status": status,
     });
-    let api: Api<EventConsumer> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<EventConsumer> = Api::namespaced(ctx.client().clone(), &namespace);
     api.patch_status(
         &name,
         &PatchParams::apply(OBSERVER_MANAGER).force(),
