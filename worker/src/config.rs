@@ -16,7 +16,7 @@ use eventconsumer_contract::{DeliveryMode, Handler, InitialOffset, OrderAction, 
 
 use crate::cli::RunArgs;
 use crate::kafka::KafkaConfigError;
-use crate::testing::FaultSpec;
+use crate::testing::{FaultSpec, Testing, TestingArgs};
 
 /// What [`Settings::output_topic`] says with `--no-output` (never a valid topic name).
 pub const NO_OUTPUT_TOPIC: &str = "(none)";
@@ -286,6 +286,50 @@ impl Settings {
             http_addr: args.http_addr,
             log_level: args.log_level.clone(),
             consumer_name,
+        })
+    }
+}
+
+// Here rather than in `testing`, so that the testing aids only parse and do not import the
+// config (which imports them).
+impl TestingArgs {
+    /// Checks the flags against each other and the handler.
+    pub fn settings(&self, handler: Handler) -> Result<Testing, ConfigError> {
+        if self.no_output && handler != Handler::Order {
+            return Err(ConfigError::OptionForOtherHandler {
+                flag: "--no-output",
+                env: env::NO_OUTPUT,
+                handler: Handler::Order.as_str(),
+            });
+        }
+        let p = self.fault_fail_percent;
+        if !p.is_finite() || !(0.0..=100.0).contains(&p) {
+            return Err(ConfigError::Invalid {
+                flag: "--fault-fail-percent",
+                env: env::FAULT_FAIL_PERCENT,
+                reason: format!("must be a number from 0 to 100, not {p}"),
+            });
+        }
+        // Bounded to 0..=1_000_000 by the range check above.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let per_million = (p * 10_000.0).round() as u32;
+        let fault = if per_million == 0 {
+            None
+        } else if self.fault_fail_times == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "--fault-fail-times",
+                env: env::FAULT_FAIL_TIMES,
+                reason: "must be at least 1 with --fault-fail-percent".to_owned(),
+            });
+        } else {
+            Some(FaultSpec {
+                per_million,
+                times: self.fault_fail_times,
+            })
+        };
+        Ok(Testing {
+            no_output: self.no_output,
+            fault,
         })
     }
 }
@@ -645,5 +689,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        let mut a = TestingArgs {
+            no_output: true,
+            ..TestingArgs::default()
+        };
+        assert!(a.settings(Handler::Video).is_err());
+        assert!(a.settings(Handler::Order).is_ok());
+        a.fault_fail_percent = 101.0;
+        assert!(a.settings(Handler::Order).is_err());
+        a.fault_fail_percent = 1.0;
+        a.fault_fail_times = 0;
+        assert!(a.settings(Handler::Order).is_err());
+        a.fault_fail_times = 2;
+        assert_eq!(
+            a.settings(Handler::Order).map(|t| t.fault),
+            Ok(Some(FaultSpec {
+                per_million: 10_000,
+                times: 2
+            }))
+        );
     }
 }
