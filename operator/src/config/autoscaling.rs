@@ -1,20 +1,28 @@
 //! Lag-driven autoscaling bounds and cooldown.
 
+use crate::crd::MAX_AUTOSCALING_REPLICAS;
+
 use super::*;
 
 pub(super) fn autoscaling_config(
     spec: &crate::crd::AutoscalingSpec,
 ) -> Result<AutoscalingConfig, ConfigError> {
-    if !(0..=1000).contains(&spec.min_replicas) {
+    if !(0..=MAX_AUTOSCALING_REPLICAS).contains(&spec.min_replicas) {
         return Err(ConfigError::invalid(
             "spec.autoscaling.minReplicas",
-            format!("{} is not between 0 and 1000", spec.min_replicas),
+            format!(
+                "{} is not between 0 and {MAX_AUTOSCALING_REPLICAS}",
+                spec.min_replicas
+            ),
         ));
     }
-    if !(1..=1000).contains(&spec.max_replicas) {
+    if !(1..=MAX_AUTOSCALING_REPLICAS).contains(&spec.max_replicas) {
         return Err(ConfigError::invalid(
             "spec.autoscaling.maxReplicas",
-            format!("{} is not between 1 and 1000", spec.max_replicas),
+            format!(
+                "{} is not between 1 and {MAX_AUTOSCALING_REPLICAS}",
+                spec.max_replicas
+            ),
         ));
     }
     if spec.max_replicas < spec.min_replicas {

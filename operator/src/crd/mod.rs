@@ -38,6 +38,9 @@ pub const VERSION: &str = "v1alpha1";
 /// `metadata.name` of the CustomResourceDefinition.
 pub const CRD_NAME: &str = "eventconsumers.eventconsumer.dev";
 
+/// Most pods `spec.autoscaling` may ask for (min and max replicas): a bound on what one
+/// mistaken manifest can make the cluster schedule.
+pub const MAX_AUTOSCALING_REPLICAS: i32 = 1000;
 /// Go duration syntax restricted to one unit, which both CEL's `duration()` and the worker's
 /// `humantime` parser accept identically.
 pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
@@ -246,12 +249,12 @@ pub struct AutoscalingSpec {
     /// Fewest pods. 0 allows scaling to zero: with no pods, the consumer is woken (scaled to
     /// one or more) once its lag reaches `activationLag`.
     #[serde(default = "default_min_replicas")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_AUTOSCALING_REPLICAS))]
     pub min_replicas: i32,
 
     /// Most pods. The number of source partitions also caps the count, since Kafka gives each
     /// partition to one member of the group.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_AUTOSCALING_REPLICAS))]
     pub max_replicas: i32,
 
     /// Lag one pod is expected to handle: the autoscaler wants ceil(lag / lagThreshold) pods.

@@ -65,6 +65,14 @@ fn the_admission_rules_are_formatted_from_the_contract_limits() {
         rule["message"],
         "at most 10 in retryTopics mode (each retry has its own topic)"
     );
+    let autoscaling = &spec["properties"]["autoscaling"]["properties"];
+    for field in ["minReplicas", "maxReplicas"] {
+        assert_eq!(
+            autoscaling[field]["maximum"].as_f64(),
+            Some(f64::from(MAX_AUTOSCALING_REPLICAS))
+        );
+    }
+    assert_eq!(MAX_AUTOSCALING_REPLICAS, 1000);
     let group = &spec["properties"]["kafka"]["properties"]["consumerGroup"];
     assert_eq!(group["pattern"], topic::PATTERN);
     assert_eq!(group["maxLength"].as_u64(), Some(249));
