@@ -155,6 +155,9 @@ impl<'a> Workers<'a> {
             // Port 0: any free port; several workers run side by side.
             .args(["--http-addr", "127.0.0.1:0"])
             .args(["--shutdown-grace", "10"])
+            // The worker's defaults these chaos runs were measured with (they became the
+            // CRD's 30s); pinned so the results stay comparable.
+            .args(["--attempt-timeout", "10s", "--backoff-max", "10s"])
             .args(["--log-level", "info"])
             .stdin(Stdio::null())
             .stdout(out)

@@ -6,6 +6,12 @@
 //! cannot drift apart silently: both crates test themselves against [`env::ALL`].
 #![forbid(unsafe_code)]
 
+mod vocabulary;
+
+pub use vocabulary::{
+    DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+};
+
 /// The subcommand a consumer pod runs.
 pub const RUN_SUBCOMMAND: &str = "run";
 
@@ -109,20 +115,22 @@ pub mod env {
 }
 
 /// The values the enumerated settings take, as the CRD spells them and the worker's flags
-/// accept them. Both sides test their own enums against these lists.
+/// accept them: the names of the [`vocabulary`](crate::Handler) enums.
 pub mod values {
+    use crate::{DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage};
+
     /// `spec.handler` / `EC_HANDLER`.
-    pub const HANDLERS: &[&str] = &["order", "analytics", "video"];
+    pub const HANDLERS: &[&str] = Handler::NAMES;
     /// `spec.order.action` / `EC_ORDER_ACTION`.
-    pub const ORDER_ACTIONS: &[&str] = &["inventory", "payment", "email", "analytics"];
+    pub const ORDER_ACTIONS: &[&str] = OrderAction::NAMES;
     /// `spec.video.stage` / `EC_VIDEO_STAGE`.
-    pub const VIDEO_STAGES: &[&str] = &["transcode", "publish"];
+    pub const VIDEO_STAGES: &[&str] = VideoStage::NAMES;
     /// `spec.kafka.initialOffset` / `EC_INITIAL_OFFSET`.
-    pub const INITIAL_OFFSETS: &[&str] = &["earliest", "latest"];
+    pub const INITIAL_OFFSETS: &[&str] = InitialOffset::NAMES;
     /// `spec.kafka.sasl.mechanism` / `EC_SASL_MECHANISM`.
-    pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+    pub const SASL_MECHANISMS: &[&str] = SaslMechanism::NAMES;
     /// `spec.delivery.mode` / `EC_DELIVERY_MODE`.
-    pub const DELIVERY_MODES: &[&str] = &["blocking", "retryTopics"];
+    pub const DELIVERY_MODES: &[&str] = DeliveryMode::NAMES;
     /// The `ec-dlt-error-class` values the worker writes, which a DeadLetterRedrive can select.
     pub const ERROR_CLASSES: &[&str] = &[
         "decode",
@@ -182,12 +190,77 @@ pub mod headers {
     pub const REDRIVE_NAME: &str = "ec-redrive-name";
 }
 
+/// The limits of the settings, checked by the CRD (schema and CEL rules formatted from these),
+/// by the operator's config and, where the worker checks them, by the worker.
+pub mod limits {
+    /// Most attempts per message (`spec.delivery.maxAttempts`): beyond this a message that
+    /// keeps failing holds its partition (blocking mode) for too long to be useful.
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// Most attempts in `retryTopics` mode: each retry has its own topic, which the operator
+    /// creates, so the count of topics per consumer stays small.
+    pub const MAX_RETRY_TOPIC_ATTEMPTS: u32 = 10;
+    /// Smallest backoff multiplier: 1 is a constant delay; below it delays would shrink.
+    pub const MIN_BACKOFF_MULTIPLIER: f64 = 1.0;
+    /// Largest backoff multiplier the CRD accepts.
+    pub const MAX_BACKOFF_MULTIPLIER: f64 = 10.0;
+}
+
+/// Defaults of settings that both the CRD and the worker's flags have. The operator always sets
+/// every variable, so the worker's defaults only count when it runs without the operator (tests,
+/// benchmarks, the demo); they are the CRD's documented ones so both read the same.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// `spec.delivery.maxAttempts` / `--max-attempts`.
+    pub const MAX_ATTEMPTS: u32 = 5;
+    /// `spec.delivery.backoff.initial` / `--backoff-initial`.
+    pub const BACKOFF_INITIAL: &str = "200ms";
+    /// `spec.delivery.backoff.max` / `--backoff-max`.
+    pub const BACKOFF_MAX: &str = "30s";
+    /// `spec.delivery.backoff.multiplier` / `--backoff-multiplier`.
+    pub const BACKOFF_MULTIPLIER: f64 = 2.0;
+    /// `spec.delivery.attemptTimeout` / `--attempt-timeout`.
+    pub const ATTEMPT_TIMEOUT: &str = "30s";
+    /// `spec.analytics.window` / `--window`, as in the seed.
+    pub const ANALYTICS_WINDOW: Duration = Duration::from_secs(5);
+    /// `spec.logLevel` / `--log-level`.
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// Kafka's own rule for topic names (`kafka.common.internals.Topic`).
+pub mod topic {
+    /// Kafka's topic name length limit.
+    pub const MAX_LENGTH: usize = 249;
+    /// The characters a topic name may have, as a regular expression (the CRD's `pattern`).
+    pub const PATTERN: &str = "^[a-zA-Z0-9._-]+$";
+
+    /// Whether Kafka accepts `name` as a topic name: 1 to 249 of `a-z A-Z 0-9 . _ -`, and not
+    /// `.` or `..`.
+    pub fn is_valid(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_LENGTH
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && name != "."
+            && name != ".."
+    }
+}
+
 /// The retry topic of `attempt` (2 for the first retry, up to the consumer's max attempts) in
 /// `retryTopics` mode: `<consumer group>.retry.<attempt - 1>`. Named after the group, not the
 /// source topic, because several groups read the same source topic (the four `order.placed`
 /// consumers) and each must retry only its own failures.
 pub fn retry_topic(group_id: &str, attempt: u32) -> String {
     format!("{group_id}.retry.{}", attempt.saturating_sub(1))
+}
+
+/// The retry topics of a group in `retryTopics` mode, for attempts `2..=max_attempts` in order
+/// (none with one attempt).
+pub fn retry_topics(group_id: &str, max_attempts: u32) -> Vec<String> {
+    (2..=max_attempts)
+        .map(|attempt| retry_topic(group_id, attempt))
+        .collect()
 }
 
 /// Default shutdown grace of the worker, in seconds. The operator sets the pod's
@@ -217,12 +290,44 @@ pub fn default_dlq_topic(source_topic: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{default_dlq_topic, default_output_topic, retry_topic};
+    use super::{
+        default_dlq_topic, default_output_topic, limits, retry_topic, retry_topics, topic,
+    };
 
     #[test]
     fn retry_topics_are_numbered_by_retry_and_named_after_the_group() {
         assert_eq!(retry_topic("shop.payment", 2), "shop.payment.retry.1");
         assert_eq!(retry_topic("shop.payment", 5), "shop.payment.retry.4");
+    }
+
+    #[test]
+    fn the_retry_topic_list_has_one_topic_per_retry() {
+        assert_eq!(retry_topics("g", 3), ["g.retry.1", "g.retry.2"]);
+        assert!(retry_topics("g", 1).is_empty());
+        let most = retry_topics("g", limits::MAX_RETRY_TOPIC_ATTEMPTS);
+        assert_eq!(most.len(), 9);
+        assert_eq!(most.last().map(String::as_str), Some("g.retry.9"));
+    }
+
+    #[test]
+    fn the_limits_are_pinned() {
+        assert_eq!(limits::MAX_ATTEMPTS, 100);
+        assert_eq!(limits::MAX_RETRY_TOPIC_ATTEMPTS, 10);
+        assert_eq!(limits::MIN_BACKOFF_MULTIPLIER, 1.0);
+        assert_eq!(limits::MAX_BACKOFF_MULTIPLIER, 10.0);
+        const { assert!(super::defaults::MAX_ATTEMPTS <= limits::MAX_RETRY_TOPIC_ATTEMPTS) };
+    }
+
+    #[test]
+    fn the_topic_name_rule_is_kafkas() {
+        assert!(topic::is_valid("order.placed"));
+        assert!(topic::is_valid(&"a".repeat(249)));
+        assert!(!topic::is_valid(&"a".repeat(250)));
+        assert!(!topic::is_valid(""));
+        assert!(!topic::is_valid("."));
+        assert!(!topic::is_valid(".."));
+        assert!(!topic::is_valid("shop/payment"));
+        assert_eq!(topic::PATTERN, "^[a-zA-Z0-9._-]+$");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod autoscale;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod crd;
 pub mod deployment;
 pub mod drift;

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use eventconsumer_operator::cli::Cli;
 use eventconsumer_operator::config::Settings;
+use eventconsumer_operator::context::Scope;
 use eventconsumer_operator::http::{self, HttpState};
 use eventconsumer_operator::leader::Timings;
 use eventconsumer_operator::manager::{self, LeaderElection, Options};
 use eventconsumer_operator::metrics::Metrics;
-use eventconsumer_operator::reconcile::{CrdCheckError, Scope, check_crd_installed};
+use eventconsumer_operator::reconcile::{CrdCheckError, check_crd_installed};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

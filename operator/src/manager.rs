@@ -9,9 +9,10 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::context::{Context, Scope};
 use crate::leader::{Elector, Timings};
 use crate::metrics::Metrics;
-use crate::reconcile::{Context, Scope, run_controller};
+use crate::reconcile::run_controller;
 use crate::redrive;
 
 /// How one operator replica runs.

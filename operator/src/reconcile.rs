@@ -2,7 +2,7 @@
 //! Deployment, apply it when it differs, and record the outcome in status.
 //!
 //! Writes happen only when something changed: the Deployment is applied (server-side, field
-//! manager [`FIELD_MANAGER`]) only when [`crate::drift`] finds a difference, the status is
+//! manager [`crate::context::FIELD_MANAGER`]) only when [`crate::drift`] finds a difference, the status is
 //! patched only when the computed status differs from the current one, and a Warning Event is
 //! published only when the spec newly becomes (or stays, differently) unusable. So an operator
 //! restart converges without touching unchanged objects.
@@ -11,9 +11,9 @@
 //! the operator does not watch, to avoid caching every Secret of the cluster) is checked again
 //! after [`RECHECK_EXTERNAL`]; API errors back off exponentially per object.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,7 +22,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -30,16 +29,14 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{self, SecretFacts, Settings};
+use crate::config::{self, SecretFacts};
+use crate::context::{Context, FIELD_MANAGER, Scope};
 use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
 use crate::deployment::{self, MANAGED_BY};
 use crate::drift;
-use crate::metrics::Metrics;
 use crate::observer::Observer;
 use crate::status::{self, DEGRADED, Observation};
 
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "eventconsumer-operator";
 /// Periodic resync of a healthy EventConsumer. Changes to it and to its Deployment trigger a
 /// reconcile at once; this only bounds how long a missed watch event could go unnoticed.
 const RESYNC: Duration = Duration::from_secs(10 * 60);
@@ -54,51 +51,6 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// Reason of the Warning Event and condition when a Deployment of the same name belongs to
 /// something else.
 const DEPLOYMENT_CONFLICT: &str = "DeploymentConflict";
-
-/// What every reconcile needs.
-pub struct Context {
-    pub client: Client,
-    pub settings: Settings,
-    pub metrics: Metrics,
-    /// Lag, dead letters and autoscaling decisions, measured beside the reconciler.
-    pub observer: Observer,
-    recorder: Recorder,
-    /// Consecutive failures per object, for the error backoff.
-    failures: Mutex<HashMap<ObjectRef<EventConsumer>, u32>>,
-}
-
-impl Context {
-    /// `instance` identifies this operator replica in the Events it publishes.
-    pub fn new(client: Client, settings: Settings, metrics: Metrics, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_owned(),
-            instance: Some(instance),
-        };
-        Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            settings,
-            metrics,
-            observer: Observer::default(),
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Publishes a Warning Event about `ec`, best effort: failing to publish one must not fail
-    /// the caller, since the status carries the same message.
-    pub async fn publish_warning(&self, ec: &EventConsumer, reason: &str, message: String) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.to_owned(),
-            note: Some(message),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &ec.object_ref(&())).await {
-            warn!(%error, "publishing a Warning Event failed");
-        }
-    }
-}
 
 /// Failures of a reconcile. Each is retried with backoff by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +107,7 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
     }
     debug!(%namespace, %name, generation = ?ec.metadata.generation, "reconciling");
 
+    // Dereference: the Secrets the spec names and the Deployment of the same name.
     let secrets = read_secrets(&ctx.client, &namespace, config::referenced_secrets(ec)).await?;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let live = deployments
@@ -162,91 +115,141 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
         .await
         .map_err(Error::ReadDeployment)?;
 
-    let (status, action, problem) = match config::validate(ec, &secrets) {
-        Err(error) => {
-            ctx.observer.forget(ec);
-            ctx.metrics.error(error.reason());
-            let message = error.to_string();
-            let status = status::compute(
-                ec,
-                Observation::Blocked {
-                    reason: error.reason(),
-                    message: &message,
-                    deployment: live.as_ref().filter(|d| controlled_by(d, ec)),
-                },
-                Timestamp::now(),
-            );
-            let action = if error.depends_on_other_objects() {
-                Action::requeue(RECHECK_EXTERNAL)
-            } else {
-                Action::await_change()
-            };
-            (status, action, Some((error.reason(), message)))
-        }
-        Ok(valid) => match live.as_ref() {
-            Some(foreign) if !controlled_by(foreign, ec) => {
-                ctx.metrics.error(DEPLOYMENT_CONFLICT);
-                let message = format!(
-                    "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
-                );
-                let status = status::compute(
-                    ec,
-                    Observation::Blocked {
-                        reason: DEPLOYMENT_CONFLICT,
-                        message: &message,
-                        deployment: None,
-                    },
-                    Timestamp::now(),
-                );
-                (
-                    status,
-                    Action::requeue(RECHECK_EXTERNAL),
-                    Some((DEPLOYMENT_CONFLICT, message)),
-                )
-            }
-            _ => {
-                let mut valid = valid;
-                valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
-                ctx.observer.register(ec, &valid);
-                let mut desired = deployment::build(&valid, &ctx.settings);
-                drift::stamp(&mut desired);
-                let current = if drift::needs_apply(&desired, live.as_ref()) {
-                    info!(%namespace, %name, "applying Deployment");
-                    deployments
-                        .patch(
-                            &name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
-                        )
-                        .await
-                        .map_err(Error::ApplyDeployment)?
-                } else {
-                    debug!(%namespace, %name, "Deployment up to date");
-                    live.unwrap_or(desired)
-                };
-                let status = status::compute(
-                    ec,
-                    Observation::Deployed {
-                        deployment: &current,
-                        paused: valid.paused,
-                    },
-                    Timestamp::now(),
-                );
-                (status, Action::requeue(RESYNC), None)
-            }
-        },
+    // Validate → build → apply.
+    let outcome = match config::validate(ec, &secrets) {
+        Err(error) => invalid(ctx, ec, &error, live),
+        Ok(_) if live.as_ref().is_some_and(|d| !controlled_by(d, ec)) => conflict(ctx, &name),
+        Ok(valid) => deploy(ctx, ec, valid, live, &deployments).await?,
     };
 
+    // Status.
+    let status = status::compute(ec, outcome.observation(), Timestamp::now());
     if ec.status.as_ref() != Some(&status) {
-        if let Some((reason, message)) = problem
+        if let Outcome::Blocked {
+            reason, message, ..
+        } = &outcome
             && newly_degraded(ec.status.as_ref(), &status)
         {
             warn!(%namespace, %name, reason, message, "EventConsumer cannot be carried out");
-            publish_warning(ctx, ec, reason, message).await;
+            publish_warning(ctx, ec, reason, message.clone()).await;
         }
         patch_status(&ctx.client, &namespace, &name, &status).await?;
     }
-    Ok(action)
+    Ok(outcome.action())
+}
+
+/// How a reconcile ended, which decides its status and its requeue.
+enum Outcome {
+    /// The spec cannot be carried out: `reason` and `message` go into the Degraded condition
+    /// (and a Warning Event when new); `deployment` is one left from an earlier generation.
+    Blocked {
+        reason: &'static str,
+        message: String,
+        deployment: Option<Deployment>,
+        requeue: Action,
+    },
+    /// The Deployment matches the spec (applied now, or already).
+    Deployed {
+        deployment: Deployment,
+        paused: bool,
+    },
+}
+
+impl Outcome {
+    fn observation(&self) -> Observation<'_> {
+        match self {
+            Outcome::Blocked {
+                reason,
+                message,
+                deployment,
+                ..
+            } => Observation::Blocked {
+                reason,
+                message,
+                deployment: deployment.as_ref(),
+            },
+            Outcome::Deployed { deployment, paused } => Observation::Deployed {
+                deployment,
+                paused: *paused,
+            },
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            Outcome::Blocked { requeue, .. } => requeue.clone(),
+            Outcome::Deployed { .. } => Action::requeue(RESYNC),
+        }
+    }
+}
+
+/// The spec is invalid or names a missing object: stop measuring it, and wait for a spec
+/// change (or recheck soon, when another object is missing).
+fn invalid(
+    ctx: &Context,
+    ec: &EventConsumer,
+    error: &config::ConfigError,
+    live: Option<Deployment>,
+) -> Outcome {
+    ctx.observer.forget(ec);
+    ctx.metrics.error(error.reason());
+    let requeue = if error.depends_on_other_objects() {
+        Action::requeue(RECHECK_EXTERNAL)
+    } else {
+        Action::await_change()
+    };
+    Outcome::Blocked {
+        reason: error.reason(),
+        message: error.to_string(),
+        deployment: live.filter(|d| controlled_by(d, ec)),
+        requeue,
+    }
+}
+
+/// A Deployment of the same name belongs to something else: never take it over.
+fn conflict(ctx: &Context, name: &str) -> Outcome {
+    ctx.metrics.error(DEPLOYMENT_CONFLICT);
+    Outcome::Blocked {
+        reason: DEPLOYMENT_CONFLICT,
+        message: format!(
+            "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
+        ),
+        deployment: None,
+        requeue: Action::requeue(RECHECK_EXTERNAL),
+    }
+}
+
+/// Builds the Deployment (replicas from the observer) and applies it when it drifted.
+async fn deploy(
+    ctx: &Context,
+    ec: &EventConsumer,
+    mut valid: config::ValidConsumer,
+    live: Option<Deployment>,
+    deployments: &Api<Deployment>,
+) -> Result<Outcome, Error> {
+    let (namespace, name) = (valid.namespace.clone(), ec.name_any());
+    valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
+    ctx.observer.register(ec, &valid);
+    let mut desired = deployment::build(&valid, &ctx.settings);
+    drift::stamp(&mut desired);
+    let deployment = if drift::needs_apply(&desired, live.as_ref()) {
+        info!(%namespace, %name, "applying Deployment");
+        deployments
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(Error::ApplyDeployment)?
+    } else {
+        debug!(%namespace, %name, "Deployment up to date");
+        live.unwrap_or(desired)
+    };
+    Ok(Outcome::Deployed {
+        deployment,
+        paused: valid.paused,
+    })
 }
 
 /// Requeue delay after a failed reconcile: exponential per object, capped.
@@ -347,25 +350,6 @@ async fn patch_status(
     Ok(())
 }
 
-/// Which namespaces the operator watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    AllNamespaces,
-    Namespace(String),
-}
-
-impl Scope {
-    fn api<K>(&self, client: Client) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match self {
-            Scope::AllNamespaces => Api::all(client),
-            Scope::Namespace(ns) => Api::namespaced(client, ns),
-        }
-    }
-}
-
 /// The CRD is not served: the one line to print before exiting.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdCheckError {
@@ -390,8 +374,8 @@ pub async fn check_crd_installed(client: &Client, scope: &Scope) -> Result<(), C
 /// Runs the controller until `shutdown` resolves, then lets running reconciles finish.
 /// Reconciles in flight at once. kube's default is unlimited: an operator starting next to
 /// 1,000 existing EventConsumers then ran 1,000 reconciles together and its RSS peaked above
-/// 100 MiB on buffered API responses. A reconcile takes ~70 ms (p50 in `make bench`), so 32
-/// still reconcile ~450 consumers per second.
+/// 100 MiB on buffered API responses. A reconcile is a few API calls, so 32 at once still
+/// reconcile hundreds of consumers per second.
 const RECONCILE_CONCURRENCY: u16 = 32;
 
 pub async fn run_controller(
@@ -440,6 +424,7 @@ mod tests {
     use super::*;
     use crate::config::validate;
     use crate::crd::{SaslMechanism, SaslSecretRef, SaslSpec};
+    use crate::metrics::Metrics;
     use crate::status::{READY, condition};
     use crate::test_fixtures::{order_consumer, settings};
     use http::{Request, Response};

@@ -8,9 +8,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use eventconsumer_contract::env;
+use clap::{Args, Parser, Subcommand};
+use eventconsumer_contract::{
+    DeliveryMode, Handler, InitialOffset, OrderAction, VideoStage, defaults, env,
+};
 
+use crate::duration::parse_duration;
 use crate::kafka::KafkaArgs;
 
 /// The generic EventConsumer worker.
@@ -31,109 +34,6 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
-/// Which handler the worker runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HandlerKind {
-    /// `order.placed` consumers: inventory, payment, email or analytics (`--action`).
-    Order,
-    /// Tumbling-window counts of user events.
-    Analytics,
-    /// The video chain: transcode or publish (`--stage`).
-    Video,
-}
-
-impl HandlerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerKind::Order => "order",
-            HandlerKind::Analytics => "analytics",
-            HandlerKind::Video => "video",
-        }
-    }
-}
-
-/// What an order consumer does with each order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OrderAction {
-    Inventory,
-    Payment,
-    Email,
-    Analytics,
-}
-
-impl OrderAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderAction::Inventory => "inventory",
-            OrderAction::Payment => "payment",
-            OrderAction::Email => "email",
-            OrderAction::Analytics => "analytics",
-        }
-    }
-}
-
-/// Which step of the video chain this worker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VideoStage {
-    Transcode,
-    Publish,
-}
-
-impl VideoStage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VideoStage::Transcode => "transcode",
-            VideoStage::Publish => "publish",
-        }
-    }
-}
-
-/// Where a group without committed offsets starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitialOffset {
-    Earliest,
-    Latest,
-}
-
-impl InitialOffset {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InitialOffset::Earliest => "earliest",
-            InitialOffset::Latest => "latest",
-        }
-    }
-}
-
-/// How a failed message waits for its next attempt (`spec.delivery.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeliveryMode {
-    /// Retry in-process with backoff; the message holds its partition (per-key order kept).
-    Blocking,
-    /// Park the message in the group's retry topics; the partition moves on (per-key order
-    /// is not kept).
-    #[value(name = "retryTopics")]
-    RetryTopics,
-}
-
-impl DeliveryMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryMode::Blocking => "blocking",
-            DeliveryMode::RetryTopics => "retryTopics",
-        }
-    }
-}
-
-/// A duration given as humantime (`200ms`, `5s`, `1m`) or as a bare number of seconds
-/// (`25`), because the contract documents some settings in seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (use e.g. 500ms, 5s, 1m or 25)"))
-}
-
 /// [`eventconsumer_contract::DEFAULT_SHUTDOWN_GRACE_SECS`] as text, for `--help`; a test
 /// keeps the two equal.
 const DEFAULT_SHUTDOWN_GRACE: &str = "25";
@@ -147,7 +47,7 @@ fn default_http_addr() -> SocketAddr {
 pub struct RunArgs {
     /// Handler to run over every message.
     #[arg(long, env = env::HANDLER, value_enum)]
-    pub handler: HandlerKind,
+    pub handler: Handler,
 
     /// Order handler only: what to do with each order.
     #[arg(long, env = env::ORDER_ACTION, value_enum)]
@@ -183,28 +83,28 @@ pub struct RunArgs {
     pub group_id: String,
 
     /// Where a group without committed offsets starts.
-    #[arg(long, env = env::INITIAL_OFFSET, value_enum, default_value = "earliest")]
+    #[arg(long, env = env::INITIAL_OFFSET, value_enum, default_value_t)]
     pub initial_offset: InitialOffset,
 
     /// Attempts per message (the first try included) before it is dead-lettered.
-    #[arg(long, env = env::MAX_ATTEMPTS, default_value_t = 5)]
+    #[arg(long, env = env::MAX_ATTEMPTS, default_value_t = defaults::MAX_ATTEMPTS)]
     pub max_attempts: u32,
 
     /// Delay before the first retry.
-    #[arg(long, env = env::BACKOFF_INITIAL, value_parser = parse_duration, default_value = "200ms")]
+    #[arg(long, env = env::BACKOFF_INITIAL, value_parser = parse_duration, default_value = defaults::BACKOFF_INITIAL)]
     pub backoff_initial: Duration,
 
     /// Longest delay between two retries.
-    #[arg(long, env = env::BACKOFF_MAX, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = env::BACKOFF_MAX, value_parser = parse_duration, default_value = defaults::BACKOFF_MAX)]
     pub backoff_max: Duration,
 
     /// Factor the delay grows by after each failed attempt.
-    #[arg(long, env = env::BACKOFF_MULTIPLIER, default_value_t = 2.0)]
+    #[arg(long, env = env::BACKOFF_MULTIPLIER, default_value_t = defaults::BACKOFF_MULTIPLIER as f32)]
     pub backoff_multiplier: f32,
 
     /// Time one attempt may take (handler, sink call and output publish) before it counts
     /// as a retryable failure.
-    #[arg(long, env = env::ATTEMPT_TIMEOUT, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = env::ATTEMPT_TIMEOUT, value_parser = parse_duration, default_value = defaults::ATTEMPT_TIMEOUT)]
     pub attempt_timeout: Duration,
 
     /// Dead-letter topic [default: <first topic>.dlq].
@@ -214,7 +114,7 @@ pub struct RunArgs {
     /// How a failed message waits for its next attempt: `blocking` retries in-process and
     /// holds its partition; `retryTopics` moves it to `<group-id>.retry.<n>` topics so the
     /// partition keeps going (per-key order is then not kept).
-    #[arg(long, env = env::DELIVERY_MODE, value_enum, default_value = "blocking")]
+    #[arg(long, env = env::DELIVERY_MODE, value_enum, default_value_t)]
     pub delivery_mode: DeliveryMode,
 
     /// Time in-flight work may take to finish after SIGTERM (seconds, or e.g. 10s).
@@ -231,7 +131,7 @@ pub struct RunArgs {
     pub http_addr: SocketAddr,
 
     /// Log filter, e.g. `info` or `eventconsumer_worker=debug,librdkafka=warn`.
-    #[arg(long, env = env::LOG_LEVEL, default_value = "info")]
+    #[arg(long, env = env::LOG_LEVEL, default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
 
     /// Name of the EventConsumer this worker serves, for logs and DLQ headers
@@ -260,7 +160,7 @@ pub struct DemoArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+    use clap::{CommandFactory, ValueEnum};
     use std::collections::BTreeSet;
 
     fn names<E: ValueEnum>() -> Vec<String> {
@@ -273,8 +173,8 @@ mod tests {
 
     #[test]
     fn the_enumerated_flags_accept_exactly_the_contract_values() {
-        use eventconsumer_contract::values;
-        assert_eq!(names::<HandlerKind>(), values::HANDLERS);
+        use eventconsumer_contract::{SaslMechanism, values};
+        assert_eq!(names::<Handler>(), values::HANDLERS);
         assert_eq!(names::<OrderAction>(), values::ORDER_ACTIONS);
         assert_eq!(names::<VideoStage>(), values::VIDEO_STAGES);
         assert_eq!(names::<InitialOffset>(), values::INITIAL_OFFSETS);
@@ -285,10 +185,7 @@ mod tests {
                 Some(mode.as_str().to_owned())
             );
         }
-        assert_eq!(
-            names::<crate::kafka::SaslMechanism>(),
-            values::SASL_MECHANISMS
-        );
+        assert_eq!(names::<SaslMechanism>(), values::SASL_MECHANISMS);
     }
 
     fn run_command() -> clap::Command {
@@ -329,14 +226,6 @@ mod tests {
         for name in env::ALL.iter().chain(env::TESTING) {
             assert!(help.contains(name), "--help does not mention {name}");
         }
-    }
-
-    #[test]
-    fn durations_accept_humantime_and_bare_seconds() {
-        assert_eq!(parse_duration("25"), Ok(Duration::from_secs(25)));
-        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
-        assert_eq!(parse_duration("1m 5s"), Ok(Duration::from_secs(65)));
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -12,15 +12,17 @@ use std::time::Duration;
 use eventconsumer_contract::env;
 use rdkafka::ClientConfig;
 
-use crate::cli::{DeliveryMode, HandlerKind, InitialOffset, OrderAction, RunArgs, VideoStage};
+use eventconsumer_contract::{DeliveryMode, Handler, InitialOffset, OrderAction, VideoStage};
+
+use crate::cli::RunArgs;
 use crate::kafka::KafkaConfigError;
-use crate::testing::FaultSpec;
+use crate::testing::{FaultSpec, Testing, TestingArgs};
 
 /// What [`Settings::output_topic`] says with `--no-output` (never a valid topic name).
 pub const NO_OUTPUT_TOPIC: &str = "(none)";
 
 /// The analytics window when none is configured, as in the seed.
-pub const DEFAULT_ANALYTICS_WINDOW: Duration = Duration::from_secs(5);
+pub const DEFAULT_ANALYTICS_WINDOW: Duration = eventconsumer_contract::defaults::ANALYTICS_WINDOW;
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -124,7 +126,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub delivery_mode: DeliveryMode,
     /// `retryTopics` mode: the topic each retry waits in, for attempts 2..=max_attempts in
-    /// order (`<group-id>.retry.<n>`, see [`eventconsumer_contract::retry_topic`]); empty in
+    /// order (`<group-id>.retry.<n>`, see [`eventconsumer_contract::retry_topics`]); empty in
     /// `blocking` mode.
     pub retry_topics: Vec<String>,
     pub dlq_topic: String,
@@ -135,13 +137,7 @@ pub struct Settings {
 }
 
 fn check_topic(flag: &'static str, env: &'static str, topic: &str) -> Result<(), ConfigError> {
-    // Kafka's own rule: 1–249 characters of [a-zA-Z0-9._-].
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if eventconsumer_contract::topic::is_valid(topic) {
         Ok(())
     } else {
         Err(invalid(
@@ -232,9 +228,9 @@ impl Settings {
         let retry = retry_settings(args)?;
         let retry_topics = match args.delivery_mode {
             DeliveryMode::Blocking => Vec::new(),
-            DeliveryMode::RetryTopics => (2..=retry.max_attempts)
-                .map(|attempt| eventconsumer_contract::retry_topic(&group_id, attempt))
-                .collect(),
+            DeliveryMode::RetryTopics => {
+                eventconsumer_contract::retry_topics(&group_id, retry.max_attempts)
+            }
         };
         for topic in &retry_topics {
             check_topic("--group-id", env::GROUP_ID, topic).map_err(|_| {
@@ -294,34 +290,78 @@ impl Settings {
     }
 }
 
+// Here rather than in `testing`, so that the testing aids only parse and do not import the
+// config (which imports them).
+impl TestingArgs {
+    /// Checks the flags against each other and the handler.
+    pub fn settings(&self, handler: Handler) -> Result<Testing, ConfigError> {
+        if self.no_output && handler != Handler::Order {
+            return Err(ConfigError::OptionForOtherHandler {
+                flag: "--no-output",
+                env: env::NO_OUTPUT,
+                handler: Handler::Order.as_str(),
+            });
+        }
+        let p = self.fault_fail_percent;
+        if !p.is_finite() || !(0.0..=100.0).contains(&p) {
+            return Err(ConfigError::Invalid {
+                flag: "--fault-fail-percent",
+                env: env::FAULT_FAIL_PERCENT,
+                reason: format!("must be a number from 0 to 100, not {p}"),
+            });
+        }
+        // Bounded to 0..=1_000_000 by the range check above.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let per_million = (p * 10_000.0).round() as u32;
+        let fault = if per_million == 0 {
+            None
+        } else if self.fault_fail_times == 0 {
+            return Err(ConfigError::Invalid {
+                flag: "--fault-fail-times",
+                env: env::FAULT_FAIL_TIMES,
+                reason: "must be at least 1 with --fault-fail-percent".to_owned(),
+            });
+        } else {
+            Some(FaultSpec {
+                per_million,
+                times: self.fault_fail_times,
+            })
+        };
+        Ok(Testing {
+            no_output: self.no_output,
+            fault,
+        })
+    }
+}
+
 fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
-    let not_for = |flag, env, handler: HandlerKind| ConfigError::OptionForOtherHandler {
+    let not_for = |flag, env, handler: Handler| ConfigError::OptionForOtherHandler {
         flag,
         env,
         handler: handler.as_str(),
     };
     // Options of other handlers are refused rather than ignored: a typo in a manifest
     // should fail loudly, not run a different pipeline.
-    if args.handler != HandlerKind::Order {
+    if args.handler != Handler::Order {
         if args.action.is_some() {
-            return Err(not_for("--action", env::ORDER_ACTION, HandlerKind::Order));
+            return Err(not_for("--action", env::ORDER_ACTION, Handler::Order));
         }
         if args.sink_url.is_some() {
-            return Err(not_for("--sink-url", env::SINK_URL, HandlerKind::Order));
+            return Err(not_for("--sink-url", env::SINK_URL, Handler::Order));
         }
     }
-    if args.handler != HandlerKind::Video && args.stage.is_some() {
-        return Err(not_for("--stage", env::VIDEO_STAGE, HandlerKind::Video));
+    if args.handler != Handler::Video && args.stage.is_some() {
+        return Err(not_for("--stage", env::VIDEO_STAGE, Handler::Video));
     }
-    if args.handler != HandlerKind::Analytics && args.window.is_some() {
+    if args.handler != Handler::Analytics && args.window.is_some() {
         return Err(not_for(
             "--window",
             env::ANALYTICS_WINDOW,
-            HandlerKind::Analytics,
+            Handler::Analytics,
         ));
     }
     Ok(match args.handler {
-        HandlerKind::Order => {
+        Handler::Order => {
             let action = args.action.ok_or(ConfigError::MissingOption {
                 handler: "order",
                 flag: "--action",
@@ -349,7 +389,7 @@ fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
                 publish: true,
             }
         }
-        HandlerKind::Analytics => {
+        Handler::Analytics => {
             let window = args.window.unwrap_or(DEFAULT_ANALYTICS_WINDOW);
             if window < Duration::from_millis(100) {
                 return Err(invalid(
@@ -360,7 +400,7 @@ fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
             }
             HandlerSettings::Analytics { window }
         }
-        HandlerKind::Video => {
+        Handler::Video => {
             let stage = args.stage.ok_or(ConfigError::MissingOption {
                 handler: "video",
                 flag: "--stage",
@@ -649,5 +689,28 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        let mut a = TestingArgs {
+            no_output: true,
+            ..TestingArgs::default()
+        };
+        assert!(a.settings(Handler::Video).is_err());
+        assert!(a.settings(Handler::Order).is_ok());
+        a.fault_fail_percent = 101.0;
+        assert!(a.settings(Handler::Order).is_err());
+        a.fault_fail_percent = 1.0;
+        a.fault_fail_times = 0;
+        assert!(a.settings(Handler::Order).is_err());
+        a.fault_fail_times = 2;
+        assert_eq!(
+            a.settings(Handler::Order).map(|t| t.fault),
+            Ok(Some(FaultSpec {
+                per_million: 10_000,
+                times: 2
+            }))
+        );
     }
 }

@@ -8,30 +8,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
-use eventconsumer_contract::env;
+use clap::Args;
+use eventconsumer_contract::{SaslMechanism, env};
 use rdkafka::ClientConfig;
-
-/// SASL mechanisms librdkafka supports without Kerberos.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SaslMechanism {
-    #[value(name = "PLAIN")]
-    Plain,
-    #[value(name = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[value(name = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    fn as_str(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
 
 /// Where the brokers are and how to authenticate to them.
 #[derive(Debug, Clone, Args)]

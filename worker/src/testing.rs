@@ -18,9 +18,6 @@ use clap::Args;
 use clap::builder::BoolishValueParser;
 use eventconsumer_contract::env;
 
-use crate::cli::HandlerKind;
-use crate::config::ConfigError;
-
 /// The flags of the testing aids, shown under their own heading in `run --help`.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Testing aids (benchmarks and chaos tests, not for production)")]
@@ -75,53 +72,12 @@ pub fn fault_hash(topic: &str, partition: i32, offset: i64) -> u64 {
     h
 }
 
-/// The checked testing settings.
+/// The checked testing settings ([`crate::config`] checks the flags against each other and
+/// the handler).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Testing {
     pub no_output: bool,
     pub fault: Option<FaultSpec>,
-}
-
-impl TestingArgs {
-    /// Checks the flags against each other and the handler.
-    pub fn settings(&self, handler: HandlerKind) -> Result<Testing, ConfigError> {
-        if self.no_output && handler != HandlerKind::Order {
-            return Err(ConfigError::OptionForOtherHandler {
-                flag: "--no-output",
-                env: env::NO_OUTPUT,
-                handler: HandlerKind::Order.as_str(),
-            });
-        }
-        let p = self.fault_fail_percent;
-        if !p.is_finite() || !(0.0..=100.0).contains(&p) {
-            return Err(ConfigError::Invalid {
-                flag: "--fault-fail-percent",
-                env: env::FAULT_FAIL_PERCENT,
-                reason: format!("must be a number from 0 to 100, not {p}"),
-            });
-        }
-        // Bounded to 0..=1_000_000 by the range check above.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let per_million = (p * 10_000.0).round() as u32;
-        let fault = if per_million == 0 {
-            None
-        } else if self.fault_fail_times == 0 {
-            return Err(ConfigError::Invalid {
-                flag: "--fault-fail-times",
-                env: env::FAULT_FAIL_TIMES,
-                reason: "must be at least 1 with --fault-fail-percent".to_owned(),
-            });
-        } else {
-            Some(FaultSpec {
-                per_million,
-                times: self.fault_fail_times,
-            })
-        };
-        Ok(Testing {
-            no_output: self.no_output,
-            fault,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -141,28 +97,5 @@ mod tests {
         // Pinned: the benchmark and chaos harness compute the same hash.
         assert_eq!(fault_hash("t", 0, 0), fault_hash("t", 0, 0));
         assert_ne!(fault_hash("t", 0, 1), fault_hash("t", 1, 0));
-    }
-
-    #[test]
-    fn bad_combinations_are_refused() {
-        let mut a = TestingArgs {
-            no_output: true,
-            ..TestingArgs::default()
-        };
-        assert!(a.settings(HandlerKind::Video).is_err());
-        assert!(a.settings(HandlerKind::Order).is_ok());
-        a.fault_fail_percent = 101.0;
-        assert!(a.settings(HandlerKind::Order).is_err());
-        a.fault_fail_percent = 1.0;
-        a.fault_fail_times = 0;
-        assert!(a.settings(HandlerKind::Order).is_err());
-        a.fault_fail_times = 2;
-        assert_eq!(
-            a.settings(HandlerKind::Order).map(|t| t.fault),
-            Ok(Some(FaultSpec {
-                per_million: 10_000,
-                times: 2
-            }))
-        );
     }
 }

@@ -31,9 +31,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, SecretFacts};
+use crate::context::{FIELD_MANAGER, Scope};
 use crate::crd::EventConsumer;
 use crate::kafka::KafkaAccess;
-use crate::reconcile::{FIELD_MANAGER, Scope};
 use replay::{Ended, Job};
 pub use resource::{DeadLetterRedrive, DeadLetterRedriveSpec, DeadLetterRedriveStatus, Phase};
 use select::Selection;
@@ -69,10 +69,7 @@ pub async fn run(
             instance: Some(identity),
         },
     );
-    let api: Api<DeadLetterRedrive> = match &scope {
-        Scope::AllNamespaces => Api::all(client.clone()),
-        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
-    };
+    let api: Api<DeadLetterRedrive> = scope.api(client.clone());
     let all = CancellationToken::new();
     let _cancel_on_drop = all.clone().drop_guard();
     let mut tasks: HashMap<String, Task> = HashMap::new();

@@ -7,11 +7,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use eventconsumer_operator::config::Settings;
+use eventconsumer_operator::context::Scope;
 use eventconsumer_operator::crd::{EventConsumer, EventConsumerStatus};
 use eventconsumer_operator::leader::Timings;
 use eventconsumer_operator::manager::{self, LeaderElection, Options};
 use eventconsumer_operator::metrics::Metrics;
-use eventconsumer_operator::reconcile::Scope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

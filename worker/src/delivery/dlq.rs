@@ -224,23 +224,33 @@ pub enum Destination {
     Retry,
 }
 
+/// A copy of `msg` on its way to a retry or dead-letter topic.
+pub struct Outgoing<'a> {
+    pub destination: Destination,
+    pub topic: &'a str,
+    pub msg: &'a OwnedMessage,
+    pub headers: OwnedHeaders,
+}
+
 /// Sends `value` with `msg`'s key and `headers` to `topic`, retrying until it is
 /// acknowledged (`true`) or `cancel` fires (`false`; the offset must then stay unstored).
 /// `abandon_waits` (revoke, SIGTERM) ends a wait between two tries at once, also with
 /// `false`. `blocked(true)` is called after the first failure (pause the partition),
 /// `blocked(false)` once written after that; `failed` counts each failed try.
-#[allow(clippy::too_many_arguments)]
 pub async fn send_until_acked(
     producer: &Producer,
-    destination: Destination,
-    topic: &str,
-    msg: &OwnedMessage,
-    headers: OwnedHeaders,
+    record: Outgoing<'_>,
     cancel: &CancellationToken,
     abandon_waits: &CancellationToken,
     blocked: impl Fn(bool),
     failed: impl Fn(),
 ) -> bool {
+    let Outgoing {
+        destination,
+        topic,
+        msg,
+        headers,
+    } = record;
     let value = msg.payload().unwrap_or_default();
     let mut delays = write_backoff().build();
     let mut was_blocked = false;
@@ -317,10 +327,12 @@ impl DlqWriter {
     ) -> bool {
         send_until_acked(
             &self.producer,
-            Destination::DeadLetter,
-            &self.topic,
-            msg,
-            headers(msg, source, failure, &self.origin),
+            Outgoing {
+                destination: Destination::DeadLetter,
+                topic: &self.topic,
+                msg,
+                headers: headers(msg, source, failure, &self.origin),
+            },
             cancel,
             abandon_waits,
             blocked,

@@ -4,7 +4,7 @@
 //! * **Fetching** — one task calls `recv()` on a [`StreamConsumer`] and hands each message
 //!   to its partition's task ([`partition`]). Rebalance callbacks run inside that `recv()`.
 //! * **Offsets** — `enable.auto.offset.store=false`; offsets are stored through
-//!   [`offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
+//!   [`crate::offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
 //!   never past an unfinished message. `enable.auto.commit` commits stored offsets in the
 //!   background; the loop commits synchronously on revoke and at shutdown.
 //! * **Revoke** — before librdkafka gives partitions up, their tasks stop taking messages,
@@ -22,8 +22,8 @@
 //! per-partition queues and `pause`/`resume` give the same isolation between partitions.
 
 pub mod dlq;
-pub mod offsets;
 pub mod partition;
+mod rebalance;
 pub mod retry;
 pub mod retry_topics;
 
@@ -46,9 +46,11 @@ use crate::config::Settings;
 use crate::handlers::Handler;
 use crate::http::Readiness;
 use crate::metrics::{Metrics, PartitionLabels};
+use crate::offsets::{self, OffsetSink};
 use crate::producer::Producer;
-use offsets::OffsetSink;
 use partition::{PartitionControl, PartitionHandle, WorkerContext};
+use rebalance::{ConsumerRef, drain, is_no_offset, lock_partitions};
+pub use rebalance::{LoopConsumer, LoopContext, Shared};
 
 /// How often buffered messages are moved into partition queues while `recv()` is idle
 /// (all partitions paused): short enough not to add visible latency.
@@ -68,7 +70,7 @@ const HEARTBEAT_INTERVAL_MS: &str = "3000";
 const QUEUED_MAX_KBYTES: &str = "4096";
 /// How long librdkafka waits before fetching a partition again once its queue passed that
 /// threshold (default 1000 ms). With a 4 MiB queue the default made the loop read a burst,
-/// then sit idle for most of a second (`make bench`: 22k msg/s at 14 % of a core); 10 ms
+/// then sit idle for most of a second; 10 ms
 /// refills the queue as soon as it drains, at the cost of a few more fetch requests.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// retryTopics mode: how often the consumer refreshes topic metadata (default 5 min). The
@@ -106,231 +108,6 @@ impl Tally {
             self.retried.load(Ordering::Relaxed),
             self.failed_attempts.load(Ordering::Relaxed),
         )
-    }
-}
-
-type Partitions = Mutex<HashMap<(String, i32), PartitionHandle>>;
-
-fn lock_partitions(
-    p: &Partitions,
-) -> std::sync::MutexGuard<'_, HashMap<(String, i32), PartitionHandle>> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// State the rebalance callbacks share with the loop.
-pub struct Shared {
-    partitions: Partitions,
-    handler: Arc<Handler>,
-    readiness: Arc<Readiness>,
-    metrics: Metrics,
-    drain: Duration,
-}
-
-/// The consumer context: logs through tracing and drains partitions on revoke.
-pub struct LoopContext {
-    shared: Arc<Shared>,
-}
-
-pub type LoopConsumer = StreamConsumer<LoopContext>;
-
-impl ClientContext for LoopContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
-    }
-}
-
-fn is_no_offset(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
-}
-
-fn tpl_text(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Stops `handles` (soft, then hard after `drain`), flushes deferred work and seals the
-/// trackers. Must run on the multi-threaded runtime.
-async fn drain(
-    handles: Vec<((String, i32), PartitionHandle)>,
-    handler: &Handler,
-    metrics: &Metrics,
-    drain: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + drain;
-    for (_, h) in &handles {
-        h.soft.cancel();
-    }
-    let mut sealed = Vec::with_capacity(handles.len());
-    for ((topic, partition), h) in handles {
-        let PartitionHandle {
-            join,
-            hard,
-            offsets,
-            ..
-        } = h;
-        let mut join = join;
-        if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
-            tracing::warn!(
-                topic,
-                partition,
-                "drain time is up; abandoning the message in progress"
-            );
-            hard.cancel();
-            let _ = join.await;
-        }
-        metrics.lag.remove(&PartitionLabels {
-            topic: topic.clone(),
-            partition,
-        });
-        sealed.push(offsets);
-    }
-    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let flush_time = remaining.max(Duration::from_secs(2));
-    if tokio::time::timeout(flush_time, handler.flush()).await != Ok(true) {
-        tracing::warn!("deferred work could not be flushed; its messages will be redelivered");
-    }
-    for offsets in sealed {
-        offsets::lock(&offsets).revoke();
-    }
-}
-
-impl LoopContext {
-    fn on_revoke(&self, consumer: &BaseConsumer<LoopContext>, tpl: &TopicPartitionList) {
-        let shared = &self.shared;
-        shared.readiness.set(false);
-        let revoked: Vec<_> = {
-            let mut map = lock_partitions(&shared.partitions);
-            tpl.elements()
-                .iter()
-                .filter_map(|e| {
-                    let key = (e.topic().to_owned(), e.partition());
-                    map.remove(&key).map(|h| (key, h))
-                })
-                .collect()
-        };
-        tracing::info!(partitions = %tpl_text(tpl), running = revoked.len(), "partitions revoked; draining");
-        if !revoked.is_empty() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                    let handler = shared.handler.clone();
-                    let metrics = shared.metrics.clone();
-                    let time = shared.drain;
-                    // The callback is synchronous (librdkafka gives the partitions up when it
-                    // returns); block_in_place lets this worker thread wait for the drain
-                    // while the runtime moves its other tasks elsewhere.
-                    tokio::task::block_in_place(|| {
-                        rt.block_on(drain(revoked, &handler, &metrics, time));
-                    });
-                }
-                _ => {
-                    for (_, h) in revoked {
-                        h.hard.cancel();
-                        offsets::lock(&h.offsets).revoke();
-                    }
-                    tracing::warn!(
-                        "no multi-threaded runtime: revoked work abandoned, not drained"
-                    );
-                }
-            }
-        }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed on revoke"),
-            Err(e) if is_no_offset(&e) => {}
-            Err(e) => {
-                shared.metrics.commit_failures.inc();
-                tracing::warn!(error = %e, "commit on revoke failed");
-            }
-        }
-    }
-}
-
-impl ConsumerContext for LoopContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl),
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            tracing::info!(partitions = %tpl_text(tpl), "partitions assigned");
-            // A partition paused under its previous task (full queue, DLQ down) must not
-            // stay paused now that a fresh task will own it.
-            if tpl.count() > 0
-                && let Err(e) = consumer.resume(tpl)
-            {
-                tracing::debug!(error = %e, "resume on assign refused");
-            }
-        }
-        // Ready once the group has given this member its assignment, even an empty one: a
-        // replica beyond the partition count is a healthy standby, and reporting it not
-        // ready would stall the Deployment's rollouts and the EventConsumer's Ready count.
-        // A revoke clears the flag until the next assignment arrives.
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            self.shared.readiness.set(true);
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => tracing::debug!(offsets = %tpl_text(offsets), "offsets committed"),
-            Err(e) if is_no_offset(&e) => {}
-            Err(e) => {
-                self.shared.metrics.commit_failures.inc();
-                tracing::warn!(error = %e, "offset commit failed");
-            }
-        }
-    }
-}
-
-/// The consumer as partition tasks see it; weak so tasks never keep it alive.
-struct ConsumerRef(Weak<LoopConsumer>);
-
-impl OffsetSink for ConsumerRef {
-    fn store(&self, topic: &str, partition: i32, next: i64) -> Result<(), String> {
-        let consumer = self.0.upgrade().ok_or("consumer closed")?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(next))
-            .map_err(|e| e.to_string())?;
-        consumer.store_offsets(&tpl).map_err(|e| e.to_string())
-    }
-}
-
-impl PartitionControl for ConsumerRef {
-    fn set_paused(&self, topic: &str, partition: i32, paused: bool) {
-        let Some(consumer) = self.0.upgrade() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        let result = if paused {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        };
-        match result {
-            Ok(()) => tracing::info!(topic, partition, paused, "partition fetch paused/resumed"),
-            Err(e) => tracing::debug!(topic, partition, paused, error = %e, "pause/resume refused"),
-        }
     }
 }
 
@@ -405,11 +182,10 @@ pub async fn run(
             metrics: metrics.clone(),
         },
         retry_topics: match settings.delivery_mode {
-            crate::cli::DeliveryMode::Blocking => None,
-            crate::cli::DeliveryMode::RetryTopics => Some(retry_topics::RetryTopics::new(
-                &settings.group_id,
-                &settings.retry_topics,
-            )),
+            eventconsumer_contract::DeliveryMode::Blocking => None,
+            eventconsumer_contract::DeliveryMode::RetryTopics => Some(
+                retry_topics::RetryTopics::new(&settings.group_id, &settings.retry_topics),
+            ),
         },
         metrics: metrics.clone(),
         tally: tally.clone(),

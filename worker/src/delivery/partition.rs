@@ -16,26 +16,27 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dlq::{self, DlqWriter, SourceRecord};
-use super::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 use super::retry::{self, Attempted, RetryPolicy};
 use super::retry_topics::{self as rt, RetryState, RetryTopics};
-use crate::handlers::{Handler, Outcome};
+use crate::handlers::Handler;
 use crate::metrics::Metrics;
+use crate::offsets::Outcome;
+use crate::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 
 /// Messages queued in front of a partition task: it bounds in-flight work per partition
 /// (librdkafka's own prefetch, queued.max.messages.kbytes, holds more).
 ///
 /// Not smaller: a full queue pauses the partition, which makes librdkafka drop what it
 /// prefetched for it and fetch it again after the resume, and the resume waits for the
-/// dispatcher's overflow tick. With 32 a partition moved ~32 messages per tick (≈ 640/s)
-/// and refetched ~1 MB each time (`make bench`: 380 msg/s at 76 µs CPU per message); 4096
-/// holds about one fetch (max.partition.fetch.bytes = 1 MiB of ~300-byte messages), for
+/// dispatcher's overflow tick: a small queue moved a queue's worth of messages per tick and
+/// refetched a whole fetch each time; 4096 holds about one fetch (max.partition.fetch.bytes = 1 MiB of ~300-byte messages), for
 /// a few MiB of memory per partition at most.
 pub const PARTITION_QUEUE: usize = 4096;
 
@@ -227,21 +228,17 @@ async fn run(
                 _ = ctx.handler.wait_for_room() => {}
             }
         }
+        let task = Task {
+            offsets: &offsets,
+            gate: &gate,
+            control: &control,
+            hard: &hard,
+            soft: &soft,
+        };
         if let Some(topics) = &ctx.retry_topics {
-            process_once(
-                &ctx,
-                topics,
-                &msg,
-                &offsets,
-                &gate,
-                control.clone(),
-                &writes,
-                &hard,
-                &soft,
-            )
-            .await;
+            process_once(&ctx, topics, &msg, &writes, task).await;
         } else {
-            process(&ctx, &msg, &offsets, &gate, control.clone(), &hard, &soft).await;
+            process(&ctx, &msg, task).await;
         }
         if hard.is_cancelled() {
             break;
@@ -281,22 +278,58 @@ fn key_text(msg: &OwnedMessage) -> KeyText<'_> {
     KeyText(msg.key())
 }
 
-async fn process(
+/// The partition task's handles that the processing of each message uses.
+#[derive(Clone, Copy)]
+struct Task<'a> {
+    offsets: &'a SharedOffsets,
+    gate: &'a Arc<PauseGate>,
+    control: &'a Arc<dyn PartitionControl>,
+    hard: &'a CancellationToken,
+    soft: &'a CancellationToken,
+}
+
+/// A message counted in `messages_in_flight` for as long as this lives: every way out of
+/// processing (done, dead-lettered, abandoned, or the spawned retry-topic write) drops it
+/// exactly once.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The prologue both delivery modes share: the message is begun in the offset tracker (its
+/// ack) and counted in flight.
+fn begin<'m>(
     ctx: &WorkerContext,
-    msg: &OwnedMessage,
-    offsets: &SharedOffsets,
-    gate: &PauseGate,
-    control: Arc<dyn PartitionControl>,
-    hard: &CancellationToken,
-    soft: &CancellationToken,
-) {
+    msg: &'m OwnedMessage,
+    task: Task<'_>,
+) -> (Ack, InFlight, KeyText<'m>) {
+    let ack = Ack::begin(task.offsets, msg.offset(), task.control.clone());
+    (ack, InFlight::start(&ctx.metrics.in_flight), key_text(msg))
+}
+
+async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>) {
+    let Task {
+        offsets,
+        control,
+        hard,
+        soft,
+        ..
+    } = task;
     // Batched positions of earlier messages go out before this one can make the task wait
     // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
-    let flush_earlier = || offsets::flush(offsets, &*control);
-    let ack = Ack::begin(offsets, msg.offset(), control.clone());
+    let flush_earlier = || offsets::flush(offsets, &**control);
+    let (ack, _in_flight, key) = begin(ctx, msg, task);
     let m = &ctx.metrics;
-    m.in_flight.inc();
-    let key = key_text(msg);
     let attempted = retry::run(
         &ctx.policy,
         hard,
@@ -348,37 +381,26 @@ async fn process(
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "processed");
         }
         Attempted::Failed(failure) => {
-            dead_letter(
-                ctx,
-                msg,
-                &SourceRecord::of(msg),
-                &failure,
-                &ack,
-                gate,
-                hard,
-                soft,
-            )
-            .await;
+            dead_letter(ctx, msg, &SourceRecord::of(msg), &failure, &ack, task).await;
         }
         Attempted::Cancelled => {
             tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
         }
     }
-    m.in_flight.dec();
 }
 
 /// Writes `msg` (from `source`) to the DLQ and releases its offset once acknowledged.
-#[allow(clippy::too_many_arguments)]
 async fn dead_letter(
     ctx: &WorkerContext,
     msg: &OwnedMessage,
     source: &SourceRecord,
     failure: &retry::Failure,
     ack: &Ack,
-    gate: &PauseGate,
-    hard: &CancellationToken,
-    soft: &CancellationToken,
+    task: Task<'_>,
 ) {
+    let Task {
+        gate, hard, soft, ..
+    } = task;
     let m = &ctx.metrics;
     let written = ctx
         .dlq
@@ -409,25 +431,25 @@ fn now_ms() -> i64 {
 /// from a retry topic), then its offset is released, or it moves on to the next retry
 /// topic or the DLQ and its offset is released once that write is acknowledged. A revoke
 /// or SIGTERM during the wait or a failing write leaves the offset unstored.
-#[allow(clippy::too_many_arguments)]
 async fn process_once(
     ctx: &Arc<WorkerContext>,
     topics: &RetryTopics,
     msg: &OwnedMessage,
-    offsets: &SharedOffsets,
-    gate: &Arc<PauseGate>,
-    control: Arc<dyn PartitionControl>,
     writes: &Arc<Semaphore>,
-    hard: &CancellationToken,
-    soft: &CancellationToken,
+    task: Task<'_>,
 ) {
+    let Task {
+        offsets,
+        gate,
+        control,
+        hard,
+        soft,
+    } = task;
     // Batched positions of earlier messages go out before this one can make the task wait
     // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
-    let flush_earlier = || offsets::flush(offsets, &*control);
-    let ack = Ack::begin(offsets, msg.offset(), control.clone());
+    let flush_earlier = || offsets::flush(offsets, &**control);
+    let (ack, in_flight, key) = begin(ctx, msg, task);
     let m = &ctx.metrics;
-    m.in_flight.inc();
-    let key = key_text(msg);
     let state = match topics.attempt_of(msg.topic()) {
         None => RetryState::fresh(msg),
         Some(topic_attempt) => {
@@ -452,7 +474,6 @@ async fn process_once(
         };
         if !waited {
             tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "stopped while waiting for a retry; it will be redelivered");
-            m.in_flight.dec();
             return;
         }
     }
@@ -476,7 +497,6 @@ async fn process_once(
     let error = match attempted {
         None => {
             tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "abandoned unfinished; it will be redelivered");
-            m.in_flight.dec();
             return;
         }
         Some(Ok(outcome)) => {
@@ -486,7 +506,6 @@ async fn process_once(
                 ack.release_batched();
             }
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, attempt = state.attempt, "processed");
-            m.in_flight.dec();
             return;
         }
         Some(Err(error)) => {
@@ -500,9 +519,8 @@ async fn process_once(
     ctx.tally.failed_attempt();
     let now = chrono::Utc::now();
     let first_failure = state.first_failure.unwrap_or(now);
-    if error.is_retryable() && state.attempt < ctx.policy.max_attempts {
+    if let Some(delay) = ctx.policy.next(&error, state.attempt) {
         let next = state.attempt + 1;
-        let delay = ctx.policy.delay_before(next);
         let due =
             rt::epoch_ms(now).saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
         let target = topics.topic_for(next);
@@ -523,20 +541,22 @@ async fn process_once(
             p = writes.clone().acquire_owned() => p.ok(),
         };
         let Some(permit) = permit else {
-            m.in_flight.dec();
             return;
         };
         let (ctx, msg, gate) = (ctx.clone(), msg.clone(), gate.clone());
         let (hard, soft) = (hard.clone(), soft.clone());
         tokio::spawn(async move {
             let _permit = permit;
+            let _in_flight = in_flight;
             let m = &ctx.metrics;
             let written = dlq::send_until_acked(
                 &ctx.dlq.producer,
-                dlq::Destination::Retry,
-                &target,
-                &msg,
-                headers,
+                dlq::Outgoing {
+                    destination: dlq::Destination::Retry,
+                    topic: &target,
+                    msg: &msg,
+                    headers,
+                },
                 &hard,
                 &soft,
                 |blocked| gate.write_blocked(blocked),
@@ -553,9 +573,7 @@ async fn process_once(
                 ctx.tally.retried();
                 ack.release();
             }
-            m.in_flight.dec();
         });
-        return;
     } else {
         tracing::warn!(
             topic = msg.topic(), partition = msg.partition(), offset = msg.offset(),
@@ -568,14 +586,22 @@ async fn process_once(
             first_failure,
             last_failure: now,
         };
-        dead_letter(ctx, msg, &state.source, &failure, &ack, gate, hard, soft).await;
+        dead_letter(ctx, msg, &state.source, &failure, &ack, task).await;
     }
-    m.in_flight.dec();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_counts_in_flight_until_its_guard_drops() {
+        let gauge = Gauge::default();
+        let guard = InFlight::start(&gauge);
+        assert_eq!(gauge.get(), 1);
+        drop(guard);
+        assert_eq!(gauge.get(), 0);
+    }
 
     #[derive(Default)]
     struct Calls(Mutex<Vec<bool>>);

@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetrySettings;
-use crate::handlers::{HandlerError, Outcome};
+use crate::handlers::HandlerError;
+use crate::offsets::Outcome;
 
 /// How often and how patiently a message is tried.
 #[derive(Debug, Clone)]
@@ -48,6 +49,14 @@ impl RetryPolicy {
     pub fn delay_before(&self, attempt: u32) -> Duration {
         let retry = usize::try_from(attempt.saturating_sub(2)).unwrap_or(usize::MAX);
         self.delays().nth(retry).unwrap_or(self.longest_delay)
+    }
+
+    /// The one retry-or-give-up rule, for both delivery modes: after failed attempt `attempt`
+    /// (1 for the first try), the delay before the next attempt, or `None` when the message
+    /// is to be dead-lettered (the error is not retryable, or that was the last attempt).
+    pub fn next(&self, error: &HandlerError, attempt: u32) -> Option<Duration> {
+        (error.is_retryable() && attempt < self.max_attempts)
+            .then(|| self.delay_before(attempt.saturating_add(1)))
     }
 
     /// The delays before retry 1, 2, …; as many as there are retries. Each is the
@@ -114,7 +123,6 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<Outcome, HandlerError>>,
 {
-    let mut delays = policy.delays();
     let mut first_failure = None;
     let mut n = 0;
     loop {
@@ -131,11 +139,7 @@ where
         };
         let now = Utc::now();
         let first = *first_failure.get_or_insert(now);
-        let next = if error.is_retryable() && n < policy.max_attempts {
-            delays.next()
-        } else {
-            None
-        };
+        let next = policy.next(&error, n);
         on_failure(&error, n, next);
         let Some(delay) = next else {
             return Attempted::Failed(Failure {
@@ -217,6 +221,19 @@ mod tests {
         assert!(p.delay_before(4) >= Duration::from_millis(300));
         assert_eq!(p.delay_before(9), p.longest_delay, "beyond the retries");
         assert_eq!(p.longest_delay, Duration::from_millis(600));
+    }
+
+    /// Pins the retry-or-give-up rule both delivery modes use.
+    #[test]
+    fn next_retries_a_retryable_failure_until_the_last_attempt_and_nothing_else() {
+        let p = policy(3);
+        let permanent: HandlerError = EventError::Decode("bad".into()).into();
+        assert!(p.next(&transient(), 1).is_some());
+        assert!(p.next(&transient(), 2).is_some());
+        assert_eq!(p.next(&transient(), 3), None, "that was the last attempt");
+        assert_eq!(p.next(&permanent, 1), None, "never retried");
+        let delay = p.next(&transient(), 1).unwrap();
+        assert!(delay >= Duration::from_millis(1) && delay <= p.longest_delay);
     }
 
     #[tokio::test]

@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{HandlerError, Outcome, payload};
-use crate::delivery::offsets::Ack;
 use crate::events::{self, UserEvent};
+use crate::offsets::Ack;
 use crate::producer::Producer;
 
 /// Counts of one window.
@@ -362,8 +362,8 @@ mod tests {
 
     #[tokio::test]
     async fn partitions_wait_for_room_only_while_reports_fail_and_the_window_is_full() {
-        use crate::delivery::offsets::tests::Recorder;
-        use crate::delivery::offsets::{PartitionOffsets, SharedOffsets};
+        use crate::offsets::tests::Recorder;
+        use crate::offsets::{PartitionOffsets, SharedOffsets};
         use std::sync::Arc;
 
         let mut base = rdkafka::ClientConfig::new();
@@ -405,8 +405,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_window_whose_publish_fails_or_is_cancelled_goes_back_with_its_acks() {
-        use crate::delivery::offsets::tests::Recorder;
-        use crate::delivery::offsets::{PartitionOffsets, SharedOffsets, lock};
+        use crate::offsets::tests::Recorder;
+        use crate::offsets::{PartitionOffsets, SharedOffsets, lock};
         use std::sync::Arc;
 
         // Nothing listens on the discard port: every publish times out after 1 s.

@@ -17,18 +17,10 @@ use std::time::Duration;
 use rdkafka::message::{Message, OwnedMessage};
 
 use crate::config::{HandlerSettings, RetrySettings};
-use crate::delivery::offsets::Ack;
 use crate::events::EventError;
+use crate::offsets::Ack;
+pub use crate::offsets::Outcome;
 use crate::producer::{Producer, PublishError};
-
-/// What became of a message the handler accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Finished: the loop stores the offset.
-    Done,
-    /// The handler holds the [`Ack`] and calls it once the work is durable.
-    Deferred,
-}
 
 /// Why one attempt failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -13,9 +13,9 @@ use rdkafka::message::OwnedMessage;
 use serde::{Deserialize, Serialize};
 
 use super::{HandlerError, Outcome, payload, sink_status_retryable};
-use crate::cli::OrderAction;
 use crate::events::{self, OrderPlaced};
 use crate::producer::Producer;
+use eventconsumer_contract::OrderAction;
 
 /// One reserved line of an inventory reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

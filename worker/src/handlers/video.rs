@@ -10,9 +10,9 @@ use std::time::Duration;
 use rdkafka::message::OwnedMessage;
 
 use super::{HandlerError, Outcome, payload};
-use crate::cli::VideoStage;
 use crate::events::{self, EventError, VideoReady, VideoTranscoded, VideoUploaded};
 use crate::producer::Producer;
+use eventconsumer_contract::VideoStage;
 
 /// Where thumbnails are said to live; the demo's fictional CDN.
 const THUMBNAIL_BASE: &str = "https://cdn.example.com/thumbnails";

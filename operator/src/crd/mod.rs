@@ -7,17 +7,29 @@
 //! names the field instead of turning into a broken Deployment later. The operator validates the
 //! same facts again in [`crate::config`] (the API server may run an older copy of the CRD).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod describe;
+mod status;
+#[cfg(test)]
+mod tests;
+mod values;
+
+pub use describe::unwrap_crd_descriptions;
+pub use status::{AutoscalingStatus, EventConsumerStatus, LagStatus, PartitionLag};
+pub use values::{HumanDuration, TopicName};
+
+/// The enumerated fields, defined once in the contract (with their serde names and schemas).
+pub use eventconsumer_contract::{
+    DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+};
+use eventconsumer_contract::{defaults, limits, topic};
 
 /// API group of the resource.
 pub const GROUP: &str = "eventconsumer.dev";
@@ -26,11 +38,9 @@ pub const VERSION: &str = "v1alpha1";
 /// `metadata.name` of the CustomResourceDefinition.
 pub const CRD_NAME: &str = "eventconsumers.eventconsumer.dev";
 
-/// Kafka's own rule for topic names (`kafka.common.internals.Topic`): at most 249 characters
-/// from this set.
-const TOPIC_PATTERN: &str = "^[a-zA-Z0-9._-]+$";
-/// Kafka's topic name length limit.
-const TOPIC_MAX_LENGTH: u32 = 249;
+/// Most pods `spec.autoscaling` may ask for (min and max replicas): a bound on what one
+/// mistaken manifest can make the cluster schedule.
+pub const MAX_AUTOSCALING_REPLICAS: i32 = 1000;
 /// Go duration syntax restricted to one unit, which both CEL's `duration()` and the worker's
 /// `humantime` parser accept identically.
 pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
@@ -123,8 +133,15 @@ pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
     validation = Rule::new("has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || !((self.kafka.topics[0] + '.dlq') in self.kafka.topics)")
         .message("the default dead-letter topic (the first topic + '.dlq') is itself a source topic: set spec.delivery.deadLetterTopic")
         .field_path(".kafka.topics"),
-    validation = Rule::new("self.delivery.mode != 'retryTopics' || self.delivery.maxAttempts <= 10")
-        .message("at most 10 in retryTopics mode (each retry has its own topic)")
+    validation = Rule::new(format!(
+            "self.delivery.mode != '{}' || self.delivery.maxAttempts <= {}",
+            DeliveryMode::RetryTopics.as_str(),
+            limits::MAX_RETRY_TOPIC_ATTEMPTS
+        ))
+        .message(kube::core::Message::Message(format!(
+            "at most {} in retryTopics mode (each retry has its own topic)",
+            limits::MAX_RETRY_TOPIC_ATTEMPTS
+        )))
         .field_path(".delivery.maxAttempts"),
     validation = Rule::new("!has(self.order) || !has(self.order.outputTopic) || !(self.order.outputTopic in self.kafka.topics)")
         .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
@@ -232,12 +249,12 @@ pub struct AutoscalingSpec {
     /// Fewest pods. 0 allows scaling to zero: with no pods, the consumer is woken (scaled to
     /// one or more) once its lag reaches `activationLag`.
     #[serde(default = "default_min_replicas")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_AUTOSCALING_REPLICAS))]
     pub min_replicas: i32,
 
     /// Most pods. The number of source partitions also caps the count, since Kafka gives each
     /// partition to one member of the group.
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_AUTOSCALING_REPLICAS))]
     pub max_replicas: i32,
 
     /// Lag one pod is expected to handle: the autoscaler wants ceil(lag / lagThreshold) pods.
@@ -255,52 +272,6 @@ pub struct AutoscalingSpec {
     /// `5m`. Scaling up is never delayed.
     #[serde(default = "default_cooldown")]
     pub cooldown: HumanDuration,
-}
-
-/// How a failed message waits for its next attempt. (Plain comments on the variants: doc
-/// comments would turn the schema's `enum` into a non-structural `oneOf`.)
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum DeliveryMode {
-    // Retries wait in the worker, holding the message's partition: per-key order is kept.
-    #[default]
-    Blocking,
-    // Retries wait in retry topics; the partition moves on; per-key order is not kept.
-    RetryTopics,
-}
-
-impl DeliveryMode {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryMode::Blocking => "blocking",
-            DeliveryMode::RetryTopics => "retryTopics",
-        }
-    }
-}
-
-/// The handler a worker runs. (Plain comments on the variants: doc comments would turn the
-/// schema's `enum` into a non-structural `oneOf`.)
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Handler {
-    // Orders from `order.placed`: validate, then one action.
-    Order,
-    // Page-view and event counts in tumbling windows.
-    Analytics,
-    // One stage of the video pipeline.
-    Video,
-}
-
-impl Handler {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Handler::Order => "order",
-            Handler::Analytics => "analytics",
-            Handler::Video => "video",
-        }
-    }
 }
 
 /// Options of the `order` handler.
@@ -325,28 +296,6 @@ pub struct OrderOptions {
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
         .message("must be an absolute http:// or https:// URL"))]
     pub sink_url: Option<String>,
-}
-
-/// What the `order` handler does with a valid order.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderAction {
-    Inventory,
-    Payment,
-    Email,
-    Analytics,
-}
-
-impl OrderAction {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderAction::Inventory => "inventory",
-            OrderAction::Payment => "payment",
-            OrderAction::Email => "email",
-            OrderAction::Analytics => "analytics",
-        }
-    }
 }
 
 /// Options of the `analytics` handler.
@@ -386,24 +335,6 @@ pub struct VideoOptions {
     pub output_topic: Option<TopicName>,
 }
 
-/// A stage of the video pipeline.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum VideoStage {
-    Transcode,
-    Publish,
-}
-
-impl VideoStage {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VideoStage::Transcode => "transcode",
-            VideoStage::Publish => "publish",
-        }
-    }
-}
-
 /// Where and how the workers consume.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -424,7 +355,7 @@ pub struct KafkaSpec {
     /// Kafka consumer group id. Defaults to `<namespace>.<name>` of this EventConsumer. Two
     /// EventConsumers that share a group split the partitions between them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 249), pattern(r"^[a-zA-Z0-9._-]+$"))]
+    #[schemars(length(min = 1, max = topic::MAX_LENGTH), pattern(topic::PATTERN))]
     pub consumer_group: Option<String>,
 
     /// Where a consumer group without committed offsets starts: `earliest` (the oldest
@@ -441,25 +372,6 @@ pub struct KafkaSpec {
     pub tls: Option<TlsSpec>,
 }
 
-/// Where a consumer group without committed offsets starts.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum InitialOffset {
-    #[default]
-    Earliest,
-    Latest,
-}
-
-impl InitialOffset {
-    /// The name the worker understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InitialOffset::Earliest => "earliest",
-            InitialOffset::Latest => "latest",
-        }
-    }
-}
-
 /// SASL authentication to the brokers.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -471,28 +383,6 @@ pub struct SaslSpec {
     /// Secret in this namespace holding the username and password. The pods read it through
     /// `secretKeyRef`; the operator never copies the values.
     pub secret_ref: SaslSecretRef,
-}
-
-/// SASL mechanism.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaslMechanism {
-    #[serde(rename = "PLAIN")]
-    Plain,
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// The name the worker (and librdkafka) understands, as in the manifest.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
 }
 
 /// A Secret with SASL credentials.
@@ -567,7 +457,7 @@ pub struct DeliverySpec {
     /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
     /// retry.
     #[serde(default = "default_max_attempts")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: i32,
 
     /// Delay between attempts.
@@ -618,7 +508,7 @@ pub struct BackoffSpec {
 
     /// Factor the delay grows by after each failed attempt, from 1 (constant delay) to 10.
     #[serde(default = "default_backoff_multiplier")]
-    #[schemars(range(min = 1.0, max = 10.0))]
+    #[schemars(range(min = limits::MIN_BACKOFF_MULTIPLIER, max = limits::MAX_BACKOFF_MULTIPLIER))]
     pub multiplier: f64,
 }
 
@@ -630,190 +520,6 @@ impl Default for BackoffSpec {
             multiplier: default_backoff_multiplier(),
         }
     }
-}
-
-/// A Kafka topic name: 1 to 249 characters among letters, digits, `.`, `_` and `-`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(transparent)]
-pub struct TopicName(pub String);
-
-impl TopicName {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for TopicName {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-impl JsonSchema for TopicName {
-    fn schema_name() -> Cow<'static, str> {
-        "TopicName".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "minLength": 1,
-            "maxLength": TOPIC_MAX_LENGTH,
-            "pattern": TOPIC_PATTERN,
-            "x-kubernetes-validations": [{
-                "rule": "self != '.' && self != '..'",
-                "message": "'.' and '..' are not valid Kafka topic names"
-            }]
-        })
-    }
-}
-
-/// A duration such as `200ms`, `5s`, `1m` or `1h`: a positive whole number and one unit.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct HumanDuration(pub String);
-
-impl HumanDuration {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for HumanDuration {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-impl JsonSchema for HumanDuration {
-    fn schema_name() -> Cow<'static, str> {
-        "HumanDuration".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            // Long enough for any sane value, short enough to keep CEL's cost estimate low.
-            "maxLength": 16,
-            "pattern": DURATION_PATTERN,
-            "x-kubernetes-validations": [{
-                // The guard leaves values the pattern refuses to the pattern's clearer error.
-                "rule": format!("!self.matches('{DURATION_PATTERN}') || duration(self) > duration('0s')"),
-                "message": "must be greater than zero"
-            }]
-        })
-    }
-}
-
-/// Observed state of an EventConsumer, written by the operator.
-#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct EventConsumerStatus {
-    /// Latest observations: `Ready` (the wanted number of workers are ready and consuming),
-    /// `Progressing` (a rollout or scale is under way) and `Degraded` (the spec cannot be
-    /// carried out, e.g. a referenced Secret is missing, or the rollout is stuck). `reason`
-    /// and `message` say why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
-
-    /// The `metadata.generation` of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-
-    /// Worker pods that exist, ready or not.
-    #[serde(default)]
-    pub replicas: i32,
-
-    /// Worker pods that are ready.
-    #[serde(default)]
-    pub ready_replicas: i32,
-
-    /// Label selector of the worker pods, for the scale subresource (and autoscalers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<String>,
-
-    /// The consumer group's lag, measured by the operator from the group's committed offsets
-    /// and the source topics' end offsets. A failed measurement keeps the last values and
-    /// says why in `lag.error`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag: Option<LagStatus>,
-
-    /// Records this consumer (its consumer group) has written to its dead-letter topic that
-    /// the topic still retains.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letters: Option<i64>,
-
-    /// What the autoscaler decided last, when `spec.autoscaling` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscaling: Option<AutoscalingStatus>,
-}
-
-/// Lag of a consumer group.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LagStatus {
-    /// Messages in all source partitions after the group's committed offsets. A partition
-    /// without a committed offset counts from its oldest retained message (`earliest`) or as 0
-    /// (`latest`), like the workers would start. Absent while no measurement has succeeded
-    /// (then `error` says why).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub total: Option<i64>,
-
-    /// The partition with the largest lag, if any has lag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_partition: Option<PartitionLag>,
-
-    /// When the lag was measured (RFC 3339). An unchanged lag is written again only about
-    /// once a minute, so this may be up to a minute older than the latest measurement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured_at: Option<String>,
-
-    /// Why the latest measurement failed, if it did (the values above are then older).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The lag of one partition.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: i32,
-    pub lag: i64,
-}
-
-/// The autoscaler's latest decision.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AutoscalingStatus {
-    /// Pods the autoscaler wants now.
-    pub desired_replicas: i32,
-
-    /// When the autoscaler last changed the number of pods (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_scale_time: Option<String>,
-
-    /// Lag that counted for the decision: the total minus the partitions left out as stuck.
-    #[serde(default)]
-    pub scaling_lag: i64,
-
-    /// Partitions (`topic/partition`) left out of the decision because their committed offset
-    /// did not move since the last measurement while workers ran.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stuck_partitions: Vec<String>,
-
-    /// Why the autoscaler chose `desiredReplicas`, in one sentence.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 fn default_replicas() -> i32 {
@@ -837,31 +543,32 @@ fn default_cooldown() -> HumanDuration {
 }
 
 fn default_log_level() -> String {
-    "info".to_owned()
+    defaults::LOG_LEVEL.to_owned()
 }
 
 fn default_window() -> HumanDuration {
-    "5s".into()
+    HumanDuration(humantime::format_duration(defaults::ANALYTICS_WINDOW).to_string())
 }
 
 fn default_max_attempts() -> i32 {
-    5
+    // 5 fits an i32; the CRD field is an i32 like every Kubernetes integer.
+    i32::try_from(defaults::MAX_ATTEMPTS).unwrap_or(i32::MAX)
 }
 
 fn default_attempt_timeout() -> HumanDuration {
-    "30s".into()
+    defaults::ATTEMPT_TIMEOUT.into()
 }
 
 fn default_backoff_initial() -> HumanDuration {
-    "200ms".into()
+    defaults::BACKOFF_INITIAL.into()
 }
 
 fn default_backoff_max() -> HumanDuration {
-    "30s".into()
+    defaults::BACKOFF_MAX.into()
 }
 
 fn default_backoff_multiplier() -> f64 {
-    2.0
+    defaults::BACKOFF_MULTIPLIER
 }
 
 fn default_username_key() -> String {
@@ -882,167 +589,7 @@ pub fn crd() -> CustomResourceDefinition {
     unwrap_crd_descriptions(EventConsumer::crd())
 }
 
-/// `crd` with the line breaks of its doc comments unwrapped (shared by every CRD the
-/// operator defines).
-pub(crate) fn unwrap_crd_descriptions(
-    mut crd: CustomResourceDefinition,
-) -> CustomResourceDefinition {
-    for version in &mut crd.spec.versions {
-        let Some(schema) = version.schema.as_mut() else {
-            continue;
-        };
-        if let Some(props) = schema.open_api_v3_schema.take() {
-            schema.open_api_v3_schema = Some(unwrap_descriptions(props));
-        }
-    }
-    crd
-}
-
 /// The CRD as the YAML committed in `crds/eventconsumer.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&crd())
-}
-
-fn unwrap_descriptions(props: JSONSchemaProps) -> JSONSchemaProps {
-    fn walk(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, child) in map.iter_mut() {
-                    match child {
-                        serde_json::Value::String(text) if key == "description" => {
-                            *text = unwrap_lines(text);
-                        }
-                        _ => walk(child),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    let Ok(mut value) = serde_json::to_value(&props) else {
-        return props;
-    };
-    walk(&mut value);
-    serde_json::from_value(value).unwrap_or(props)
-}
-
-/// Joins the lines of each paragraph with spaces, as rustdoc renders them; keeps paragraph breaks
-/// and lines that start a list item.
-fn unwrap_lines(text: &str) -> String {
-    text.split("\n\n")
-        .map(|paragraph| {
-            let mut out = String::new();
-            for line in paragraph.lines() {
-                let line = line.trim();
-                if out.is_empty() {
-                    out.push_str(line);
-                } else if line.starts_with("- ") || line.starts_with("* ") {
-                    out.push('\n');
-                    out.push_str(line);
-                } else {
-                    out.push(' ');
-                    out.push_str(line);
-                }
-            }
-            out
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const COMMITTED: &str = include_str!("../../crds/eventconsumer.yaml");
-
-    #[test]
-    fn the_enumerated_fields_take_exactly_the_contract_values() {
-        use eventconsumer_contract::values;
-        let crd = serde_json::to_value(EventConsumer::crd()).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
-        let allowed = |field: &serde_json::Value| -> Vec<String> {
-            field["enum"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no enum in {field}"))
-                .iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect()
-        };
-        let kafka = &spec["kafka"]["properties"];
-        assert_eq!(allowed(&spec["handler"]), values::HANDLERS);
-        assert_eq!(
-            allowed(&spec["order"]["properties"]["action"]),
-            values::ORDER_ACTIONS
-        );
-        assert_eq!(
-            allowed(&spec["video"]["properties"]["stage"]),
-            values::VIDEO_STAGES
-        );
-        assert_eq!(allowed(&kafka["initialOffset"]), values::INITIAL_OFFSETS);
-        assert_eq!(
-            allowed(&spec["delivery"]["properties"]["mode"]),
-            values::DELIVERY_MODES
-        );
-        assert_eq!(
-            allowed(&kafka["sasl"]["properties"]["mechanism"]),
-            values::SASL_MECHANISMS
-        );
-    }
-
-    #[test]
-    fn the_committed_crd_matches_the_types() {
-        let generated = crd_yaml().unwrap();
-        assert!(
-            generated == COMMITTED,
-            "crds/eventconsumer.yaml is stale: run `make crds`"
-        );
-    }
-
-    #[test]
-    fn the_crd_has_status_scale_and_a_short_name() {
-        let crd = crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
-        assert_eq!(crd.spec.names.short_names, Some(vec!["ec".to_owned()]));
-        let version = &crd.spec.versions[0];
-        assert_eq!(version.name, VERSION);
-        let subresources = version.subresources.as_ref().unwrap();
-        assert!(subresources.status.is_some());
-        let scale = subresources.scale.as_ref().unwrap();
-        assert_eq!(scale.spec_replicas_path, ".spec.replicas");
-        assert_eq!(scale.status_replicas_path, ".status.replicas");
-        assert_eq!(
-            scale.label_selector_path.as_deref(),
-            Some(".status.selector")
-        );
-        let columns: Vec<_> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.as_str())
-            .collect();
-        assert_eq!(
-            columns,
-            [
-                "Handler", "Topics", "Replicas", "Ready", "Lag", "DLQ", "Status", "Age"
-            ]
-        );
-    }
-
-    #[test]
-    fn conditions_merge_by_type() {
-        let yaml = crd_yaml().unwrap();
-        let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
-        let conditions = &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-            ["properties"]["conditions"];
-        assert_eq!(conditions["x-kubernetes-list-type"], "map");
-        assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
-    }
-
-    #[test]
-    fn descriptions_are_unwrapped_into_paragraphs() {
-        assert_eq!(unwrap_lines("one\ntwo\n\nthree"), "one two\n\nthree");
-        assert_eq!(unwrap_lines("list:\n- a\n- b"), "list:\n- a\n- b");
-    }
 }

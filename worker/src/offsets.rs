@@ -12,10 +12,13 @@
 //! the position moves in the tracker at once, but it reaches librdkafka only every
 //! [`STORE_BATCH`] messages, whenever the task's queue runs empty, and before the task ends
 //! ([`flush`]). Storing less far for a moment is always safe; the store per message (a
-//! `TopicPartitionList` and a lock inside librdkafka) was ~10 % of the worker's instructions.
+//! `TopicPartitionList` and a lock inside librdkafka) was a large share of the worker's CPU.
 //!
 //! After a revoke the tracker refuses to store anything: a partition we no longer own must
 //! not get offsets from us, even from work that finishes late.
+//!
+//! A leaf module: the handlers (which keep an [`Ack`] or answer an [`Outcome`]) and the
+//! delivery loop (which hands them out and stores offsets) both import it.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,6 +118,15 @@ impl PartitionOffsets {
     pub fn is_revoked(&self) -> bool {
         self.revoked
     }
+}
+
+/// What became of a message the handler accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished: the loop stores the offset.
+    Done,
+    /// The handler holds the [`Ack`] and calls it once the work is durable.
+    Deferred,
 }
 
 /// A shared tracker.

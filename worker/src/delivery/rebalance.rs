@@ -1,0 +1,231 @@
+//! The consumer's side of a rebalance: the context librdkafka calls back into, which starts a
+//! partition task on assign and drains it on revoke (finish or abandon its message, flush its
+//! offsets, commit) before the partition goes to another member; and the handle partition
+//! tasks use to store offsets and pause their partition.
+
+use super::*;
+
+pub(super) type Partitions = Mutex<HashMap<(String, i32), PartitionHandle>>;
+
+pub(super) fn lock_partitions(
+    p: &Partitions,
+) -> std::sync::MutexGuard<'_, HashMap<(String, i32), PartitionHandle>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// State the rebalance callbacks share with the loop.
+pub struct Shared {
+    pub(super) partitions: Partitions,
+    pub(super) handler: Arc<Handler>,
+    pub(super) readiness: Arc<Readiness>,
+    pub(super) metrics: Metrics,
+    pub(super) drain: Duration,
+}
+
+/// The consumer context: logs through tracing and drains partitions on revoke.
+pub struct LoopContext {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub type LoopConsumer = StreamConsumer<LoopContext>;
+
+impl ClientContext for LoopContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+pub(super) fn is_no_offset(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+}
+
+pub(super) fn tpl_text(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Stops `handles` (soft, then hard after `drain`), flushes deferred work and seals the
+/// trackers. Must run on the multi-threaded runtime.
+pub(super) async fn drain(
+    handles: Vec<((String, i32), PartitionHandle)>,
+    handler: &Handler,
+    metrics: &Metrics,
+    drain: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + drain;
+    for (_, h) in &handles {
+        h.soft.cancel();
+    }
+    let mut sealed = Vec::with_capacity(handles.len());
+    for ((topic, partition), h) in handles {
+        let PartitionHandle {
+            join,
+            hard,
+            offsets,
+            ..
+        } = h;
+        let mut join = join;
+        if tokio::time::timeout_at(deadline, &mut join).await.is_err() {
+            tracing::warn!(
+                topic,
+                partition,
+                "drain time is up; abandoning the message in progress"
+            );
+            hard.cancel();
+            let _ = join.await;
+        }
+        metrics.lag.remove(&PartitionLabels {
+            topic: topic.clone(),
+            partition,
+        });
+        sealed.push(offsets);
+    }
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let flush_time = remaining.max(Duration::from_secs(2));
+    if tokio::time::timeout(flush_time, handler.flush()).await != Ok(true) {
+        tracing::warn!("deferred work could not be flushed; its messages will be redelivered");
+    }
+    for offsets in sealed {
+        offsets::lock(&offsets).revoke();
+    }
+}
+
+impl LoopContext {
+    pub(super) fn on_revoke(&self, consumer: &BaseConsumer<LoopContext>, tpl: &TopicPartitionList) {
+        let shared = &self.shared;
+        shared.readiness.set(false);
+        let revoked: Vec<_> = {
+            let mut map = lock_partitions(&shared.partitions);
+            tpl.elements()
+                .iter()
+                .filter_map(|e| {
+                    let key = (e.topic().to_owned(), e.partition());
+                    map.remove(&key).map(|h| (key, h))
+                })
+                .collect()
+        };
+        tracing::info!(partitions = %tpl_text(tpl), running = revoked.len(), "partitions revoked; draining");
+        if !revoked.is_empty() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    let handler = shared.handler.clone();
+                    let metrics = shared.metrics.clone();
+                    let time = shared.drain;
+                    // The callback is synchronous (librdkafka gives the partitions up when it
+                    // returns); block_in_place lets this worker thread wait for the drain
+                    // while the runtime moves its other tasks elsewhere.
+                    tokio::task::block_in_place(|| {
+                        rt.block_on(drain(revoked, &handler, &metrics, time));
+                    });
+                }
+                _ => {
+                    for (_, h) in revoked {
+                        h.hard.cancel();
+                        offsets::lock(&h.offsets).revoke();
+                    }
+                    tracing::warn!(
+                        "no multi-threaded runtime: revoked work abandoned, not drained"
+                    );
+                }
+            }
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed on revoke"),
+            Err(e) if is_no_offset(&e) => {}
+            Err(e) => {
+                shared.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "commit on revoke failed");
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.on_revoke(consumer, tpl),
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = %tpl_text(tpl), "partitions assigned");
+            // A partition paused under its previous task (full queue, DLQ down) must not
+            // stay paused now that a fresh task will own it.
+            if tpl.count() > 0
+                && let Err(e) = consumer.resume(tpl)
+            {
+                tracing::debug!(error = %e, "resume on assign refused");
+            }
+        }
+        // Ready once the group has given this member its assignment, even an empty one: a
+        // replica beyond the partition count is a healthy standby, and reporting it not
+        // ready would stall the Deployment's rollouts and the EventConsumer's Ready count.
+        // A revoke clears the flag until the next assignment arrives.
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.shared.readiness.set(true);
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(offsets = %tpl_text(offsets), "offsets committed"),
+            Err(e) if is_no_offset(&e) => {}
+            Err(e) => {
+                self.shared.metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+/// The consumer as partition tasks see it; weak so tasks never keep it alive.
+pub(super) struct ConsumerRef(pub(super) Weak<LoopConsumer>);
+
+impl OffsetSink for ConsumerRef {
+    fn store(&self, topic: &str, partition: i32, next: i64) -> Result<(), String> {
+        let consumer = self.0.upgrade().ok_or("consumer closed")?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+            .map_err(|e| e.to_string())?;
+        consumer.store_offsets(&tpl).map_err(|e| e.to_string())
+    }
+}
+
+impl PartitionControl for ConsumerRef {
+    fn set_paused(&self, topic: &str, partition: i32, paused: bool) {
+        let Some(consumer) = self.0.upgrade() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let result = if paused {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => tracing::info!(topic, partition, paused, "partition fetch paused/resumed"),
+            Err(e) => tracing::debug!(topic, partition, paused, error = %e, "pause/resume refused"),
+        }
+    }
+}
