@@ -42,7 +42,7 @@ k() { kubectl --context "$CTX" "$@"; }
 tools() {
   local missing=()
   if [ "${CI:-}" = true ] || [ "${1:-}" = --install-engine ]; then
-    [ -f "$EC_CACHE_DIR/dockerd.pid" ] || { docker version >/dev/null 2>&1 || started_engine=true; }
+    docker version >/dev/null 2>&1 || started_engine=true
     hack/docker-engine.sh --install
   else
     hack/docker-engine.sh
@@ -73,10 +73,12 @@ keys_cover() {
   return 1
 }
 
-order() { # order CUSTOMER: POST one valid order; prints the order id on 202
-  curl -s -m 10 -X POST "$GATEWAY/checkout" -H 'content-type: application/json' \
-    -d "{\"customer_id\":\"$1\",\"items\":[{\"product_id\":\"SKU-001\",\"quantity\":2,\"price\":29.99}],\"total\":59.98}" |
-    sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
+order() { # order CUSTOMER: POST one valid order; prints the order id and a newline on 202
+  {
+    curl -s -m 10 -X POST "$GATEWAY/checkout" -H 'content-type: application/json' \
+      -d "{\"customer_id\":\"$1\",\"items\":[{\"product_id\":\"SKU-001\",\"quantity\":2,\"price\":29.99}],\"total\":59.98}"
+    echo # the body has no newline of its own
+  } | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
 }
 
 all_pods_running() {
