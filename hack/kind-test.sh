@@ -127,19 +127,20 @@ poison_in_dlq() {
 }
 
 ec_columns_show_lag_and_dlq() {
-  local i out
+  local i out rows
   for i in $(seq 1 12); do
     out="$(k -n "$SAMPLES_NS" get ec)"
-    # Every consumer Ready, a LAG figure for each, and order-payment counts its dead letter.
-    if ! awk 'NR > 1 && $0 !~ /True|[0-9]+ +[0-9]+ +[0-9]+/ { bad = 1 } END { exit bad }' <<<"$out" >/dev/null &&
-      [ "$(k -n "$SAMPLES_NS" get ec order-payment -o jsonpath='{.status.deadLetters}')" -ge 1 ] 2>/dev/null &&
-      [ -z "$(k -n "$SAMPLES_NS" get ec -o jsonpath='{range .items[?(@.status.lag.measuredAt=="")]}{.metadata.name}{end}')" ]; then
+    # Every consumer Ready with a lag measurement; order-payment counts its dead letter.
+    rows="$(k -n "$SAMPLES_NS" get ec -o jsonpath='{range .items[*]}{.metadata.name}|{.status.conditions[?(@.type=="Ready")].status}|{.status.lag.measuredAt}|{.status.deadLetters}{"\n"}{end}')"
+    if head -n 1 <<<"$out" | grep -q 'LAG *DLQ' &&
+      awk -F'|' '$2 != "True" || $3 == "" { bad = 1 } $1 == "order-payment" && $4 + 0 < 1 { bad = 1 } END { exit bad }' <<<"$rows"; then
       echo "$out"
       return 0
     fi
     sleep 10
   done
   echo "$out" >&2
+  echo "$rows" >&2
   return 1
 }
 
@@ -159,6 +160,7 @@ traffic() {
     if [ -n "$id" ]; then echo "$id" >>"$1"; else refused=$((refused + 1)); fi
     sleep 0.1
   done
+  echo "$refused" >"$1.refused"
   echo "  $(wc -l <"$1") orders accepted, $refused not accepted" >&2
 }
 
@@ -194,10 +196,16 @@ answers_healthz() {
 }
 
 nothing_left_of_release() {
-  local left
-  left="$(k get all,cm,secret,sa,role,rolebinding,pvc,networkpolicy,pdb -A -l app.kubernetes.io/instance=eventconsumer --no-headers 2>/dev/null)
+  local i left
+  # Pods and the claim go with their owners in the background: give them time to terminate.
+  for i in $(seq 1 12); do
+    left="$(k get all,cm,secret,sa,role,rolebinding,pvc,networkpolicy,pdb -A -l app.kubernetes.io/instance=eventconsumer --no-headers 2>/dev/null)
 $(k get clusterrole,clusterrolebinding -l app.kubernetes.io/instance=eventconsumer --no-headers 2>/dev/null)"
-  [ -z "${left//[[:space:]]/}" ] || { echo "$left" >&2; return 1; }
+    [ -n "${left//[[:space:]]/}" ] || return 0
+    sleep 10
+  done
+  echo "$left" >&2
+  return 1
 }
 
 save_logs() {
@@ -284,6 +292,7 @@ main() {
   make deploy HELM_EXTRA_FLAGS="--set gateway.logLevel=debug --set operator.logLevel=debug" >/dev/null
   wait
   check "a helm upgrade rollout with traffic flowing loses no accepted order" orders_reach_outputs "$dir/rollout"
+  check "the gateway refuses no request during its rollout" test "$(cat "$dir/rollout.refused")" -eq 0
 
   step "helm uninstall"
   k -n "$SAMPLES_NS" delete ec --all --wait=true >/dev/null
