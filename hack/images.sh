@@ -213,6 +213,7 @@ build_node() {
   docker exec "$cid" sh -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /tmp/containerd.log'
   docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' --change 'CMD []' \
     --change "LABEL $LABEL=$key" "$cid" "$image" >/dev/null
+  docker rm -f "$cid" >/dev/null
   docker rmi eventconsumer/kind-node-build "${images[@]}" >/dev/null 2>&1 || true
 }
 
