@@ -47,18 +47,19 @@ check_pin() {
       "run 'cd hack/$1 && go get -tool <cmd package>@$3' (or fix versions.env) and commit go.mod and go.sum"
 }
 
-# go_build NAME DEST LDFLAGS PIN PACKAGE...: build the packages of wrapper module hack/NAME
-# into DEST/bin, atomically (a half-built directory is never taken for a cached one).
-# PIN is "module@version" that hack/NAME/go.mod must require.
-go_build() {
-  local name="$1" dest="$2" ldflags="$3" pin="$4" tmp start
-  shift 4
+# into_cache DEST BUILDER ARGS...: fill DEST/bin with `BUILDER TMP/bin ARGS...`, atomically
+# (a half-built directory is never taken for a cached one) and once: a cached DEST is used
+# as it is, and two provision runs at once build it only once. Named after DEST's basename
+# (k8s-v1.37.2, ...) in the log and the lock.
+into_cache() {
+  local dest="$1" builder="$2" name tmp start
+  shift 2
+  name="${dest##*/}"
   if [ -f "$dest/.complete" ]; then
     log "$name: cached in $dest"
     return 0
   fi
   need_go
-  check_pin "$name" "${pin%@*}" "${pin#*@}"
   lock "$name"
   if [ -f "$dest/.complete" ]; then
     log "$name: built meanwhile by another provision run"
@@ -69,10 +70,7 @@ go_build() {
   tmp="$dest.tmp.$$"
   rm -rf "$tmp"
   mkdir -p "$tmp/bin"
-  # -trimpath: reproducible binaries that do not embed this machine's paths.
-  # GOFLAGS=-mod=readonly: go.sum is committed; a build never rewrites it.
-  if ! (cd "$EC_ROOT/hack/$name" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" "$@") \
-    >"$EC_LOG_DIR/provision-$name.log" 2>&1; then
+  if ! "$builder" "$tmp/bin" "$@" >"$EC_LOG_DIR/provision-$name.log" 2>&1; then
     tail -n 15 "$EC_LOG_DIR/provision-$name.log" >&2
     rm -rf "$tmp"
     die "building $name failed (log: .dev/logs/provision-$name.log)" \
@@ -82,6 +80,33 @@ go_build() {
   rm -rf "$dest"
   mv "$tmp" "$dest"
   log "$name: built in $(($(now_s) - start))s"
+}
+
+# wrapper_build OUT MODULE_DIR LDFLAGS PACKAGE...: the packages of wrapper module hack/MODULE_DIR.
+# -trimpath: reproducible binaries that do not embed this machine's paths.
+# GOFLAGS=-mod=readonly: go.sum is committed; a build never rewrites it.
+wrapper_build() {
+  local out="$1" dir="$2" ldflags="$3"
+  shift 3
+  (cd "$EC_ROOT/hack/$dir" && GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$out/" "$@")
+}
+
+# go_build MODULE_DIR DEST LDFLAGS PIN PACKAGE...: build the packages of wrapper module
+# hack/MODULE_DIR into DEST/bin. PIN is "module@version" that its go.mod must require.
+go_build() {
+  local dir="$1" dest="$2" ldflags="$3" pin="$4"
+  shift 4
+  if [ ! -f "$dest/.complete" ]; then
+    need_go
+    check_pin "$dir" "${pin%@*}" "${pin#*@}"
+  fi
+  into_cache "$dest" wrapper_build "$dir" "$ldflags" "$@"
+}
+
+# module_install OUT MODULE@VERSION: `go install` of a module without replace lines (its own
+# go.sum), statically linked.
+module_install() {
+  GOBIN="$1" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$2"
 }
 
 provision_k8s() {
@@ -102,43 +127,13 @@ provision_k8s_node() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy
 }
 
-# go_install NAME DEST MODULE@VERSION PACKAGE: a module without replace lines, installed as
-# `go install` does (its own go.sum), statically linked, into DEST/bin, atomically.
-go_install() {
-  local name="$1" dest="$2" modver="$3" pkg="$4" tmp start
-  if [ -f "$dest/.complete" ]; then
-    log "$name: cached in $dest"
-    return 0
-  fi
-  need_go
-  lock "$name"
-  [ -f "$dest/.complete" ] && return 0
-  start="$(now_s)"
-  log "$name: building $modver into $dest (log: .dev/logs/provision-$name.log)"
-  tmp="$dest.tmp.$$"
-  rm -rf "$tmp"
-  mkdir -p "$tmp/bin"
-  if ! GOBIN="$tmp/bin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$pkg@${modver#*@}" \
-    >"$EC_LOG_DIR/provision-$name.log" 2>&1; then
-    tail -n 15 "$EC_LOG_DIR/provision-$name.log" >&2
-    rm -rf "$tmp"
-    die "building $name failed (log: .dev/logs/provision-$name.log)" \
-      "read the log above; a network error means the Go module proxy was unreachable: retry 'make provision'"
-  fi
-  echo "built $(date -u +%FT%TZ) in $(($(now_s) - start))s" >"$tmp/.complete"
-  rm -rf "$dest"
-  mv "$tmp" "$dest"
-  log "$name: built in $(($(now_s) - start))s"
-}
-
 provision_kind() {
-  go_install kind "$KIND_HOME" "sigs.k8s.io/kind@$KIND_VERSION" sigs.k8s.io/kind
+  into_cache "$KIND_HOME" module_install "sigs.k8s.io/kind@$KIND_VERSION"
 }
 
 # CoreDNS for the stand-in node image, at the version kubeadm $K8S_VERSION deploys.
 provision_coredns() {
-  go_install coredns "$EC_CACHE_DIR/coredns-$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION" \
-    github.com/coredns/coredns
+  into_cache "$EC_CACHE_DIR/coredns-$COREDNS_VERSION" module_install "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
 provision_etcd() {
