@@ -227,7 +227,7 @@ finish() {
   printf '\nkind-test took %ss\n' "$(($(now_s) - t0))"
   [ ${#failures[@]} -eq 0 ] || printf 'failed: %s\n' "${failures[@]}"
   echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  if [ "$failed" -eq 0 ]; then exit 0; else exit 1; fi
 }
 
 main() {
