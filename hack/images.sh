@@ -235,8 +235,7 @@ main() {
   "$EC_ROOT/hack/docker-engine.sh"
   case "${1:-all}" in
     base) base ;;
-    node) base; node ;;
-    all) base; node ;;
+    node | all) base; node ;;
     *) die "unknown argument '$1'" "use base, node or all" ;;
   esac
 }
