@@ -13,11 +13,18 @@
 //! `1Gi`, and a string comparison would make every reconcile of such a spec apply again.
 //! A false "differs" only costs a server-side apply that changes nothing; a false "same" cannot
 //! happen for fields the operator sets.
+//!
+//! Neither check sees a field another manager *added* (`kubectl set env`, a JSON patch adding a
+//! capability, a sidecar): server-side apply never removes a field it does not own. The
+//! managed fields do see it: [`foreign_fields`] lists every field under `spec` that another
+//! manager owns and the operator does not, outside [`ALLOWED_TEMPLATE_ANNOTATIONS`]. The reconciler then
+//! replaces the Deployment's spec whole (see `reconcile::deploy`).
 
 use fnv::FnvHasher;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube_quantity::ParsedQuantity;
-use serde_json::Value;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::hash::Hasher;
 
 use crate::deployment::SPEC_HASH_ANNOTATION;
@@ -88,6 +95,181 @@ fn same_quantities(desired: &Value, live: &Value) -> bool {
                 _ => dv == lv,
             })
         })
+}
+
+/// Pod-template annotations another manager may own without being reverted: the one
+/// `kubectl rollout restart` sets to roll the pods. Replacing it would roll them a second time,
+/// and the operator has no value of its own for it.
+pub const ALLOWED_TEMPLATE_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/restartedAt"];
+
+/// True for the managed-field key path (below `f:spec`) of an allowed annotation.
+fn allowed(keys: &[&str]) -> bool {
+    match keys {
+        ["f:template", "f:metadata", "f:annotations", annotation] => annotation
+            .strip_prefix("f:")
+            .is_some_and(|a| ALLOWED_TEMPLATE_ANNOTATIONS.contains(&a)),
+        _ => false,
+    }
+}
+
+/// True when `keys` leads towards an allowed annotation (is a prefix of its path).
+fn towards_allowed(keys: &[&str]) -> bool {
+    ["f:template", "f:metadata", "f:annotations"].starts_with(keys)
+}
+
+/// A field of the Deployment's spec that another manager set and the operator does not own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ForeignField {
+    /// Where, such as `spec.template.spec.containers[name=worker].env[name=DEBUG]`.
+    pub path: String,
+    /// The field manager that set it, such as `kubectl-edit` or `kubectl-patch`.
+    pub manager: String,
+}
+
+impl std::fmt::Display for ForeignField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (set by {})", self.path, self.manager)
+    }
+}
+
+/// The fields under `spec` of `live` that a manager other than `manager` owns and `manager`
+/// does not (by any operation), minus [`ALLOWED_TEMPLATE_ANNOTATIONS`]. A field both own (the same value set
+/// twice, e.g. `kubectl scale` to the current count) is not listed: its value is the
+/// operator's, and [`needs_apply`] catches a different one.
+pub fn foreign_fields(live: &Deployment, manager: &str) -> BTreeSet<ForeignField> {
+    let entries = live.metadata.managed_fields.as_deref().unwrap_or_default();
+    let spec_of = |fields: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1>| {
+        fields.and_then(|f| f.0.get("f:spec")).cloned()
+    };
+    let mut ours = Value::Object(Map::new());
+    for entry in entries
+        .iter()
+        .filter(|e| e.manager.as_deref() == Some(manager))
+    {
+        if let Some(spec) = spec_of(entry.fields_v1.as_ref()) {
+            union(&mut ours, &spec);
+        }
+    }
+    let mut found = BTreeSet::new();
+    for entry in entries
+        .iter()
+        .filter(|e| e.manager.as_deref() != Some(manager))
+    {
+        if let Some(spec) = spec_of(entry.fields_v1.as_ref()) {
+            let who = entry
+                .manager
+                .clone()
+                .unwrap_or_else(|| "(unnamed)".to_owned());
+            let mut keys = Vec::new();
+            not_owned(&spec, Some(&ours), &mut keys, &mut |keys| {
+                found.insert(ForeignField {
+                    manager: who.clone(),
+                    path: readable_path(keys),
+                });
+            });
+        }
+    }
+    found
+}
+
+/// Adds every key of the managed-fields tree `other` to `into`.
+fn union(into: &mut Value, other: &Value) {
+    if let (Value::Object(into), Value::Object(other)) = (into, other) {
+        for (key, child) in other {
+            union(
+                into.entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new())),
+                child,
+            );
+        }
+    }
+}
+
+/// Calls `report` with the key path of every node of `theirs` absent from `ours` (the topmost
+/// one of each absent subtree), skipping [`ALLOWED_TEMPLATE_ANNOTATIONS`].
+fn not_owned<'a>(
+    theirs: &'a Value,
+    ours: Option<&Value>,
+    keys: &mut Vec<&'a str>,
+    report: &mut impl FnMut(&[&str]),
+) {
+    let Value::Object(theirs) = theirs else {
+        return;
+    };
+    for (key, child) in theirs {
+        // "." marks the node itself (a list element or map as a whole); its children say more.
+        if key == "." {
+            continue;
+        }
+        keys.push(key);
+        match ours.and_then(|o| o.get(key)) {
+            Some(our_child) => not_owned(child, Some(our_child), keys, report),
+            None if allowed(keys) => {}
+            // Look inside, so an allowed annotation alone is not reported as its parent.
+            None if towards_allowed(keys) => not_owned(child, None, keys, report),
+            None => report(keys),
+        }
+        keys.pop();
+    }
+}
+
+/// `["f:template", "f:spec", "f:containers", "k:{\"name\":\"worker\"}", "f:env"]` →
+/// `spec.template.spec.containers[name=worker].env`.
+fn readable_path(keys: &[&str]) -> String {
+    let mut path = String::from("spec");
+    for key in keys {
+        if let Some(field) = key.strip_prefix("f:") {
+            path.push('.');
+            path.push_str(field);
+        } else if let Some(fields) = key.strip_prefix("k:") {
+            let parts: Vec<String> = match serde_json::from_str::<Map<String, Value>>(fields) {
+                Ok(map) => map
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => format!("{k}={s}"),
+                        other => format!("{k}={other}"),
+                    })
+                    .collect(),
+                Err(_) => vec![fields.to_owned()],
+            };
+            path.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(value) = key.strip_prefix("v:") {
+            path.push_str(&format!("[{value}]"));
+        } else if let Some(index) = key.strip_prefix("i:") {
+            path.push_str(&format!("[{index}]"));
+        } else {
+            path.push_str(&format!("[{key}]"));
+        }
+    }
+    path
+}
+
+/// What to replace `live` with so it carries `desired`'s spec and nothing another manager
+/// added: `live`'s metadata (its resourceVersion makes the write fail rather than overwrite a
+/// newer edit), `desired`'s spec, and the [`ALLOWED_TEMPLATE_ANNOTATIONS`] kept from `live`.
+pub fn replacement(desired: &Deployment, live: &Deployment) -> Deployment {
+    let mut spec = desired.spec.clone();
+    let live_annotations = live
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref());
+    for key in ALLOWED_TEMPLATE_ANNOTATIONS {
+        if let Some(value) = live_annotations.and_then(|a| a.get(*key)) {
+            spec.template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert((*key).to_owned(), value.clone());
+        }
+    }
+    Deployment {
+        metadata: live.metadata.clone(),
+        spec,
+        status: None,
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +391,143 @@ mod tests {
             .unwrap();
         requests.insert("cpu".into(), Quantity("600m".into()));
         assert!(needs_apply(&desired, Some(&more_cpu)));
+    }
+
+    fn with_managed_fields(mut d: Deployment, entries: &[(&str, &str, Value)]) -> Deployment {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        d.metadata.managed_fields = Some(
+            entries
+                .iter()
+                .map(|(manager, operation, fields)| ManagedFieldsEntry {
+                    manager: Some((*manager).to_owned()),
+                    operation: Some((*operation).to_owned()),
+                    fields_type: Some("FieldsV1".to_owned()),
+                    fields_v1: Some(FieldsV1(fields.clone())),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        d
+    }
+
+    fn ours() -> Value {
+        serde_json::json!({ "f:metadata": { "f:labels": {} }, "f:spec": {
+            "f:replicas": {},
+            "f:template": { "f:metadata": { "f:labels": {} }, "f:spec": {
+                "f:containers": { "k:{\"name\":\"worker\"}": {
+                    ".": {}, "f:image": {},
+                    "f:env": { "k:{\"name\":\"EC_HANDLER\"}": { ".": {}, "f:name": {}, "f:value": {} } },
+                    "f:securityContext": { "f:capabilities": { "f:drop": {} } }
+                } }
+            } }
+        } })
+    }
+
+    #[test]
+    fn fields_another_manager_added_are_listed_with_their_manager_and_path() {
+        let live = with_managed_fields(
+            as_served(&desired()),
+            &[
+                ("eventconsumer-operator", "Apply", ours()),
+                (
+                    "kubectl-set",
+                    "Update",
+                    serde_json::json!({ "f:spec": { "f:template": { "f:spec": {
+                    "f:containers": { "k:{\"name\":\"worker\"}": {
+                        "f:env": { "k:{\"name\":\"EC_NO_OUTPUT\"}": { ".": {}, "f:name": {}, "f:value": {} } }
+                    } }
+                } } } }),
+                ),
+                (
+                    "kubectl-patch",
+                    "Update",
+                    serde_json::json!({ "f:spec": { "f:template": { "f:spec": {
+                    "f:containers": { "k:{\"name\":\"worker\"}": {
+                        "f:securityContext": { "f:capabilities": { "f:add": {} } }
+                    } }
+                } } } }),
+                ),
+                (
+                    "kube-controller-manager",
+                    "Update",
+                    serde_json::json!({
+                        "f:metadata": { "f:annotations": { "f:deployment.kubernetes.io/revision": {} } }
+                    }),
+                ),
+            ],
+        );
+        let found: Vec<String> = foreign_fields(&live, "eventconsumer-operator")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "spec.template.spec.containers[name=worker].env[name=EC_NO_OUTPUT] (set by kubectl-set)",
+                "spec.template.spec.containers[name=worker].securityContext.capabilities.add (set by kubectl-patch)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_both_own_and_kubectl_rollout_restart_are_not_foreign() {
+        let live = with_managed_fields(
+            as_served(&desired()),
+            &[
+                ("eventconsumer-operator", "Apply", ours()),
+                (
+                    "kubectl",
+                    "Update",
+                    serde_json::json!({ "f:spec": { "f:replicas": {} } }),
+                ),
+                (
+                    "kubectl-rollout",
+                    "Update",
+                    serde_json::json!({ "f:spec": { "f:template": {
+                    "f:metadata": { "f:annotations": { ".": {}, "f:kubectl.kubernetes.io/restartedAt": {} } }
+                } } }),
+                ),
+            ],
+        );
+        assert_eq!(
+            foreign_fields(&live, "eventconsumer-operator"),
+            BTreeSet::new()
+        );
+    }
+
+    #[test]
+    fn the_replacement_has_the_desired_spec_the_live_metadata_and_the_restart_annotation() {
+        let desired = desired();
+        let mut live = as_served(&desired);
+        let template = live
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default);
+        let annotations = template.annotations.get_or_insert_with(Default::default);
+        annotations.insert(
+            "kubectl.kubernetes.io/restartedAt".into(),
+            "2026-12-02T01:00:00Z".into(),
+        );
+        annotations.insert("sidecar.example/inject".into(), "true".into());
+        let replaced = replacement(&desired, &live);
+        assert_eq!(replaced.metadata.resource_version.as_deref(), Some("42"));
+        let annotations = replaced
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
+        assert_eq!(
+            annotations
+                .get("kubectl.kubernetes.io/restartedAt")
+                .map(String::as_str),
+            Some("2026-12-02T01:00:00Z")
+        );
+        assert!(!annotations.contains_key("sidecar.example/inject"));
+        assert_eq!(replaced.spec.replicas, desired.spec.replicas);
+        assert!(replaced.status.is_none());
     }
 
     #[test]

@@ -7,9 +7,21 @@
 //! published only when the spec newly becomes (or stays, differently) unusable. So an operator
 //! restart converges without touching unchanged objects.
 //!
+//! Never silent: whatever admission accepted ends either as its Deployment or as a
+//! `Degraded=True` condition (with a Warning Event) saying what to change. That covers what
+//! [`crate::config`] refuses, a Deployment of the same name owned by something else, and every
+//! refusal of the Deployment by the API server ([`refusal`]: invalid, forbidden by RBAC or an
+//! admission policy, over quota, conflict, a terminating namespace). Only failures a retry of
+//! the same request can fix (5xx, 429, transport) stay reconcile errors with backoff.
+//!
+//! The operator owns the managed Deployment's spec whole. Server-side apply restores every
+//! field the operator sets; a field another manager *added* (an env var, a capability, a
+//! sidecar) is removed by replacing the spec (see [`deploy`]), with a Warning Event naming it.
+//!
 //! Requeues are bounded: an invalid spec waits for the next spec change; a missing Secret (which
-//! the operator does not watch, to avoid caching every Secret of the cluster) is checked again
-//! after [`RECHECK_EXTERNAL`]; API errors back off exponentially per object.
+//! the operator does not watch, to avoid caching every Secret of the cluster) or a refused
+//! Deployment is checked again after [`RECHECK_EXTERNAL`]; API errors back off exponentially per
+//! object.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -20,7 +32,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -51,6 +63,8 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// Reason of the Warning Event and condition when a Deployment of the same name belongs to
 /// something else.
 const DEPLOYMENT_CONFLICT: &str = "DeploymentConflict";
+/// Reason of the Warning Event when fields another manager added to the Deployment were removed.
+pub const MANUAL_EDIT_REVERTED: &str = "ManualEditReverted";
 
 /// Failures of a reconcile. Each is retried with backoff by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +81,8 @@ pub enum Error {
     ReadDeployment(#[source] kube::Error),
     #[error("applying the Deployment: {0}")]
     ApplyDeployment(#[source] kube::Error),
+    #[error("replacing the Deployment to remove fields other managers added: {0}")]
+    ReplaceDeployment(#[source] kube::Error),
     #[error("patching the status: {0}")]
     PatchStatus(#[source] kube::Error),
 }
@@ -79,6 +95,7 @@ impl Error {
             Error::ReadSecret { .. } => "ReadSecret",
             Error::ReadDeployment(_) => "ReadDeployment",
             Error::ApplyDeployment(_) => "ApplyDeployment",
+            Error::ReplaceDeployment(_) => "ReplaceDeployment",
             Error::PatchStatus(_) => "PatchStatus",
         }
     }
@@ -219,7 +236,15 @@ fn conflict(ctx: &Context, name: &str) -> Outcome {
     }
 }
 
-/// Builds the Deployment (replicas from the observer) and applies it when it drifted.
+/// Builds the Deployment (replicas from the observer), applies it when it drifted, and removes
+/// what other managers added to its spec.
+///
+/// Removal is a full update (PUT) of the spec, not server-side apply: apply never deletes a field
+/// another manager owns, and taking ownership first (applying the same value) only shares it.
+/// The PUT carries the live metadata, so its resourceVersion makes it fail instead of
+/// overwriting a newer edit (the next reconcile then starts again), and it runs after the apply,
+/// so it only removes fields: the values the operator sets are already in place and stay owned
+/// by its apply.
 async fn deploy(
     ctx: &Context,
     ec: &EventConsumer,
@@ -232,24 +257,109 @@ async fn deploy(
     ctx.observer.register(ec, &valid);
     let mut desired = deployment::build(&valid, &ctx.settings);
     drift::stamp(&mut desired);
-    let deployment = if drift::needs_apply(&desired, live.as_ref()) {
+    let owned = live.clone().filter(|d| controlled_by(d, ec));
+    let blocked = |(reason, message): (&'static str, String)| Outcome::Blocked {
+        reason,
+        message,
+        deployment: owned.clone(),
+        requeue: Action::requeue(RECHECK_EXTERNAL),
+    };
+    let mut deployment = if drift::needs_apply(&desired, live.as_ref()) {
         info!(%namespace, %name, "applying Deployment");
-        deployments
+        match deployments
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&desired),
             )
             .await
-            .map_err(Error::ApplyDeployment)?
+        {
+            Ok(applied) => applied,
+            Err(error) => match refusal(&error) {
+                Some(refused) => {
+                    ctx.metrics.error(refused.0);
+                    return Ok(blocked(refused));
+                }
+                None => return Err(Error::ApplyDeployment(error)),
+            },
+        }
     } else {
         debug!(%namespace, %name, "Deployment up to date");
-        live.unwrap_or(desired)
+        live.unwrap_or(desired.clone())
     };
+
+    let foreign = drift::foreign_fields(&deployment, FIELD_MANAGER);
+    if !foreign.is_empty() {
+        let list: Vec<String> = foreign.iter().map(ToString::to_string).collect();
+        info!(%namespace, %name, fields = ?list, "removing fields other managers added");
+        let replacement = drift::replacement(&desired, &deployment);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        deployment = match deployments.replace(&name, &params, &replacement).await {
+            Ok(replaced) => replaced,
+            // Someone wrote in between: start over from the newer object.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Err(Error::ReplaceDeployment(kube::Error::Api(status)));
+            }
+            Err(error) => match refusal(&error) {
+                Some(refused) => {
+                    ctx.metrics.error(refused.0);
+                    return Ok(blocked(refused));
+                }
+                None => return Err(Error::ReplaceDeployment(error)),
+            },
+        };
+        ctx.publish_warning(
+            ec,
+            MANUAL_EDIT_REVERTED,
+            format!(
+                "removed from Deployment {name:?} what other managers added to it: {}. The operator owns the Deployment's spec; change the EventConsumer instead (only `kubectl rollout restart` is kept)",
+                list.join(", ")
+            ),
+        )
+        .await;
+    }
     Ok(Outcome::Deployed {
         deployment,
         paused: valid.paused,
     })
+}
+
+/// The API server refused the Deployment for a reason a retry of the same request cannot fix:
+/// the reason and message for the Degraded condition, or `None` for a failure worth retrying
+/// (5xx, 429 Too Many Requests, transport errors).
+fn refusal(error: &kube::Error) -> Option<(&'static str, String)> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    let reason = match status.code {
+        429 | 500.. => return None,
+        422 => "DeploymentInvalid",
+        403 if status.message.contains("exceeded quota") => "QuotaExceeded",
+        403 => "DeploymentForbidden",
+        409 => "DeploymentApplyConflict",
+        400..=499 => "DeploymentRefused",
+        _ => return None,
+    };
+    let hint = match reason {
+        "DeploymentInvalid" => {
+            "change the EventConsumer field the named Deployment field comes from (or the operator's settings)"
+        }
+        "QuotaExceeded" => "raise the namespace's ResourceQuota or lower the consumer's needs",
+        "DeploymentForbidden" => {
+            "grant the operator's ServiceAccount the access, or change what the admission policy refuses"
+        }
+        _ => "fix what the message names",
+    };
+    Some((
+        reason,
+        format!(
+            "the API server refused the worker Deployment ({} {}): {}; {hint}",
+            status.code, status.reason, status.message
+        ),
+    ))
 }
 
 /// Requeue delay after a failed reconcile: exponential per object, capped.
@@ -663,6 +773,101 @@ mod tests {
             error_policy(ec, &error, ctx),
             Action::requeue(Duration::from_secs(4))
         );
+    }
+
+    #[tokio::test]
+    async fn a_deployment_the_api_server_refuses_degrades_the_consumer_with_a_warning() {
+        let (ctx, mut handle) = test_context();
+        let ec = Arc::new(order_consumer());
+        let server = tokio::spawn(async move {
+            let (_, send) = expect(&mut handle, "GET", DEPLOYMENT_PATH).await;
+            send.send_response(not_found());
+            let (_, send) = expect(&mut handle, "PATCH", DEPLOYMENT_PATH).await;
+            send.send_response(
+                Response::builder()
+                    .status(422)
+                    .body(Body::from(
+                        serde_json::to_vec(&json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "Invalid", "code": 422,
+                            "message": "Deployment.apps \"inventory\" is invalid: metadata.labels: Invalid value: \"x\": must be no more than 63 characters"
+                        }))
+                        .unwrap(),
+                    ))
+                    .unwrap(),
+            );
+            let (event, send) = expect(
+                &mut handle,
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+            )
+            .await;
+            assert_eq!(event["type"], "Warning");
+            assert_eq!(event["reason"], "DeploymentInvalid");
+            send.send_response(json_response(&event));
+            let (patch, send) = expect(&mut handle, "PATCH", STATUS_PATH).await;
+            let degraded = patch["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Degraded")
+                .cloned()
+                .unwrap();
+            assert_eq!(degraded["status"], "True");
+            assert_eq!(degraded["reason"], "DeploymentInvalid");
+            let message = degraded["message"].as_str().unwrap();
+            assert!(
+                message.contains("422 Invalid") && message.contains("metadata.labels"),
+                "{message}"
+            );
+            send.send_response(json_response(&order_consumer()));
+            handle
+        });
+        let action = reconcile(ec, ctx.clone()).await.unwrap();
+        assert_eq!(action, Action::requeue(RECHECK_EXTERNAL));
+        let mut handle = server.await.unwrap();
+        assert_nothing_more(&mut handle).await;
+        assert_eq!(ctx.metrics.errors_with_reason("DeploymentInvalid"), 1);
+    }
+
+    #[test]
+    fn only_refusals_a_retry_cannot_fix_degrade_the_consumer() {
+        let api = |code: u16, reason: &str, message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                ..Default::default()
+            }))
+        };
+        let reason = |e: kube::Error| refusal(&e).map(|(r, _)| r);
+        assert_eq!(
+            reason(api(422, "Invalid", "bad")),
+            Some("DeploymentInvalid")
+        );
+        assert_eq!(
+            reason(api(
+                403,
+                "Forbidden",
+                "exceeded quota: q, requested: count/deployments.apps=1"
+            )),
+            Some("QuotaExceeded")
+        );
+        assert_eq!(
+            reason(api(403, "Forbidden", "denied by policy")),
+            Some("DeploymentForbidden")
+        );
+        assert_eq!(
+            reason(api(409, "Conflict", "x")),
+            Some("DeploymentApplyConflict")
+        );
+        assert_eq!(
+            reason(api(400, "BadRequest", "x")),
+            Some("DeploymentRefused")
+        );
+        assert_eq!(reason(api(429, "TooManyRequests", "x")), None);
+        assert_eq!(reason(api(500, "InternalError", "x")), None);
+        assert_eq!(reason(api(503, "ServiceUnavailable", "x")), None);
     }
 
     #[tokio::test]
