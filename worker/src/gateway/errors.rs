@@ -98,13 +98,18 @@ pub enum ApiError {
     Shape(String),
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    #[error("no route {path}: the gateway serves POST /checkout and POST /events")]
+    NotFound { path: String },
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
 }
 
 /// The JSON body of every error answer.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ErrorBody {
     /// A stable code: `unsupported_content_type`, `body_too_large`, `unreadable_body`,
-    /// `invalid_json`, `invalid_field`, `kafka_unavailable` or `internal`.
+    /// `invalid_json`, `invalid_field`, `record_too_large`, `kafka_unavailable`, `not_found`,
+    /// `method_not_allowed` or `internal`.
     pub error: String,
     /// The offending field's path, e.g. `items[0].quantity`, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +148,10 @@ impl ApiError {
             }
             ApiError::Submit(SubmitError::Encode(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+            }
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
         }
     }

@@ -197,6 +197,8 @@ impl Gateway {
     pub fn app(&self, registry: Arc<Registry>, readiness: Arc<Readiness>) -> Router {
         self.api_router()
             .merge(http::router(registry, readiness))
+            .fallback(routes::not_found)
+            .method_not_allowed_fallback(routes::method_not_allowed)
             .layer(middleware::from_fn_with_state(self.clone(), count_requests))
     }
 

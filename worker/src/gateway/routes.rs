@@ -66,6 +66,25 @@ pub(super) async fn events(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every path without a route: `404` with a JSON reason, like every other error.
+pub(super) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        path: uri.path().to_owned(),
+    }
+}
+
+/// A route asked with a method it does not serve: `405` with a JSON reason (axum adds the
+/// `Allow` header).
+pub(super) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
 /// A JSON body extractor whose rejections are [`ApiError`]s: `400` naming the field for
 /// anything the client got wrong, `413` above the body limit.
 pub struct JsonBody<T>(pub T);

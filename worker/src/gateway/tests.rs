@@ -349,13 +349,24 @@ async fn kafka_that_cannot_take_the_record_is_a_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn unknown_routes_and_methods_get_axums_404_and_405() {
+async fn unknown_routes_and_methods_get_a_404_and_405_with_a_json_reason() {
     let (gateway, registry) = gateway_at(&closed_port(), Duration::from_millis(200));
     let app = app_of(&gateway, registry);
-    let (status, _, _) = call(&app, "POST", "/nope", None, Body::empty()).await;
+    let (status, headers, bytes) = call(&app, "POST", "/nope", None, Body::empty()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _, _) = call(&app, "GET", CHECKOUT_PATH, None, Body::empty()).await;
+    assert_eq!(
+        headers.get(header::CONTENT_TYPE).unwrap(),
+        "application/json"
+    );
+    let body = error_body(&bytes);
+    assert_eq!(body.error, "not_found");
+    assert!(body.message.contains("/nope"), "{}", body.message);
+    let (status, headers, bytes) = call(&app, "GET", CHECKOUT_PATH, None, Body::empty()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers.get(header::ALLOW).unwrap(), "POST");
+    let body = error_body(&bytes);
+    assert_eq!(body.error, "method_not_allowed");
+    assert_eq!(body.message, "GET is not allowed on /checkout");
     let (status, _, _) = call(&app, "GET", "/healthz", None, Body::empty()).await;
     assert_eq!(status, StatusCode::OK);
     let (_, _, metrics) = call(&app, "GET", "/metrics", None, Body::empty()).await;
