@@ -63,6 +63,9 @@ const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// Reason of the Warning Event and condition when a Deployment of the same name belongs to
 /// something else.
 const DEPLOYMENT_CONFLICT: &str = "DeploymentConflict";
+/// Reason of the condition and Warning Event when the API server failed to write the Deployment
+/// (5xx, 429): retried with backoff, and reported so a lasting failure is not silent.
+const DEPLOYMENT_WRITE_FAILED: &str = "DeploymentWriteFailed";
 /// Reason of the Warning Event when fields another manager added to the Deployment were removed.
 pub const MANUAL_EDIT_REVERTED: &str = "ManualEditReverted";
 
@@ -144,6 +147,9 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
     if ec.status.as_ref() != Some(&status) {
         if let Outcome::Blocked {
             reason, message, ..
+        }
+        | Outcome::Failed {
+            reason, message, ..
         } = &outcome
             && newly_degraded(ec.status.as_ref(), &status)
         {
@@ -152,7 +158,7 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
         }
         patch_status(&ctx.client, &namespace, &name, &status).await?;
     }
-    Ok(outcome.action())
+    outcome.result()
 }
 
 /// How a reconcile ended, which decides its status and its requeue.
@@ -164,6 +170,16 @@ enum Outcome {
         message: String,
         deployment: Option<Deployment>,
         requeue: Action,
+    },
+    /// Writing the Deployment failed in a way a retry may fix (5xx, 429, transport): reported
+    /// like `Blocked`, then returned as `error` so [`error_policy`] retries with backoff. Even
+    /// a failure that lasts (some invalid values make the API server answer 500) is never
+    /// silent.
+    Failed {
+        reason: &'static str,
+        message: String,
+        deployment: Option<Deployment>,
+        error: Error,
     },
     /// The Deployment matches the spec (applied now, or already).
     Deployed {
@@ -185,6 +201,16 @@ impl Outcome {
                 message,
                 deployment: deployment.as_ref(),
             },
+            Outcome::Failed {
+                reason,
+                message,
+                deployment,
+                ..
+            } => Observation::Blocked {
+                reason,
+                message,
+                deployment: deployment.as_ref(),
+            },
             Outcome::Deployed { deployment, paused } => Observation::Deployed {
                 deployment,
                 paused: *paused,
@@ -192,10 +218,12 @@ impl Outcome {
         }
     }
 
-    fn action(&self) -> Action {
+    /// The requeue, or the error that makes [`error_policy`] decide it.
+    fn result(self) -> Result<Action, Error> {
         match self {
-            Outcome::Blocked { requeue, .. } => requeue.clone(),
-            Outcome::Deployed { .. } => Action::requeue(RESYNC),
+            Outcome::Blocked { requeue, .. } => Ok(requeue),
+            Outcome::Failed { error, .. } => Err(error),
+            Outcome::Deployed { .. } => Ok(Action::requeue(RESYNC)),
         }
     }
 }
@@ -264,6 +292,21 @@ async fn deploy(
         deployment: owned.clone(),
         requeue: Action::requeue(RECHECK_EXTERNAL),
     };
+    // Only answers of the API server are reported; a transport error would fail the status
+    // write as well.
+    let failed = |error: Error| match &error {
+        Error::ApplyDeployment(kube::Error::Api(status))
+        | Error::ReplaceDeployment(kube::Error::Api(status)) => Ok(Outcome::Failed {
+            reason: DEPLOYMENT_WRITE_FAILED,
+            message: format!(
+                "writing the worker Deployment failed ({} {}): {}; retrying with backoff",
+                status.code, status.reason, status.message
+            ),
+            deployment: owned.clone(),
+            error,
+        }),
+        _ => Err(error),
+    };
     let mut deployment = if drift::needs_apply(&desired, live.as_ref()) {
         info!(%namespace, %name, "applying Deployment");
         match deployments
@@ -280,7 +323,7 @@ async fn deploy(
                     ctx.metrics.error(refused.0);
                     return Ok(blocked(refused));
                 }
-                None => return Err(Error::ApplyDeployment(error)),
+                None => return failed(Error::ApplyDeployment(error)),
             },
         }
     } else {
@@ -308,7 +351,7 @@ async fn deploy(
                     ctx.metrics.error(refused.0);
                     return Ok(blocked(refused));
                 }
-                None => return Err(Error::ReplaceDeployment(error)),
+                None => return failed(Error::ReplaceDeployment(error)),
             },
         };
         ctx.publish_warning(
@@ -740,7 +783,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_api_failure_is_an_error_with_a_metric_and_a_growing_backoff() {
+    async fn an_api_failure_is_reported_and_an_error_with_a_metric_and_a_growing_backoff() {
         let (ctx, mut handle) = test_context();
         let ec = Arc::new(order_consumer());
         let server = tokio::spawn(async move {
@@ -759,6 +802,31 @@ mod tests {
                     ))
                     .unwrap(),
             );
+            // Reported even though it is retried: a lasting 500 must not be silent.
+            let (event, send) = expect(
+                &mut handle,
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+            )
+            .await;
+            assert_eq!(event["reason"], "DeploymentWriteFailed");
+            send.send_response(json_response(&event));
+            let (patch, send) = expect(&mut handle, "PATCH", STATUS_PATH).await;
+            let degraded = patch["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Degraded")
+                .cloned()
+                .unwrap();
+            assert_eq!(degraded["reason"], "DeploymentWriteFailed");
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("etcd is down")
+            );
+            send.send_response(json_response(&order_consumer()));
             handle
         });
         let error = reconcile(ec.clone(), ctx.clone()).await.unwrap_err();

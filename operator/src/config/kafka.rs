@@ -35,14 +35,16 @@ pub(super) fn kafka_config(
             server.rsplit_once(':').is_some_and(|(host, port)| {
                 !host.is_empty()
                     && !host.chars().any(char::is_whitespace)
-                    && port.parse::<u16>().is_ok()
+                    && port
+                        .parse::<u32>()
+                        .is_ok_and(|p| (1..=MAX_PORT).contains(&p))
             })
         });
     if !servers_ok {
         return Err(ConfigError::invalid(
             "spec.kafka.bootstrapServers",
             format!(
-                "{:?} is not a comma-separated host:port list",
+                "{:?} is not a comma-separated host:port list with ports from 1 to {MAX_PORT}",
                 kafka.bootstrap_servers
             ),
         ));

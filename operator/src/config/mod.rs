@@ -23,8 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{
-    DeliveryMode, EventConsumer, Handler, HumanDuration, InitialOffset, OrderAction, SaslMechanism,
-    VideoStage,
+    DeliveryMode, EventConsumer, Handler, HumanDuration, InitialOffset, MAX_DURATION_DIGITS,
+    MAX_NAME_LENGTH, MAX_PORT, OrderAction, SaslMechanism, VideoStage,
 };
 use autoscaling::autoscaling_config;
 use delivery::delivery_config;
@@ -243,6 +243,14 @@ pub struct DeliveryConfig {
 /// Checks `ec` and resolves every default.
 pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsumer, ConfigError> {
     let name = ec.name_any();
+    if name.len() > MAX_NAME_LENGTH {
+        return Err(ConfigError::invalid(
+            "metadata.name",
+            format!(
+                "must be at most {MAX_NAME_LENGTH} characters, because it becomes the app.kubernetes.io/instance label of the worker pods; choose a shorter name"
+            ),
+        ));
+    }
     let namespace = ec
         .namespace()
         .ok_or_else(|| ConfigError::invalid("metadata.namespace", "must be set"))?;
@@ -301,6 +309,10 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
             "must be an image reference without spaces",
         ));
     }
+    if let Some(resources) = &spec.resources {
+        check_quantities("limits", resources.limits.as_ref())?;
+        check_quantities("requests", resources.requests.as_ref())?;
+    }
     if spec.log_level.trim().is_empty() {
         return Err(ConfigError::invalid("spec.logLevel", "must not be empty"));
     }
@@ -323,6 +335,27 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
         affinity: spec.affinity.clone(),
         log_level: spec.log_level.clone(),
     })
+}
+
+/// Every quantity of `spec.resources.<kind>` parses. The API server would refuse the
+/// Deployment otherwise, with an internal error (500) that names no EventConsumer field; the
+/// CRD cannot check quantities itself within CEL's cost budget.
+fn check_quantities(
+    kind: &str,
+    quantities: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> Result<(), ConfigError> {
+    for (name, quantity) in quantities.into_iter().flatten() {
+        if kube_quantity::ParsedQuantity::try_from(quantity.0.as_str()).is_err() {
+            return Err(ConfigError::invalid(
+                format!("spec.resources.{kind}.{name}"),
+                format!(
+                    "{:?} is not a quantity such as 250m, 1 or 128Mi",
+                    quantity.0
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
@@ -350,6 +383,14 @@ pub(super) fn positive_duration(
     let syntax_ok = !digits.is_empty()
         && digits.chars().all(|c| c.is_ascii_digit())
         && matches!(unit, "ms" | "s" | "m" | "h");
+    if syntax_ok && digits.len() > MAX_DURATION_DIGITS {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "{text:?} has more than {MAX_DURATION_DIGITS} digits before the unit (999999h is the longest duration)"
+            ),
+        ));
+    }
     let parsed = if syntax_ok {
         humantime::parse_duration(text).ok()
     } else {

@@ -179,6 +179,25 @@ fn bad_values_are_refused_with_the_field_named() {
         ("spec.replicas", |ec| ec.spec.replicas = -1),
         ("spec.image", |ec| ec.spec.image = Some("has space".into())),
         ("spec.logLevel", |ec| ec.spec.log_level = String::new()),
+        ("metadata.name", |ec| {
+            ec.metadata.name = Some("n".repeat(64))
+        }),
+        ("spec.kafka.bootstrapServers", |ec| {
+            ec.spec.kafka.bootstrap_servers = "kafka:99999".into()
+        }),
+        ("spec.kafka.bootstrapServers", |ec| {
+            ec.spec.kafka.bootstrap_servers = "kafka:9092,b:0".into()
+        }),
+        ("spec.delivery.attemptTimeout", |ec| {
+            ec.spec.delivery.attempt_timeout = "9999999h".into()
+        }),
+        ("spec.delivery.deadLetterTopic", |ec| {
+            ec.spec.kafka.topics = vec!["t".repeat(246).as_str().into()]
+        }),
+        ("spec.kafka.consumerGroup", |ec| {
+            ec.spec.delivery.mode = DeliveryMode::RetryTopics;
+            ec.spec.kafka.consumer_group = Some("g".repeat(242));
+        }),
     ];
     for (field, mutate) in cases {
         let mut ec = order_consumer();

@@ -29,7 +29,7 @@ pub use values::{HumanDuration, TopicName};
 pub use eventconsumer_contract::{
     DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
 };
-use eventconsumer_contract::{defaults, limits, topic};
+use eventconsumer_contract::{default_dlq_topic, defaults, limits, retry_topics, topic};
 
 /// API group of the resource.
 pub const GROUP: &str = "eventconsumer.dev";
@@ -44,6 +44,32 @@ pub const MAX_AUTOSCALING_REPLICAS: i32 = 1000;
 /// Go duration syntax restricted to one unit, which both CEL's `duration()` and the worker's
 /// `humantime` parser accept identically.
 pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
+/// Most digits a duration may have: 999999h (114 years) still fits CEL's `duration()`, which
+/// fails beyond about 292 years with a type-conversion error instead of a sentence.
+pub const MAX_DURATION_DIGITS: usize = 6;
+/// Longest name of an EventConsumer: it becomes the value of the worker pods'
+/// `app.kubernetes.io/instance` label, and a label value is at most 63 characters.
+pub const MAX_NAME_LENGTH: usize = 63;
+
+/// [`DURATION_PATTERN`] with at most [`MAX_DURATION_DIGITS`] digits: a value `duration()` can
+/// convert without overflowing. CEL rules that convert durations are guarded by it.
+pub fn bounded_duration_pattern() -> String {
+    format!("^[0-9]{{1,{MAX_DURATION_DIGITS}}}(ms|s|m|h)$")
+}
+
+/// What the longest retry topic adds to its group's name (`.retry.9` with the most attempts).
+fn longest_retry_suffix() -> usize {
+    retry_topics("", limits::MAX_RETRY_TOPIC_ATTEMPTS)
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Highest TCP port.
+pub const MAX_PORT: u32 = 65535;
+/// `host:port[,host:port…]`; the port's range is a CEL rule beside it.
+pub const BOOTSTRAP_SERVERS_PATTERN: &str = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$";
 
 /// Spec of an EventConsumer: a group of Kafka consumers running one handler.
 ///
@@ -143,6 +169,25 @@ pub const DURATION_PATTERN: &str = "^[0-9]+(ms|s|m|h)$";
             limits::MAX_RETRY_TOPIC_ATTEMPTS
         )))
         .field_path(".delivery.maxAttempts"),
+    validation = Rule::new(format!(
+            "has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || size(self.kafka.topics[0]) <= {}",
+            topic::MAX_LENGTH - default_dlq_topic("").len()
+        ))
+        .message(kube::core::Message::Message(format!(
+            "the default dead-letter topic (the first topic + '.dlq') would be longer than {} characters: set spec.delivery.deadLetterTopic or put a shorter topic first",
+            topic::MAX_LENGTH
+        )))
+        .field_path(".kafka.topics"),
+    validation = Rule::new(format!(
+            "self.delivery.mode != '{}' || !has(self.kafka.consumerGroup) || size(self.kafka.consumerGroup) <= {}",
+            DeliveryMode::RetryTopics.as_str(),
+            topic::MAX_LENGTH - longest_retry_suffix()
+        ))
+        .message(kube::core::Message::Message(format!(
+            "must be at most {} characters in retryTopics mode, so its retry topics (<group>.retry.<n>) are valid Kafka topic names",
+            topic::MAX_LENGTH - longest_retry_suffix()
+        )))
+        .field_path(".kafka.consumerGroup"),
     validation = Rule::new("!has(self.order) || !has(self.order.outputTopic) || !(self.order.outputTopic in self.kafka.topics)")
         .message("must differ from every topic in spec.kafka.topics, or the handler would consume its own output")
         .field_path(".order.outputTopic"),
@@ -336,15 +381,22 @@ pub struct VideoOptions {
 }
 
 /// Where and how the workers consume.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers to bootstrap from, such as
-    /// `kafka-0.kafka:9092,kafka-1.kafka:9092`.
-    #[schemars(
-        length(min = 1, max = 1024),
-        pattern(r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]{1,5})*$")
-    )]
+    /// `kafka-0.kafka:9092,kafka-1.kafka:9092`. Ports are 1 to 65535.
+    #[schemars(length(min = 1, max = 1024), pattern(BOOTSTRAP_SERVERS_PATTERN))]
+    // The guard leaves a malformed list to the pattern's error; `int()` then always parses.
+    #[x_kube(validation = Rule::new(format!(
+            "!self.matches('{pattern}') || self.split(',').all(s, \
+             int(s.substring(s.lastIndexOf(':') + 1)) >= 1 \
+             && int(s.substring(s.lastIndexOf(':') + 1)) <= {MAX_PORT})",
+            pattern = BOOTSTRAP_SERVERS_PATTERN.replace('\\', "\\\\")
+        ))
+        .message(kube::core::Message::Message(format!(
+            "every port must be between 1 and {MAX_PORT}, such as kafka:9092"
+        ))))]
     pub bootstrap_servers: String,
 
     /// Topics to consume, at least one, without duplicates. The default dead-letter topic is
@@ -492,8 +544,9 @@ impl Default for DeliverySpec {
 #[serde(rename_all = "camelCase")]
 // The guards skip values the pattern already refuses, so those get one clear error, not two.
 #[x_kube(validation = Rule::new(format!(
-        "!self.initial.matches('{DURATION_PATTERN}') || !self.max.matches('{DURATION_PATTERN}') \
-         || duration(self.max) >= duration(self.initial)"
+        "!self.initial.matches('{bounded}') || !self.max.matches('{bounded}') \
+         || duration(self.max) >= duration(self.initial)",
+        bounded = bounded_duration_pattern()
     ))
     .message("must be at least backoff.initial")
     .field_path(".max"))]
@@ -584,9 +637,46 @@ fn default_ca_key() -> String {
 }
 
 /// The CustomResourceDefinition: the derived one, with the line breaks of doc comments unwrapped
-/// so `kubectl explain` can wrap the text to the reader's terminal.
+/// so `kubectl explain` can wrap the text to the reader's terminal, and the length of
+/// `metadata.name` bounded.
 pub fn crd() -> CustomResourceDefinition {
-    unwrap_crd_descriptions(EventConsumer::crd())
+    with_name_rule(unwrap_crd_descriptions(EventConsumer::crd()))
+}
+
+/// Adds the [`MAX_NAME_LENGTH`] rule under `metadata.name`, the one metadata field a CRD may
+/// constrain. (A rule on the root object could say the same, but its error names no field.)
+fn with_name_rule(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaProps, ValidationRule,
+    };
+    let name = JSONSchemaProps {
+        type_: Some("string".to_owned()),
+        x_kubernetes_validations: Some(vec![ValidationRule {
+            rule: format!("size(self) <= {MAX_NAME_LENGTH}"),
+            message: Some(format!(
+                "must be at most {MAX_NAME_LENGTH} characters, because it becomes the app.kubernetes.io/instance label of the worker pods; choose a shorter name"
+            )),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let metadata = JSONSchemaProps {
+        type_: Some("object".to_owned()),
+        properties: Some([("name".to_owned(), name)].into()),
+        ..Default::default()
+    };
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            root.properties
+                .get_or_insert_with(Default::default)
+                .insert("metadata".to_owned(), metadata.clone());
+        }
+    }
+    crd
 }
 
 /// The CRD as the YAML committed in `crds/eventconsumer.yaml`.

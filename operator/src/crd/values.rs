@@ -7,7 +7,7 @@ use eventconsumer_contract::topic;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::DURATION_PATTERN;
+use super::{DURATION_PATTERN, MAX_DURATION_DIGITS, bounded_duration_pattern};
 
 /// A Kafka topic name: 1 to 249 characters among letters, digits, `.`, `_` and `-`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,9 +81,13 @@ impl JsonSchema for HumanDuration {
             // Long enough for any sane value, short enough to keep CEL's cost estimate low.
             "maxLength": 16,
             "pattern": DURATION_PATTERN,
+            // The guards leave values the pattern refuses to the pattern's error, and values
+            // too large for `duration()` to the first rule's.
             "x-kubernetes-validations": [{
-                // The guard leaves values the pattern refuses to the pattern's clearer error.
-                "rule": format!("!self.matches('{DURATION_PATTERN}') || duration(self) > duration('0s')"),
+                "rule": format!("!self.matches('{DURATION_PATTERN}') || self.matches('{}')", bounded_duration_pattern()),
+                "message": format!("must have at most {MAX_DURATION_DIGITS} digits before the unit (999999h is the longest duration)")
+            }, {
+                "rule": format!("!self.matches('{}') || duration(self) > duration('0s')", bounded_duration_pattern()),
                 "message": "must be greater than zero"
             }]
         })
