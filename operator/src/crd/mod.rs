@@ -165,7 +165,7 @@ pub const BOOTSTRAP_SERVERS_PATTERN: &str = r"^[^,\s]+:[0-9]{1,5}(,[^,\s]+:[0-9]
             limits::MAX_RETRY_TOPIC_ATTEMPTS
         ))
         .message(kube::core::Message::Message(format!(
-            "at most {} in retryTopics mode (each retry has its own topic)",
+            "must be at most {} in retryTopics mode, where each retry has its own topic",
             limits::MAX_RETRY_TOPIC_ATTEMPTS
         )))
         .field_path(".delivery.maxAttempts"),

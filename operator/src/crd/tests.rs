@@ -63,7 +63,7 @@ fn the_admission_rules_are_formatted_from_the_contract_limits() {
     );
     assert_eq!(
         rule["message"],
-        "at most 10 in retryTopics mode (each retry has its own topic)"
+        "must be at most 10 in retryTopics mode, where each retry has its own topic"
     );
     let autoscaling = &spec["properties"]["autoscaling"]["properties"];
     for field in ["minReplicas", "maxReplicas"] {
