@@ -836,6 +836,39 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
         .filter(|w| w.consumer == SCALED)
         .count();
     assert_eq!(scaled_workers, 2);
+
+    // 10. A hand-added env var (a worker testing switch) is removed by the operator, which
+    //     needs the chart's `update` on Deployments for it.
+    run_ok(
+        "kubectl",
+        &[
+            "set",
+            "env",
+            "-n",
+            &apps_ns,
+            &format!("deployment/{SCALED}"),
+            "-c",
+            "worker",
+            &format!("{}=true", env::NO_OUTPUT),
+        ],
+        None,
+    );
+    let deployments: Api<Deployment> = Api::namespaced(sys.client.clone(), &apps_ns);
+    eventually(
+        "the operator to remove the hand-added env var",
+        TIMEOUT,
+        || async {
+            let d = deployments.get(SCALED).await.ok()?;
+            let pod = d.spec.template.spec?;
+            let added = pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == env::NO_OUTPUT);
+            (!added).then_some(())
+        },
+    )
+    .await;
     sys.procs.assert_all_running();
     eprintln!(
         "[{:?}] done: {} processes, {} orders, {} probes",
@@ -1130,6 +1163,7 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         ("watch", "deployments.apps", "-A", true),
         ("create", "deployments.apps", "-A", true),
         ("patch", "deployments.apps", "-A", true),
+        ("update", "deployments.apps", "-A", true),
         ("get", "secrets", "-A", true),
         ("create", "events.events.k8s.io", "-A", true),
         ("get", &lease_resource, &ns, true),
