@@ -445,8 +445,11 @@ pub struct DeliverySpec {
     /// - `retryTopics`: the failed message is written to the retry topic of its next attempt
     ///   (`<consumerGroup>.retry.1`, `.retry.2`, … up to `maxAttempts - 1`, each with the
     ///   backoff delay of that attempt), and the partition moves on at once. The workers also
-    ///   consume the retry topics and run each record when it is due; the last attempt
-    ///   exhausts into the dead-letter topic. The attempt count and first-failure time travel
+    ///   consume the retry topics and run each record when it is due, never before; the
+    ///   records of one retry-topic partition run in the order they were written, so a record
+    ///   can wait behind an earlier one that drew a longer jitter: it runs at most half its
+    ///   retry's capped delay (so at most `backoff.max / 2`) after it is due, plus the time the
+    ///   attempts ahead of it take. The last attempt exhausts into the dead-letter topic. The attempt count and first-failure time travel
     ///   in headers, so they survive rebalances and restarts. Per-key order is NOT kept: a
     ///   later message with the same key can succeed before an earlier one's retry. The
     ///   operator creates missing retry topics with the partition count of the largest source
@@ -486,8 +489,10 @@ impl Default for DeliverySpec {
     }
 }
 
-/// Exponential backoff between attempts: the n-th retry waits about
-/// `initial * multiplier^(n-1)`, capped at `max`, with random jitter.
+/// Exponential backoff between attempts, the same in both delivery modes: the n-th retry
+/// waits `initial * multiplier^(n-1)`, capped at `max`, less a random jitter of up to half of
+/// that. So no wait is longer than `max` or shorter than half the capped delay, and retries of
+/// messages that failed together spread out.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 // The guards skip values the pattern already refuses, so those get one clear error, not two.
@@ -498,11 +503,12 @@ impl Default for DeliverySpec {
     .message("must be at least backoff.initial")
     .field_path(".max"))]
 pub struct BackoffSpec {
-    /// Delay before the first retry, such as `200ms`.
+    /// Delay before the first retry, such as `200ms`; jitter takes up to half of it off.
     #[serde(default = "default_backoff_initial")]
     pub initial: HumanDuration,
 
-    /// Longest delay between two attempts, such as `30s`. At least `initial`.
+    /// Longest delay between two attempts, jitter included, such as `30s`. At least
+    /// `initial`.
     #[serde(default = "default_backoff_max")]
     pub max: HumanDuration,
 
