@@ -1874,3 +1874,93 @@ async fn in_blocking_mode_no_retry_waits_longer_than_backoff_max() {
         "blocking, initial 1s max 2s multiplier 2: sink saw attempts p50 {p50} ms, max {max} ms apart"
     );
 }
+
+/// The CRD text `kubectl explain eventconsumer.spec.delivery.maxAttempts` shows.
+const CRD: &str = include_str!("../../crds/eventconsumer.yaml");
+
+/// What a crash does to attempt counts in `retryTopics` mode, as the CRD and the README say:
+/// a `kill -9` after a failed attempt was copied to the retry topic but before its offset was
+/// committed makes the restarted worker attempt the record again and copy it a second time.
+/// Each copy counts its own attempts: with `maxAttempts: 3` the order is attempted 6 times and
+/// dead-lettered twice, each dead letter saying `ec-dlt-attempts: 3`.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_crash_before_the_commit_repeats_the_attempt_and_splits_the_record_in_two()
+ {
+    use eventconsumer_contract::headers as hn;
+    // The explanation the test shows, where users read it.
+    for phrase in [
+        "a crash",
+        "more than `maxAttempts` times",
+        "each saying `ec-dlt-attempts` = `maxAttempts`",
+    ] {
+        assert!(
+            CRD.contains(phrase),
+            "crds/eventconsumer.yaml does not say {phrase:?}"
+        );
+    }
+    let s = Stack::new();
+    // The kill must come after the copy is acknowledged and before the source offset is
+    // committed (within 1 s of it); each try checks that it did, and a kill that came too
+    // late is tried again with fresh topics rather than passing without showing anything.
+    for round in 1..=3 {
+        let input = s.topic("orders", 1).await;
+        let output = s.topic("order-email", 1).await;
+        let dlq = s.topic("orders-dlq", 1).await;
+        let group = testkit::unique_name("email");
+        let retry = create_retry_topics(&s, &group, 1, 3).await;
+        let sink = start_sink(vec![503; 100]).await;
+        let url = format!("http://{}/hook", sink.addr);
+        s.produce(&s.producer(), &input, "c-7", &order("o-split", "c-7"))
+            .await;
+        let mut args = retry_mode_args(&input, &group, &output, &dlq, "3");
+        // Waits long enough that nothing of retry.1 is tried before the kill.
+        args.extend([
+            "--sink-url",
+            &url,
+            "--backoff-initial",
+            "3s",
+            "--backoff-max",
+            "3s",
+        ]);
+        let mut first = Worker::start(&s.bootstrap, "email-1", &args);
+        let addr = testkit::eventually("the worker's HTTP address", DEADLINE, || async {
+            first.http_addr()
+        })
+        .await;
+        let copied = r#"eventconsumer_retry_topic_writes_total{handler="order/email"} 1"#;
+        testkit::eventually("the first copy to be acknowledged", DEADLINE, || async {
+            let body = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            body.contains(copied).then_some(())
+        })
+        .await;
+        first.kill9();
+        if s.committed(&group, &input, 1).await != vec![-1] {
+            eprintln!("round {round}: the source offset was committed before the kill; again");
+            continue;
+        }
+
+        let _second = Worker::start(&s.bootstrap, "email-2", &args);
+        let dead = s.read(&dlq, 2).await;
+        assert_eq!(dead.len(), 2, "two dead letters of one order");
+        for m in &dead {
+            let h = text_headers(m);
+            assert_eq!(h[hn::DLT_ORIGINAL_TOPIC], input);
+            assert_eq!(h[hn::DLT_ORIGINAL_OFFSET], "0", "both are the same record");
+            assert_eq!(h[hn::DLT_ATTEMPTS], "3", "each copy counted its own: {h:?}");
+        }
+        let copies = s.read(&retry[0], 2).await;
+        assert_eq!(copies.len(), 2, "copied to retry.1 twice");
+        assert_eq!(
+            sink.arrivals_of("o-split").len(),
+            6,
+            "twice maxAttempts attempts"
+        );
+        return;
+    }
+    panic!("in 3 rounds the kill never came before the commit of the source offset");
+}

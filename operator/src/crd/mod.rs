@@ -457,8 +457,17 @@ pub struct DeliverySpec {
     #[serde(default)]
     pub mode: DeliveryMode,
 
-    /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
-    /// retry.
+    /// Attempts per message, the first one included, before it is dead-lettered; the dead
+    /// letter's `ec-dlt-attempts` header says how many were made. 1 means no retry. Exact as
+    /// long as workers stop cleanly (a rollout, a scale-down or SIGTERM commits what finished).
+    /// Delivery is at-least-once: after a crash (kill -9, OOM kill, node loss) every attempt
+    /// whose offset was not committed yet is made again, which is the attempts of about the
+    /// last second (offsets are committed every second) and those in progress. In `blocking`
+    /// mode such a message starts over at attempt 1, and `ec-dlt-attempts` counts the attempts
+    /// since the restart only. In `retryTopics` mode an attempt made again that fails is copied
+    /// to the retry topic a second time, and each copy counts its own attempts on, so across a
+    /// crash one message can be attempted more than `maxAttempts` times and dead-lettered
+    /// twice, each saying `ec-dlt-attempts` = `maxAttempts` (true of its copy).
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: i32,
