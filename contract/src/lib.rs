@@ -6,6 +6,7 @@
 //! cannot drift apart silently: both crates test themselves against [`env::ALL`].
 #![forbid(unsafe_code)]
 
+pub mod retry;
 mod vocabulary;
 
 pub use vocabulary::{

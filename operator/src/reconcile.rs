@@ -282,7 +282,7 @@ async fn deploy(
 ) -> Result<Outcome, Error> {
     let (namespace, name) = (valid.namespace.clone(), ec.name_any());
     valid.replicas = ctx.observer.replicas(ec, &valid, live.as_ref());
-    ctx.observer.register(ec, &valid);
+    ctx.observer.register(ec, &valid, live.as_ref());
     let mut desired = deployment::build(&valid, &ctx.settings);
     drift::stamp(&mut desired);
     let owned = live.clone().filter(|d| controlled_by(d, ec));

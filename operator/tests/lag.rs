@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use eventconsumer_contract::headers::DLT_CONSUMER_GROUP;
 use eventconsumer_operator::crd::EventConsumer;
 use eventconsumer_operator::observer::{RETRY_TOPIC_CREATE_FAILED, RETRY_TOPICS_READY};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -293,6 +295,125 @@ async fn a_consumer_at_zero_wakes_at_activation_lag_and_scales_to_lag_over_thres
         .expect("status.autoscaling");
     assert_eq!(autoscaling.desired_replicas, 4, "{autoscaling:?}");
     assert!(autoscaling.last_scale_time.is_some(), "{autoscaling:?}");
+}
+
+/// Holds a pod in Terminating with a finalizer of the test's own, as a worker that is still
+/// draining (committing what it finished on SIGTERM) holds its pod; releases it when dropped.
+struct Terminating {
+    ns: String,
+    pod: String,
+}
+
+const HOLD: &str = "eventconsumer.dev/test-draining";
+
+impl Terminating {
+    async fn hold(pods: &Api<Pod>, ns: &str, pod: &str) -> Terminating {
+        pods.patch(
+            pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": [HOLD] } })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("adding a finalizer to pod {pod}: {e}"));
+        Terminating {
+            ns: ns.to_owned(),
+            pod: pod.to_owned(),
+        }
+    }
+
+    async fn release(self, pods: &Api<Pod>) {
+        pods.patch(
+            &self.pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("removing the finalizer of pod {}: {e}", self.pod));
+    }
+}
+
+impl Drop for Terminating {
+    fn drop(&mut self) {
+        // Best effort after a failed assertion, so the namespace can go.
+        let _ = std::process::Command::new("kubectl")
+            .args(["-n", &self.ns, "patch", "pod", &self.pod, "--type=merge"])
+            .args(["-p", r#"{"metadata":{"finalizers":null}}"#])
+            .output();
+    }
+}
+
+/// A pod woken from zero that commits and is gone between two measurements must move the
+/// measured lag: here its last commit lands while it terminates after a pause (its
+/// Deployment then counts no running pod, as it did at the reads before), and the pod is gone
+/// before the next reads. The observer trusts cached commits only while the Deployment proves
+/// that no pod, terminating ones included, existed since it read them; before, "no pod at the
+/// last read nor now" kept the stale lag for 5 minutes.
+#[tokio::test]
+async fn a_short_lived_pod_woken_from_zero_that_commits_while_terminating_moves_the_lag() {
+    let env = TestEnv::new("lag-short").await;
+    let topic = unique_name("lag-short");
+    create_topic(&kafka_bootstrap(), &topic, 1).await;
+    produce(&topic, 0, 10, &[]).await;
+    let name = unique_name("short");
+    let group = format!("{}.{name}", env.ns);
+    let _operator = env.start_operator();
+    let autoscaling = json!({ "autoscaling": {
+        "minReplicas": 0, "maxReplicas": 1, "lagThreshold": 100,
+        "activationLag": 1, "cooldown": "10m"
+    }});
+    env.apply(&manifest(&name, &[&topic], autoscaling.clone()))
+        .await;
+    // Woken from zero by its lag.
+    deployment_replicas(&env, &name, 1).await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
+    let pod = eventually("the woken worker pod", TIMEOUT, || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let held = Terminating::hold(&pods, &env.ns, &pod.name_any()).await;
+
+    // Paused while it runs: the Deployment wants and counts no pod; the pod terminates.
+    let mut paused = manifest(&name, &[&topic], autoscaling);
+    paused["spec"]["paused"] = json!(true);
+    env.apply(&paused).await;
+    deployment_replicas(&env, &name, 0).await;
+    env.status_where(
+        &name,
+        "no pod counted, lag 10 measured while paused",
+        |ec, s| {
+            s.replicas == 0
+                && lag_total(ec) == Some(10)
+                && s.autoscaling
+                    .as_ref()
+                    .and_then(|a| a.reason.as_deref())
+                    .is_some_and(|r| r.contains("paused"))
+        },
+    )
+    .await;
+    // A few measurement rounds with no pod counted (what made the old rule cache the commits).
+    tokio::time::sleep(support::MEASURE_INTERVAL * 3).await;
+
+    // Its last commit, as a draining worker makes it; then the pod is gone.
+    commit(&group, &topic, &[(0, 10)]).await;
+    held.release(&pods).await;
+    eventually("the pod to be gone", TIMEOUT, || async {
+        pods.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    env.status_where(&name, "the lag to follow the pod's commit to 0", |ec, _| {
+        lag_total(ec) == Some(0)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use eventconsumer_contract::headers;
 use eventconsumer_operator::leader::Timings;
+use eventconsumer_operator::redrive::replay::ID_PREFIX;
 use eventconsumer_operator::redrive::{DeadLetterRedrive, DeadLetterRedriveStatus, Phase};
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
@@ -617,6 +618,186 @@ async fn a_redrive_interrupted_by_a_crash_resumes_and_replays_each_dead_letter_e
 
     let replayed = setup.source_records().await;
     let ids = ids(&replayed);
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), RECORDS, "every dead letter was replayed");
+    assert_eq!(ids.len(), RECORDS, "no dead letter was replayed twice");
+}
+
+/// What a `kill -9` of the operator leaves when it lands between adding a batch's position
+/// to the transaction and committing it: as the redrive's transactional producer, up to
+/// `batch` more dead letters replayed into the source topic and their position sent to the
+/// transaction, then the producer gone without a commit or an abort (librdkafka does neither
+/// when a producer is destroyed). Returns how many records that transaction holds.
+async fn leave_a_transaction_open(setup: &Setup, uid: &str, batch: usize) -> usize {
+    let id = format!("{ID_PREFIX}{uid}");
+    let bootstrap = setup.bootstrap.clone();
+    let dlq = setup.dlq.clone();
+    let source = setup.source.clone();
+    tokio::task::spawn_blocking(move || {
+        let wait = Duration::from_secs(30);
+        // First, as the operator does, fence the crashed instance (its thread may still run).
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("transactional.id", &id)
+            .create()
+            .expect("a transactional producer");
+        producer.init_transactions(wait).expect("init_transactions");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &id)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("a consumer");
+        let mut query = TopicPartitionList::new();
+        for p in 0..DLQ_PARTITIONS {
+            query.add_partition(&dlq, p);
+        }
+        let committed = consumer
+            .committed_offsets(query, wait)
+            .expect("the committed position");
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..DLQ_PARTITIONS {
+            let at = match committed.find_partition(&dlq, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            assignment
+                .add_partition_offset(&dlq, p, at)
+                .expect("an offset");
+        }
+        consumer.assign(&assignment).expect("assigning");
+        producer.begin_transaction().expect("begin_transaction");
+        let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut at_end = BTreeSet::new();
+        let mut read = 0;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while read < batch && at_end.len() < usize::try_from(DLQ_PARTITIONS).unwrap_or(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reading the next batch"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    at_end.insert(p);
+                }
+                Some(Err(e)) => panic!("reading {dlq}: {e}"),
+                Some(Ok(m)) => {
+                    let record = BaseRecord::to(&source)
+                        .key(m.key().unwrap_or_default())
+                        .payload(m.payload().unwrap_or_default());
+                    producer
+                        .send(record)
+                        .map_err(|(e, _)| e)
+                        .expect("replaying");
+                    positions.insert(m.partition(), m.offset() + 1);
+                    read += 1;
+                }
+            }
+        }
+        producer
+            .flush(wait)
+            .expect("the replayed records are written");
+        let mut offsets = TopicPartitionList::new();
+        for (p, position) in &positions {
+            offsets
+                .add_partition_offset(&dlq, *p, Offset::Offset(*position))
+                .expect("an offset");
+        }
+        let group = consumer.group_metadata().expect("group metadata");
+        producer
+            .send_offsets_to_transaction(&offsets, &group, wait)
+            .expect("the position joins the transaction");
+        drop(producer);
+        read
+    })
+    .await
+    .expect("the dead instance's thread does not panic")
+}
+
+/// A redrive resumed after its operator died mid-transaction (the position already added to
+/// the open transaction) resumes without waiting for that transaction to time out: the new
+/// instance fences it through the same `transactional.id` before it reads its committed
+/// position under `read_committed`. Before, that read waited for the broker's transaction
+/// timeout (60 s), failed with `OperationTimedOut`, and the redrive showed Blocked
+/// `KafkaUnavailable` with a Warning Event while Kafka was up. Each dead letter is still
+/// replayed exactly once: the open transaction's records and position are aborted together.
+#[tokio::test]
+async fn a_redrive_resumed_after_a_crash_mid_transaction_fences_it_and_never_blames_kafka() {
+    const RECORDS: usize = 3_000;
+    let setup = Setup::new("dlr-fence", true).await;
+    setup.env.apply(&setup.consumer_manifest()).await;
+    setup.backlog(RECORDS).await;
+    let operator = setup.env.start_operator();
+    let name = unique_name("fenced");
+    let created = setup.create_redrive(&name, json!({})).await;
+    let uid = created.metadata.uid.clone().expect("a uid");
+    let at_crash = setup.first_progress(&name).await;
+    operator.crash().await;
+    assert_eq!(
+        at_crash.phase,
+        Some(Phase::Running),
+        "the crash comes mid-redrive"
+    );
+    let open = leave_a_transaction_open(&setup, &uid, 200).await;
+    assert!(open > 0, "the open transaction holds replayed records");
+
+    // Every Blocked reason the resumed redrive shows, from a watch.
+    let blocked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = blocked.clone();
+    let watch = tokio::spawn(
+        watcher(
+            setup.redrives(),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .applied_objects()
+        .for_each(move |r| {
+            if let Some(status) = r.ok().and_then(|d| d.status)
+                && let Some(reason) = blocked_reason(&status)
+            {
+                seen.lock().expect("the reasons").push(reason.to_owned());
+            }
+            futures::future::ready(())
+        }),
+    );
+    let resumed = std::time::Instant::now();
+    let _operator = setup.env.start_operator();
+    let status = setup
+        .redrive_where(&name, "the resumed redrive to finish", finished)
+        .await;
+    eprintln!(
+        "resumed redrive finished {:?} after the new operator started ({} records left open)",
+        resumed.elapsed(),
+        open
+    );
+    watch.abort();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+    assert_eq!(
+        status.replayed,
+        i64::try_from(RECORDS).unwrap_or_default(),
+        "{status:?}"
+    );
+    let reasons = blocked.lock().expect("the reasons").clone();
+    assert!(
+        reasons.is_empty(),
+        "the resume waited as if blocked: {reasons:?}"
+    );
+    let events: Api<Event> = Api::namespaced(setup.env.client.clone(), &setup.env.ns);
+    let warnings: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&name))
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .map(|e| format!("{:?}: {:?}", e.reason, e.note))
+        .collect();
+    assert!(warnings.is_empty(), "Warning Events: {warnings:?}");
+
+    let ids = ids(&setup.source_records().await);
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), RECORDS, "every dead letter was replayed");
     assert_eq!(ids.len(), RECORDS, "no dead letter was replayed twice");

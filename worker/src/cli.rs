@@ -90,11 +90,11 @@ pub struct RunArgs {
     #[arg(long, env = env::MAX_ATTEMPTS, default_value_t = defaults::MAX_ATTEMPTS)]
     pub max_attempts: u32,
 
-    /// Delay before the first retry.
+    /// Delay before the first retry (jitter takes up to half of it off).
     #[arg(long, env = env::BACKOFF_INITIAL, value_parser = parse_duration, default_value = defaults::BACKOFF_INITIAL)]
     pub backoff_initial: Duration,
 
-    /// Longest delay between two retries.
+    /// Longest delay between two attempts, jitter included.
     #[arg(long, env = env::BACKOFF_MAX, value_parser = parse_duration, default_value = defaults::BACKOFF_MAX)]
     pub backoff_max: Duration,
 

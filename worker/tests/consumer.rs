@@ -333,29 +333,56 @@ impl Drop for Worker {
 }
 
 /// A local HTTP sink that answers with `script[n]` for its n-th request (then 200), and
-/// records the Idempotency-Key of each request.
+/// records the Idempotency-Key of each request and when it arrived (ms since the epoch).
 struct Sink {
     addr: SocketAddr,
     keys: Arc<Mutex<Vec<String>>>,
+    arrivals: Arc<Mutex<Vec<(String, i64)>>>,
     calls: Arc<AtomicU32>,
+}
+
+impl Sink {
+    /// Arrival times of the requests for `key`, in order.
+    fn arrivals_of(&self, key: &str) -> Vec<i64> {
+        let mut times: Vec<i64> = self
+            .arrivals
+            .lock()
+            .expect("sink arrivals")
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, t)| *t)
+            .collect();
+        times.sort_unstable();
+        times
+    }
+}
+
+fn epoch_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    i64::try_from(since.as_millis()).expect("ms fit in i64")
 }
 
 async fn start_sink(script: Vec<u16>) -> Sink {
     let keys = Arc::new(Mutex::new(Vec::new()));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(AtomicU32::new(0));
-    let (k, c) = (keys.clone(), calls.clone());
+    let (k, a, c) = (keys.clone(), arrivals.clone(), calls.clone());
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap| {
-            let (k, c) = (k.clone(), c.clone());
+            let (k, a, c) = (k.clone(), a.clone(), c.clone());
             let script = script.clone();
             async move {
+                let at = epoch_ms();
                 let n = c.fetch_add(1, Ordering::SeqCst) as usize;
                 let key = headers
                     .get("idempotency-key")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
+                a.lock().expect("sink arrivals").push((key.clone(), at));
                 k.lock().expect("sink keys").push(key);
                 let status = script.get(n).copied().unwrap_or(200);
                 StatusCode::from_u16(status).expect("scripted status")
@@ -367,7 +394,12 @@ async fn start_sink(script: Vec<u16>) -> Sink {
         .expect("sink listener");
     let addr = listener.local_addr().expect("sink address");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
-    Sink { addr, keys, calls }
+    Sink {
+        addr,
+        keys,
+        arrivals,
+        calls,
+    }
 }
 
 // ---------------------------------------------------------------- tests
@@ -1667,4 +1699,268 @@ async fn analytics_holds_its_partitions_while_reports_fail_instead_of_growing_wi
         "every event counted once after the hold"
     );
     assert_eq!(page_views, expected);
+}
+
+/// The value of header `key` of `m` as an integer.
+fn header_i64(m: &OwnedMessage, key: &str) -> i64 {
+    let h = text_headers(m);
+    h.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no integer {key} in {h:?}"))
+}
+
+/// The record's CreateTime, ms since the epoch.
+fn create_time(m: &OwnedMessage) -> i64 {
+    m.timestamp()
+        .to_millis()
+        .unwrap_or_else(|| panic!("a record without a timestamp: {m:?}"))
+}
+
+/// p50 and max of `values` (which must not be empty).
+fn p50_max(values: &mut [i64]) -> (i64, i64) {
+    values.sort_unstable();
+    (values[values.len() / 2], values[values.len() - 1])
+}
+
+/// `backoff.max` is the longest delay between two attempts, jitter included, in both modes:
+/// with initial 1 s, multiplier 2, max 2 s, the waits before attempts 3 and 4 are capped at
+/// 2 s (before, jitter was added on top of the cap: 2–4 s). In `retryTopics` mode the due
+/// time a copy carries is at most `max` after the copy was written, and no attempt comes
+/// before its due time; how late after it an attempt comes is measured and printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_no_retry_is_due_later_than_backoff_max_after_its_failure() {
+    use eventconsumer_contract::headers as hn;
+    const ORDERS: usize = 20;
+    const MAX_MS: i64 = 2_000;
+    let s = Stack::new();
+    let input = s.topic("orders", 4).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let retry = create_retry_topics(&s, &group, 4, 4).await;
+    let sink = start_sink(vec![503; 10_000]).await;
+    let url = format!("http://{}/hook", sink.addr);
+    let p = s.producer();
+    for i in 0..ORDERS {
+        let id = format!("o-{i}");
+        s.produce(
+            &p,
+            &input,
+            &format!("c-{i}"),
+            &order(&id, &format!("c-{i}")),
+        )
+        .await;
+    }
+    let mut args = retry_mode_args(&input, &group, &output, &dlq, "4");
+    args.extend([
+        "--sink-url",
+        &url,
+        "--backoff-initial",
+        "1s",
+        "--backoff-max",
+        "2s",
+        "--backoff-multiplier",
+        "2",
+    ]);
+    let _w = Worker::start(&s.bootstrap, "email", &args);
+
+    let dead = s.read(&dlq, ORDERS).await;
+    assert_eq!(dead.len(), ORDERS, "every order dead-lettered once");
+    let mut delays = Vec::new();
+    let mut late = Vec::new();
+    for (n, topic) in retry.iter().enumerate() {
+        let attempt = n + 2;
+        let copies = s.read(topic, ORDERS).await;
+        assert_eq!(copies.len(), ORDERS, "one copy per order in {topic}");
+        for copy in &copies {
+            let due = header_i64(copy, hn::RETRY_DUE);
+            let delay = due - create_time(copy);
+            assert!(
+                delay <= MAX_MS,
+                "the copy in {topic} is due {delay} ms after it was written, above backoff.max {MAX_MS} ms"
+            );
+            delays.push(delay);
+            let order_id = json_of(copy)["order_id"]
+                .as_str()
+                .expect("an order id")
+                .to_owned();
+            let arrivals = sink.arrivals_of(&order_id);
+            assert_eq!(arrivals.len(), 4, "{order_id}: four attempts");
+            let tried = arrivals[attempt - 1];
+            assert!(
+                tried >= due,
+                "{order_id}: attempt {attempt} came {} ms before it was due",
+                due - tried
+            );
+            late.push(tried - due);
+        }
+    }
+    let (delay_p50, delay_max) = p50_max(&mut delays);
+    let (late_p50, late_max) = p50_max(&mut late);
+    eprintln!(
+        "retryTopics, initial 1s max 2s multiplier 2: due after the failure p50 {delay_p50} ms, max {delay_max} ms; \
+         tried after due p50 {late_p50} ms, max {late_max} ms ({} retries)",
+        late.len()
+    );
+}
+
+/// The same bound in `blocking` mode, read from the delay the worker logs before each retry
+/// and from the sink's view of the waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_blocking_mode_no_retry_waits_longer_than_backoff_max() {
+    const ORDERS: usize = 4;
+    const MAX_MS: u64 = 2_000;
+    let s = Stack::new();
+    let input = s.topic("orders", 4).await;
+    let output = s.topic("order-email", 1).await;
+    let dlq = s.topic("orders-dlq", 1).await;
+    let group = testkit::unique_name("email");
+    let sink = start_sink(vec![503; 10_000]).await;
+    let url = format!("http://{}/hook", sink.addr);
+    let p = s.producer();
+    for i in 0..ORDERS {
+        let id = format!("o-{i}");
+        s.produce(
+            &p,
+            &input,
+            &format!("c-{i}"),
+            &order(&id, &format!("c-{i}")),
+        )
+        .await;
+    }
+    let mut args = order_args(&input, &group, &output, &dlq);
+    let at = args
+        .iter()
+        .position(|a| *a == "--max-attempts")
+        .expect("order_args sets --max-attempts");
+    args[at + 1] = "4";
+    args.extend([
+        "--sink-url",
+        &url,
+        "--backoff-initial",
+        "1s",
+        "--backoff-max",
+        "2s",
+        "--backoff-multiplier",
+        "2",
+    ]);
+    let w = Worker::start(&s.bootstrap, "email", &args);
+
+    let dead = s.read(&dlq, ORDERS).await;
+    assert_eq!(dead.len(), ORDERS);
+    let waits: Vec<u64> = w
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"].as_str() == Some("attempt failed; retrying"))
+        .map(|l| l["retry_in_ms"].as_u64().expect("retry_in_ms"))
+        .collect();
+    assert_eq!(
+        waits.len(),
+        ORDERS * 3,
+        "three retries per order: {waits:?}"
+    );
+    assert!(
+        waits.iter().all(|ms| *ms <= MAX_MS),
+        "a retry waited longer than backoff.max {MAX_MS} ms: {waits:?}"
+    );
+    let mut gaps = Vec::new();
+    for i in 0..ORDERS {
+        let arrivals = sink.arrivals_of(&format!("o-{i}"));
+        assert_eq!(arrivals.len(), 4, "o-{i}: four attempts");
+        gaps.extend(arrivals.windows(2).map(|w| w[1] - w[0]));
+    }
+    let (p50, max) = p50_max(&mut gaps);
+    eprintln!(
+        "blocking, initial 1s max 2s multiplier 2: sink saw attempts p50 {p50} ms, max {max} ms apart"
+    );
+}
+
+/// The CRD text `kubectl explain eventconsumer.spec.delivery.maxAttempts` shows.
+const CRD: &str = include_str!("../../crds/eventconsumer.yaml");
+
+/// What a crash does to attempt counts in `retryTopics` mode, as the CRD and the README say:
+/// a `kill -9` after a failed attempt was copied to the retry topic but before its offset was
+/// committed makes the restarted worker attempt the record again and copy it a second time.
+/// Each copy counts its own attempts: with `maxAttempts: 3` the order is attempted 6 times and
+/// dead-lettered twice, each dead letter saying `ec-dlt-attempts: 3`.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_a_crash_before_the_commit_repeats_the_attempt_and_splits_the_record_in_two()
+ {
+    use eventconsumer_contract::headers as hn;
+    // The explanation the test shows, where users read it.
+    for phrase in [
+        "a crash",
+        "more than `maxAttempts` times",
+        "each saying `ec-dlt-attempts` = `maxAttempts`",
+    ] {
+        assert!(
+            CRD.contains(phrase),
+            "crds/eventconsumer.yaml does not say {phrase:?}"
+        );
+    }
+    let s = Stack::new();
+    // The kill must come after the copy is acknowledged and before the source offset is
+    // committed (within 1 s of it); each try checks that it did, and a kill that came too
+    // late is tried again with fresh topics rather than passing without showing anything.
+    for round in 1..=3 {
+        let input = s.topic("orders", 1).await;
+        let output = s.topic("order-email", 1).await;
+        let dlq = s.topic("orders-dlq", 1).await;
+        let group = testkit::unique_name("email");
+        let retry = create_retry_topics(&s, &group, 1, 3).await;
+        let sink = start_sink(vec![503; 100]).await;
+        let url = format!("http://{}/hook", sink.addr);
+        s.produce(&s.producer(), &input, "c-7", &order("o-split", "c-7"))
+            .await;
+        let mut args = retry_mode_args(&input, &group, &output, &dlq, "3");
+        // Waits long enough that nothing of retry.1 is tried before the kill.
+        args.extend([
+            "--sink-url",
+            &url,
+            "--backoff-initial",
+            "3s",
+            "--backoff-max",
+            "3s",
+        ]);
+        let mut first = Worker::start(&s.bootstrap, "email-1", &args);
+        let addr = testkit::eventually("the worker's HTTP address", DEADLINE, || async {
+            first.http_addr()
+        })
+        .await;
+        let copied = r#"eventconsumer_retry_topic_writes_total{handler="order/email"} 1"#;
+        testkit::eventually("the first copy to be acknowledged", DEADLINE, || async {
+            let body = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            body.contains(copied).then_some(())
+        })
+        .await;
+        first.kill9();
+        if s.committed(&group, &input, 1).await != vec![-1] {
+            eprintln!("round {round}: the source offset was committed before the kill; again");
+            continue;
+        }
+
+        let _second = Worker::start(&s.bootstrap, "email-2", &args);
+        let dead = s.read(&dlq, 2).await;
+        assert_eq!(dead.len(), 2, "two dead letters of one order");
+        for m in &dead {
+            let h = text_headers(m);
+            assert_eq!(h[hn::DLT_ORIGINAL_TOPIC], input);
+            assert_eq!(h[hn::DLT_ORIGINAL_OFFSET], "0", "both are the same record");
+            assert_eq!(h[hn::DLT_ATTEMPTS], "3", "each copy counted its own: {h:?}");
+        }
+        let copies = s.read(&retry[0], 2).await;
+        assert_eq!(copies.len(), 2, "copied to retry.1 twice");
+        assert_eq!(
+            sink.arrivals_of("o-split").len(),
+            6,
+            "twice maxAttempts attempts"
+        );
+        return;
+    }
+    panic!("in 3 rounds the kill never came before the commit of the source offset");
 }

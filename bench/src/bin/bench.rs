@@ -230,7 +230,7 @@ fn run_once(
             let port = eventconsumer_bench::free_port()?;
             let mut cmd = worker_command(bins, bootstrap, topic, &group, port);
             if c != Contender::Ours {
-                // "100 ms backoff": 100 ms before each retry (plus the worker's jitter).
+                // "100 ms backoff": at most 100 ms before each retry (jitter takes up to half off).
                 cmd.args(["--fault-fail-percent", "1", "--fault-fail-times", "2"])
                     .args(["--backoff-initial", "100ms", "--backoff-max", "100ms"])
                     .args(["--backoff-multiplier", "1"]);

@@ -497,8 +497,11 @@ pub struct DeliverySpec {
     /// - `retryTopics`: the failed message is written to the retry topic of its next attempt
     ///   (`<consumerGroup>.retry.1`, `.retry.2`, … up to `maxAttempts - 1`, each with the
     ///   backoff delay of that attempt), and the partition moves on at once. The workers also
-    ///   consume the retry topics and run each record when it is due; the last attempt
-    ///   exhausts into the dead-letter topic. The attempt count and first-failure time travel
+    ///   consume the retry topics and run each record when it is due, never before; the
+    ///   records of one retry-topic partition run in the order they were written, so a record
+    ///   can wait behind an earlier one that drew a longer jitter: it runs at most half its
+    ///   retry's capped delay (so at most `backoff.max / 2`) after it is due, plus the time the
+    ///   attempts ahead of it take. The last attempt exhausts into the dead-letter topic. The attempt count and first-failure time travel
     ///   in headers, so they survive rebalances and restarts. Per-key order is NOT kept: a
     ///   later message with the same key can succeed before an earlier one's retry. The
     ///   operator creates missing retry topics with the partition count of the largest source
@@ -506,8 +509,17 @@ pub struct DeliverySpec {
     #[serde(default)]
     pub mode: DeliveryMode,
 
-    /// Attempts per message, the first one included, before it is dead-lettered. 1 means no
-    /// retry.
+    /// Attempts per message, the first one included, before it is dead-lettered; the dead
+    /// letter's `ec-dlt-attempts` header says how many were made. 1 means no retry. Exact as
+    /// long as workers stop cleanly (a rollout, a scale-down or SIGTERM commits what finished).
+    /// Delivery is at-least-once: after a crash (kill -9, OOM kill, node loss) every attempt
+    /// whose offset was not committed yet is made again, which is the attempts of about the
+    /// last second (offsets are committed every second) and those in progress. In `blocking`
+    /// mode such a message starts over at attempt 1, and `ec-dlt-attempts` counts the attempts
+    /// since the restart only. In `retryTopics` mode an attempt made again that fails is copied
+    /// to the retry topic a second time, and each copy counts its own attempts on, so across a
+    /// crash one message can be attempted more than `maxAttempts` times and dead-lettered
+    /// twice, each saying `ec-dlt-attempts` = `maxAttempts` (true of its copy).
     #[serde(default = "default_max_attempts")]
     #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: i32,
@@ -538,8 +550,10 @@ impl Default for DeliverySpec {
     }
 }
 
-/// Exponential backoff between attempts: the n-th retry waits about
-/// `initial * multiplier^(n-1)`, capped at `max`, with random jitter.
+/// Exponential backoff between attempts, the same in both delivery modes: the n-th retry
+/// waits `initial * multiplier^(n-1)`, capped at `max`, less a random jitter of up to half of
+/// that. So no wait is longer than `max` or shorter than half the capped delay, and retries of
+/// messages that failed together spread out.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 // The guards skip values the pattern already refuses, so those get one clear error, not two.
@@ -551,11 +565,12 @@ impl Default for DeliverySpec {
     .message("must be at least backoff.initial")
     .field_path(".max"))]
 pub struct BackoffSpec {
-    /// Delay before the first retry, such as `200ms`.
+    /// Delay before the first retry, such as `200ms`; jitter takes up to half of it off.
     #[serde(default = "default_backoff_initial")]
     pub initial: HumanDuration,
 
-    /// Longest delay between two attempts, such as `30s`. At least `initial`.
+    /// Longest delay between two attempts, jitter included, such as `30s`. At least
+    /// `initial`.
     #[serde(default = "default_backoff_max")]
     pub max: HumanDuration,
 

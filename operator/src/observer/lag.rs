@@ -3,24 +3,63 @@
 
 use super::*;
 
+/// What the Deployment of a consumer shows about its pods, as the reconciler last saw it.
+///
+/// `quiet` proves that no worker pod of this Deployment exists, terminating ones included:
+/// it wants none, its controller has acted on its current generation, and it counts no pod
+/// at all. Any pod created later needs a spec change first, which moves the generation (or,
+/// for a recreated Deployment, the uid): so two equal quiet snapshots prove that no pod of
+/// the Deployment existed between them, however short-lived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PodHistory {
+    pub(super) uid: String,
+    pub(super) generation: i64,
+    pub(super) quiet: bool,
+}
+
+impl PodHistory {
+    pub(super) fn of(deployment: &Deployment) -> Option<PodHistory> {
+        let uid = deployment.metadata.uid.clone()?;
+        let generation = deployment.metadata.generation?;
+        let status = deployment.status.as_ref();
+        // `terminatingReplicas` is absent where the API server does not count terminating
+        // pods (Kubernetes before 1.35 by default): then nothing proves they are gone.
+        let quiet = deployment.spec.replicas == Some(0)
+            && status.and_then(|s| s.observed_generation) == Some(generation)
+            && status.and_then(|s| s.replicas).unwrap_or(0) == 0
+            && status.and_then(|s| s.terminating_replicas) == Some(0);
+        Some(PodHistory {
+            uid,
+            generation,
+            quiet,
+        })
+    }
+}
+
 /// The committed offsets last read from Kafka. They cannot have moved, and are not read
-/// again (until [`COMMITS_RECHECK`]), while no worker pod existed then and none exists now,
-/// or while the group had caught up then and no record arrived since: the lag is then
-/// computed from these commits and the current end offsets.
+/// again (until [`COMMITS_RECHECK`]), while the Deployment has been quiet ([`PodHistory`]) and
+/// unchanged since the read, or while the group had caught up then and no record arrived
+/// since: the lag is then computed from these commits and the current end offsets.
 #[derive(Clone)]
 pub(super) struct Commits {
     pub(super) offsets: BTreeMap<Partition, Option<i64>>,
     pub(super) ends: BTreeMap<Partition, i64>,
     pub(super) caught_up: bool,
-    pub(super) pods: i32,
+    /// The Deployment as last seen before the read.
+    pub(super) pods: Option<PodHistory>,
     pub(super) read_at: Instant,
 }
 
 impl Commits {
-    pub(super) fn still_valid(&self, pods: i32, marks: &BTreeMap<Partition, Watermarks>) -> bool {
+    pub(super) fn still_valid(
+        &self,
+        pods: Option<&PodHistory>,
+        marks: &BTreeMap<Partition, Watermarks>,
+    ) -> bool {
         let same_partitions =
             self.offsets.len() == marks.len() && marks.keys().all(|p| self.offsets.contains_key(p));
-        let no_workers = self.pods == 0 && pods == 0;
+        let no_workers =
+            self.pods.as_ref().is_some_and(|then| then.quiet) && self.pods.as_ref() == pods;
         let nothing_new =
             self.caught_up && marks.iter().all(|(p, m)| self.ends.get(p) == Some(&m.high));
         same_partitions && (no_workers || nothing_new)
@@ -45,9 +84,11 @@ impl Observer {
                 partitions.insert((topic.clone(), *partition), *watermarks);
             }
         }
-        let pods = job.ec.status.as_ref().map_or(0, |s| s.replicas);
+        let pods = job.pods.clone();
         let committed = match &job.commits {
-            Some(commits) if commits.still_valid(pods, &partitions) => commits.offsets.clone(),
+            Some(commits) if commits.still_valid(pods.as_ref(), &partitions) => {
+                commits.offsets.clone()
+            }
             _ => {
                 let read = self
                     .clients

@@ -11,7 +11,10 @@
 //! change triggers the reconcile that scales the Deployment.
 //!
 //! Kept in memory across measurements: the previous committed offsets (stuck partitions), the
-//! time the current pod count was last needed (cooldown), and the dead-letter scan positions.
+//! time the current pod count was last needed (cooldown), the dead-letter scan positions, and
+//! the last committed offsets read with the Deployment the reconciler saw before that read:
+//! those are reused only while the Deployment proves no pod existed since (see
+//! [`lag::PodHistory`]), so no commit of a pod, however short-lived, is missed.
 //! After an operator restart `status.autoscaling.desiredReplicas` restores the pod count, the
 //! first measurement leaves no partition out, and the cooldown starts again (never scaling down
 //! early); dead letters are counted again from the oldest retained record.
@@ -49,7 +52,7 @@ use crate::kafka::KafkaAccess;
 use crate::lag::{KafkaClients, KafkaOpError, Watermarks, partition_lag};
 use crate::metrics::Metrics;
 use dead_letters::DlqScan;
-use lag::{Commits, lag_status};
+use lag::{Commits, PodHistory, lag_status};
 use retry_topics::{newly_failed, retry_condition};
 
 /// Field manager of the observer's status writes.
@@ -85,9 +88,10 @@ struct Target {
     valid: ValidConsumer,
     access: Option<(KafkaAccess, Instant)>,
     previous: Option<BTreeMap<Partition, Option<i64>>>,
-    /// Set while the group had no lag: the end offsets and commits seen then, and when they
-    /// were last read from Kafka.
+    /// The committed offsets last read, with what proves whether they can have moved since.
     commits: Option<Commits>,
+    /// The consumer's Deployment as the reconciler last saw it (`None`: not seen yet).
+    pods: Option<PodHistory>,
     workers_were_ready: bool,
     desired: Option<i32>,
     needed_since: Option<Timestamp>,
@@ -125,6 +129,7 @@ struct Job {
     valid: ValidConsumer,
     access: Result<KafkaAccess, String>,
     commits: Option<Commits>,
+    pods: Option<PodHistory>,
 }
 
 /// What a round found for one consumer.
@@ -137,8 +142,10 @@ struct Measured {
 }
 
 impl Observer {
-    /// Records the consumer's latest valid spec; measuring starts with the next round.
-    pub fn register(&self, ec: &EventConsumer, valid: &ValidConsumer) {
+    /// Records the consumer's latest valid spec and its Deployment as just read (`live`);
+    /// measuring starts with the next round.
+    pub fn register(&self, ec: &EventConsumer, valid: &ValidConsumer, live: Option<&Deployment>) {
+        let pods = live.and_then(PodHistory::of);
         let Ok(mut targets) = self.targets.lock() else {
             return;
         };
@@ -151,6 +158,7 @@ impl Observer {
                     target.commits = None;
                 }
                 target.valid = valid.clone();
+                target.pods = pods;
             }
             None => {
                 targets.insert(
@@ -160,6 +168,7 @@ impl Observer {
                         access: None,
                         previous: None,
                         commits: None,
+                        pods,
                         workers_were_ready: false,
                         desired: None,
                         needed_since: None,
@@ -278,6 +287,7 @@ impl Observer {
             ValidConsumer,
             Option<KafkaAccess>,
             Option<Commits>,
+            Option<PodHistory>,
         );
         let snapshot: Vec<Snapshot> = {
             let Ok(mut targets) = self.targets.lock() else {
@@ -319,12 +329,18 @@ impl Observer {
                         .as_ref()
                         .filter(|_| !recheck.contains(key))
                         .cloned();
-                    (key.clone(), t.valid.clone(), access, commits)
+                    (
+                        key.clone(),
+                        t.valid.clone(),
+                        access,
+                        commits,
+                        t.pods.clone(),
+                    )
                 })
                 .collect()
         };
         let mut jobs = Vec::with_capacity(snapshot.len());
-        for (key, valid, access, commits) in snapshot {
+        for (key, valid, access, commits, pods) in snapshot {
             let Some(ec) = store.get(&key) else { continue };
             let access = match access {
                 Some(access) => Ok(access),
@@ -348,6 +364,7 @@ impl Observer {
                 valid,
                 access,
                 commits,
+                pods,
             });
         }
         jobs

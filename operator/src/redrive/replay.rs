@@ -8,7 +8,9 @@
 //! Kafka transaction (`send_offsets_to_transaction` with the redrive's own consumer group,
 //! `eventconsumer-redrive.<uid>`). The transactional id is derived from the redrive's uid as
 //! well, so a new operator (after a crash, or when leadership moves) fences the old one at
-//! `init_transactions` and aborts its open transaction. Either a batch's records and its
+//! `init_transactions` and aborts its open transaction — first thing, before it reads the
+//! committed position, which a `read_committed` reader cannot read while that transaction is
+//! open: so a resume never waits for the dead instance's transaction to time out. Either a batch's records and its
 //! position are both visible to `read_committed` readers, or neither is; a restart resumes at
 //! the committed position. The counters travel with the position as the committed offset's
 //! metadata, so they are exact too, even when the operator stops between a commit and the
@@ -48,6 +50,13 @@ const TRANSACTION_MAX_RECORDS: usize = 500;
 /// Longest a transaction stays open, so a slow trickle of records still commits (and shows
 /// progress) every second.
 const TRANSACTION_MAX_TIME: Duration = Duration::from_secs(1);
+/// `transaction.timeout.ms` of the redrive's producer: how long the broker keeps a
+/// transaction open without it ending. A transaction lasts [`TRANSACTION_MAX_TIME`] plus its
+/// commit, so 15 s leaves room for a slow broker; it bounds how long a transaction of an
+/// instance that died stays open when no instance takes over and fences it (which the next
+/// one does at once), holding back `read_committed` readers of the replay targets (the
+/// librdkafka default of 60 s held them four times longer).
+const TRANSACTION_TIMEOUT_MS: &str = "15000";
 /// How long one poll waits for records before checking for cancellation and the batch time.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Prefix of the consumer group and transactional id of a redrive, followed by its uid.
@@ -275,7 +284,26 @@ pub fn run(
         .map(|p| (p.partition, p.end_offset))
         .collect();
 
-    // 2. Where the last committed transaction left off.
+    // 2. Fence the previous instance before reading where it left off. An instance that died
+    //    between adding its position to a transaction and committing it leaves pending
+    //    offsets in the redrive's group, and a `read_committed` read of committed offsets
+    //    (KIP-447's require_stable) waits until that transaction ends: before this order the
+    //    read waited for the broker to abort it at the transaction timeout (60 s by default)
+    //    and failed as if Kafka were down. `init_transactions` with the same transactional id
+    //    aborts the open transaction at once, and returns only when the abort is complete.
+    let producer: ThreadedProducer<DefaultProducerContext> = access
+        .client_config()
+        .set("transactional.id", &id)
+        .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
+        .create()
+        .map_err(ReplayError::kafka("creating the transactional producer"))?;
+    producer
+        .init_transactions(KAFKA_TIMEOUT)
+        .map_err(ReplayError::kafka(format!(
+            "initialising transactions of {id} (which fences and aborts a previous instance's open transaction)"
+        )))?;
+
+    // 3. Where the last committed transaction left off.
     let mut query = TopicPartitionList::new();
     for partition in end.keys() {
         query.add_partition(&topic, *partition);
@@ -328,16 +356,6 @@ pub fn run(
         let group = consumer
             .group_metadata()
             .ok_or_else(|| ReplayError::NoGroupMetadata { group: id.clone() })?;
-        let producer: ThreadedProducer<DefaultProducerContext> = access
-            .client_config()
-            .set("transactional.id", &id)
-            .create()
-            .map_err(ReplayError::kafka("creating the transactional producer"))?;
-        producer
-            .init_transactions(KAFKA_TIMEOUT)
-            .map_err(ReplayError::kafka(format!(
-                "initialising transactions of {id}"
-            )))?;
         // Running again after a wait: the message of the wait no longer applies.
         status.message = Some(running(&selection.group, &topic));
         status::set_condition(&mut status, status::BLOCKED, false, "Running", "");

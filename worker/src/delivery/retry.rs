@@ -1,16 +1,18 @@
 //! Attempts with a per-attempt timeout, and exponential backoff with jitter between them.
 //!
-//! The backoff delays come from `backon`'s [`ExponentialBuilder`]; this module only adds
-//! what the delivery loop needs around it: the timeout that turns a hung attempt into a
-//! retryable failure, classification (non-retryable errors stop at once), the first and
-//! last failure times the dead-letter record carries, and cancellation during a backoff
-//! sleep (a revoke or the shutdown deadline must not wait for a 10 s backoff).
+//! The retry rule itself (retry or give up, and the delay: capped exponential, jitter inside
+//! `backoff.max`) is [`eventconsumer_contract::retry::RetryPolicy`], shared by both delivery
+//! modes; this module only adds what the delivery loop needs around it: the jitter draw, the
+//! timeout that turns a hung attempt into a retryable failure, classification (non-retryable
+//! errors stop at once), the first and last failure times the dead-letter record carries, and
+//! cancellation during a backoff sleep (a revoke or the shutdown deadline must not wait for a
+//! 10 s backoff).
 
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
+use eventconsumer_contract::retry::RetryPolicy as Rule;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetrySettings;
@@ -22,48 +24,33 @@ use crate::offsets::Outcome;
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub attempt_timeout: Duration,
-    backoff: ExponentialBuilder,
-    /// The longest delay [`RetryPolicy::delays`] can give: the maximum plus 100 % jitter.
+    rule: Rule,
+    /// The longest delay [`RetryPolicy::next`] can give: `backoff.max`.
     pub longest_delay: Duration,
 }
 
 impl RetryPolicy {
     pub fn new(settings: &RetrySettings) -> RetryPolicy {
-        let retries =
-            usize::try_from(settings.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
         RetryPolicy {
             max_attempts: settings.max_attempts,
             attempt_timeout: settings.attempt_timeout,
-            backoff: ExponentialBuilder::default()
-                .with_min_delay(settings.backoff_initial)
-                .with_max_delay(settings.backoff_max)
-                .with_factor(settings.backoff_multiplier)
-                .with_max_times(retries)
-                .with_jitter(),
-            longest_delay: settings.backoff_max.saturating_mul(2),
+            rule: Rule {
+                max_attempts: settings.max_attempts,
+                initial: settings.backoff_initial,
+                max: settings.backoff_max,
+                multiplier: f64::from(settings.backoff_multiplier),
+            },
+            longest_delay: settings.backoff_max,
         }
     }
 
-    /// The delay before `attempt` (2 for the first retry), jitter included: what
-    /// `retryTopics` mode waits before trying a record from a retry topic.
-    pub fn delay_before(&self, attempt: u32) -> Duration {
-        let retry = usize::try_from(attempt.saturating_sub(2)).unwrap_or(usize::MAX);
-        self.delays().nth(retry).unwrap_or(self.longest_delay)
-    }
-
     /// The one retry-or-give-up rule, for both delivery modes: after failed attempt `attempt`
-    /// (1 for the first try), the delay before the next attempt, or `None` when the message
-    /// is to be dead-lettered (the error is not retryable, or that was the last attempt).
+    /// (1 for the first try), the delay before the next attempt (jitter drawn here, never
+    /// above `backoff.max`), or `None` when the message is to be dead-lettered (the error is
+    /// not retryable, or that was the last attempt).
     pub fn next(&self, error: &HandlerError, attempt: u32) -> Option<Duration> {
-        (error.is_retryable() && attempt < self.max_attempts)
-            .then(|| self.delay_before(attempt.saturating_add(1)))
-    }
-
-    /// The delays before retry 1, 2, …; as many as there are retries. Each is the
-    /// exponential delay (capped at the maximum) plus backon's jitter of up to 100 %, so
-    /// retries of many messages that failed together spread out.
-    pub fn delays(&self) -> impl Iterator<Item = Duration> {
-        self.backoff.build()
+        self.rule
+            .next(attempt, error.is_retryable(), fastrand::f64())
     }
 }
 
@@ -182,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_allows_max_attempts_minus_one_retries_with_bounded_delays() {
+    fn every_delay_stays_within_backoff_max_jitter_included() {
         let p = RetryPolicy::new(&RetrySettings {
             max_attempts: 6,
             backoff_initial: Duration::from_millis(100),
@@ -190,37 +177,16 @@ mod tests {
             backoff_multiplier: 2.0,
             attempt_timeout: Duration::from_secs(1),
         });
-        let delays: Vec<_> = p.delays().collect();
-        assert_eq!(delays.len(), 5);
-        for d in &delays {
-            // backon's jitter adds up to 100 % of the (capped) delay.
-            assert!(
-                *d >= Duration::from_millis(100) && *d <= Duration::from_millis(1000),
-                "{d:?}"
-            );
+        assert_eq!(p.longest_delay, Duration::from_millis(500));
+        for _ in 0..1000 {
+            for attempt in 1..6 {
+                let d = p.next(&transient(), attempt).expect("a retry");
+                assert!(
+                    d >= Duration::from_millis(50) && d <= p.longest_delay,
+                    "{d:?}"
+                );
+            }
         }
-        assert!(
-            delays[4] >= Duration::from_millis(500),
-            "grows to the cap: {delays:?}"
-        );
-    }
-
-    #[test]
-    fn the_delay_before_an_attempt_is_that_retrys_backoff_with_jitter() {
-        let p = RetryPolicy::new(&RetrySettings {
-            max_attempts: 4,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(300),
-            backoff_multiplier: 2.0,
-            attempt_timeout: Duration::from_secs(1),
-        });
-        let d2 = p.delay_before(2);
-        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200));
-        let d3 = p.delay_before(3);
-        assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
-        assert!(p.delay_before(4) >= Duration::from_millis(300));
-        assert_eq!(p.delay_before(9), p.longest_delay, "beyond the retries");
-        assert_eq!(p.longest_delay, Duration::from_millis(600));
     }
 
     /// Pins the retry-or-give-up rule both delivery modes use.
@@ -233,7 +199,8 @@ mod tests {
         assert_eq!(p.next(&transient(), 3), None, "that was the last attempt");
         assert_eq!(p.next(&permanent, 1), None, "never retried");
         let delay = p.next(&transient(), 1).unwrap();
-        assert!(delay >= Duration::from_millis(1) && delay <= p.longest_delay);
+        // At most backoff.initial (1 ms) before the first retry, at least half of it.
+        assert!(delay >= Duration::from_micros(500) && delay <= Duration::from_millis(1));
     }
 
     #[tokio::test]
