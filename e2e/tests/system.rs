@@ -332,6 +332,22 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     }
     let chart = workspace_root().join("charts/eventconsumer");
     let helm = HELM.lock().await;
+    // Helm creates the CRDs only when they are missing and never updates them, so `make
+    // deploy` applies the chart's CRDs first; so does this test (a CRD left by an older build
+    // would otherwise decide the outcome).
+    let crds = chart.join("crds");
+    run_ok(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=eventconsumer-e2e",
+            "-f",
+            crds.to_str().expect("a UTF-8 path"),
+        ],
+        None,
+    );
     run_ok(
         "helm",
         &[
@@ -363,30 +379,6 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     );
     drop(helm);
     cleanup.release = Some((RELEASE.to_owned(), op_ns.clone()));
-    // Helm creates the CRD only when it is missing and never updates it: a CRD left by an
-    // older build would make this test fail for a reason that is not the system's.
-    for file in ["crds/eventconsumer.yaml", "crds/deadletterredrive.yaml"] {
-        let crd = chart.join(file);
-        let crd = crd.to_str().expect("a UTF-8 path");
-        let diff = run_quiet(
-            "kubectl",
-            &[
-                "diff",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=eventconsumer-e2e",
-                "-f",
-                crd,
-            ],
-        );
-        assert!(
-            diff.status.success(),
-            "the cluster's CRD from {file} is not the chart's (Helm never updates a CRD); \
-             run `kubectl apply --server-side --force-conflicts -f {crd}`:\n{}{}",
-            String::from_utf8_lossy(&diff.stdout),
-            String::from_utf8_lossy(&diff.stderr)
-        );
-    }
     let operator_deployment = chart_operator_deployment(&client, &op_ns, RELEASE).await;
     let pod_spec = operator_deployment
         .spec
@@ -1113,6 +1105,22 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
     cleanup.namespaces.push(ns.clone());
     let chart = workspace_root().join("charts/eventconsumer");
     let helm = HELM.lock().await;
+    // Helm creates the CRDs only when they are missing and never updates them, so `make
+    // deploy` applies the chart's CRDs first; so does this test (a CRD left by an older build
+    // would otherwise decide the outcome).
+    let crds = chart.join("crds");
+    run_ok(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=eventconsumer-e2e",
+            "-f",
+            crds.to_str().expect("a UTF-8 path"),
+        ],
+        None,
+    );
     run_ok(
         "helm",
         &[

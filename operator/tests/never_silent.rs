@@ -209,28 +209,36 @@ async fn a_deployment_an_admission_policy_or_validation_refuses_degrades_the_con
     let message = degraded_with(&env, &gpu, "DeploymentForbidden").await;
     assert!(message.contains("GPU nodes are reserved"), "{message}");
 
-    // Deployment validation: a node selector key Kubernetes never accepts.
-    let bad_key = unique_name("badkey");
-    let mut manifest = order_manifest(&bad_key);
-    manifest["spec"]["nodeSelector"] = json!({ "not a label!": "x" });
+    // Deployment validation: requests above limits (the operator leaves that rule to the
+    // API server, which names the Deployment's field).
+    let greedy = unique_name("greedy");
+    let mut manifest = order_manifest(&greedy);
+    manifest["spec"]["resources"] = json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } });
     env.apply(&manifest).await;
-    let message = degraded_with(&env, &bad_key, "DeploymentInvalid").await;
-    assert!(message.contains("nodeSelector"), "{message}");
+    let message = degraded_with(&env, &greedy, "DeploymentInvalid").await;
+    assert!(
+        message.contains("422 Invalid") && message.contains("limit"),
+        "{message}"
+    );
     eventually("a DeploymentInvalid Warning Event", TIMEOUT, || async {
-        warnings(&env.client, &env.ns, &bad_key, "DeploymentInvalid")
+        warnings(&env.client, &env.ns, &greedy, "DeploymentInvalid")
             .await
             .into_iter()
             .next()
     })
     .await;
 
-    // Requests above limits.
-    let greedy = unique_name("greedy");
-    let mut manifest = order_manifest(&greedy);
-    manifest["spec"]["resources"] = json!({ "requests": { "cpu": "2" }, "limits": { "cpu": "1" } });
+    // A node selector key Kubernetes never accepts: the operator names the EventConsumer's
+    // field before the API server could name the Deployment's.
+    let bad_key = unique_name("badkey");
+    let mut manifest = order_manifest(&bad_key);
+    manifest["spec"]["nodeSelector"] = json!({ "not a label!": "x" });
     env.apply(&manifest).await;
-    let message = degraded_with(&env, &greedy, "DeploymentInvalid").await;
-    assert!(message.contains("limit"), "{message}");
+    let message = degraded_with(&env, &bad_key, "InvalidSpec").await;
+    assert!(
+        message.starts_with("spec.nodeSelector[\"not a label!\"]:"),
+        "{message}"
+    );
 
     // Without the policy, the GPU consumer gets its Deployment by itself (bounded recheck).
     for resource in [&bindings, &policies] {

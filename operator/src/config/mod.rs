@@ -11,6 +11,7 @@ mod autoscaling;
 mod delivery;
 mod handler;
 mod kafka;
+mod pod;
 #[cfg(test)]
 mod tests;
 
@@ -313,9 +314,9 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
         check_quantities("limits", resources.limits.as_ref())?;
         check_quantities("requests", resources.requests.as_ref())?;
     }
-    if spec.log_level.trim().is_empty() {
-        return Err(ConfigError::invalid("spec.logLevel", "must not be empty"));
-    }
+    pod::check_node_selector(spec.node_selector.as_ref())?;
+    pod::check_tolerations(spec.tolerations.as_deref())?;
+    pod::check_log_level(&spec.log_level)?;
 
     Ok(ValidConsumer {
         name,
