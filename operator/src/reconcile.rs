@@ -622,6 +622,17 @@ mod tests {
         (body, send)
     }
 
+    /// The Degraded condition of a status patch.
+    fn degraded_condition(patch: &Value) -> Value {
+        patch["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Degraded")
+            .cloned()
+            .expect("a Degraded condition")
+    }
+
     fn json_response(value: &impl serde::Serialize) -> Response<Body> {
         Response::builder()
             .body(Body::from(serde_json::to_vec(value).unwrap()))
@@ -760,13 +771,7 @@ mod tests {
                 assert!(event["note"].as_str().unwrap().contains("kafka-creds"));
                 send.send_response(json_response(&event));
                 let (patch, send) = expect(&mut handle, "PATCH", STATUS_PATH).await;
-                let degraded = patch["status"]["conditions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|c| c["type"] == "Degraded")
-                    .cloned()
-                    .unwrap();
+                let degraded = degraded_condition(&patch);
                 assert_eq!(degraded["status"], "True");
                 assert_eq!(degraded["reason"], "SecretNotFound");
                 assert!(degraded["message"].as_str().unwrap().starts_with(
@@ -812,13 +817,7 @@ mod tests {
             assert_eq!(event["reason"], "DeploymentWriteFailed");
             send.send_response(json_response(&event));
             let (patch, send) = expect(&mut handle, "PATCH", STATUS_PATH).await;
-            let degraded = patch["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Degraded")
-                .cloned()
-                .unwrap();
+            let degraded = degraded_condition(&patch);
             assert_eq!(degraded["reason"], "DeploymentWriteFailed");
             assert!(
                 degraded["message"]
@@ -874,13 +873,7 @@ mod tests {
             assert_eq!(event["reason"], "DeploymentInvalid");
             send.send_response(json_response(&event));
             let (patch, send) = expect(&mut handle, "PATCH", STATUS_PATH).await;
-            let degraded = patch["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Degraded")
-                .cloned()
-                .unwrap();
+            let degraded = degraded_condition(&patch);
             assert_eq!(degraded["status"], "True");
             assert_eq!(degraded["reason"], "DeploymentInvalid");
             let message = degraded["message"].as_str().unwrap();
