@@ -264,23 +264,41 @@ pub fn retry_topics(group_id: &str, max_attempts: u32) -> Vec<String> {
         .collect()
 }
 
+/// The first of `retry_topics` that is also a source, the dead-letter or the output topic,
+/// which would make a consumer read its own retries, or a retry read as a dead letter or an
+/// outcome. Both the operator and the worker refuse such a group in `retryTopics` mode.
+pub fn retry_topic_collision<'a>(
+    retry_topics: &'a [String],
+    sources: &[String],
+    dead_letter: &str,
+    output: &str,
+) -> Option<&'a str> {
+    retry_topics
+        .iter()
+        .find(|t| sources.contains(t) || *t == dead_letter || *t == output)
+        .map(String::as_str)
+}
+
 /// Default shutdown grace of the worker, in seconds. The operator sets the pod's
 /// `terminationGracePeriodSeconds` above this so the kubelet never kills a draining worker.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 25;
 
-/// The output topic a handler publishes to when none is configured.
-///
-/// `option` is the order action or the video stage; the analytics handler has none.
-/// Returns `None` for an unknown handler or option, so callers report the bad value.
-pub fn default_output_topic(handler: &str, option: Option<&str>) -> Option<String> {
-    match (handler, option) {
-        ("order", Some(action)) if values::ORDER_ACTIONS.contains(&action) => {
-            Some(format!("order.{action}"))
-        }
-        ("analytics", _) => Some("analytics.counts".to_owned()),
-        ("video", Some("transcode")) => Some("video.transcoded".to_owned()),
-        ("video", Some("publish")) => Some("video.ready".to_owned()),
-        _ => None,
+/// What decides a handler's default output topic: the handler, with its action or stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputOf {
+    Order(OrderAction),
+    Analytics,
+    Video(VideoStage),
+}
+
+/// The output topic a handler publishes to when none is set: `order.<action>`,
+/// `analytics.counts`, `video.transcoded` (transcode) or `video.ready` (publish).
+pub fn default_output_topic(of: OutputOf) -> String {
+    match of {
+        OutputOf::Order(action) => format!("order.{}", action.as_str()),
+        OutputOf::Analytics => "analytics.counts".to_owned(),
+        OutputOf::Video(VideoStage::Transcode) => "video.transcoded".to_owned(),
+        OutputOf::Video(VideoStage::Publish) => "video.ready".to_owned(),
     }
 }
 
@@ -292,7 +310,8 @@ pub fn default_dlq_topic(source_topic: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::{
-        default_dlq_topic, default_output_topic, limits, retry_topic, retry_topics, topic,
+        OrderAction, OutputOf, VideoStage, default_dlq_topic, default_output_topic, limits,
+        retry_topic, retry_topic_collision, retry_topics, topic,
     };
 
     #[test]
@@ -334,14 +353,21 @@ mod tests {
     #[test]
     fn default_topics_follow_the_seed_names() {
         assert_eq!(
-            default_output_topic("order", Some("payment")).as_deref(),
-            Some("order.payment")
+            default_output_topic(OutputOf::Order(OrderAction::Payment)),
+            "order.payment"
         );
         assert_eq!(
-            default_output_topic("video", Some("publish")).as_deref(),
-            Some("video.ready")
+            default_output_topic(OutputOf::Analytics),
+            "analytics.counts"
         );
-        assert_eq!(default_output_topic("video", Some("nope")), None);
+        assert_eq!(
+            default_output_topic(OutputOf::Video(VideoStage::Transcode)),
+            "video.transcoded"
+        );
+        assert_eq!(
+            default_output_topic(OutputOf::Video(VideoStage::Publish)),
+            "video.ready"
+        );
         assert_eq!(default_dlq_topic("order.placed"), "order.placed.dlq");
     }
 
@@ -354,5 +380,27 @@ mod tests {
         let set: HashSet<_> = names.iter().collect();
         assert_eq!(set.len(), names.len(), "a name is listed twice");
         assert!(names.iter().all(|n| n.starts_with("EC_")));
+    }
+
+    #[test]
+    fn a_retry_topic_collides_with_a_source_the_dead_letter_or_the_output_topic() {
+        let retries = retry_topics("g", 3);
+        let sources = vec!["orders".to_owned()];
+        assert_eq!(
+            retry_topic_collision(&retries, &sources, "orders.dlq", "out"),
+            None
+        );
+        assert_eq!(
+            retry_topic_collision(&retries, &["g.retry.2".to_owned()], "orders.dlq", "out"),
+            Some("g.retry.2")
+        );
+        assert_eq!(
+            retry_topic_collision(&retries, &sources, "g.retry.1", "out"),
+            Some("g.retry.1")
+        );
+        assert_eq!(
+            retry_topic_collision(&retries, &sources, "orders.dlq", "g.retry.1"),
+            Some("g.retry.1")
+        );
     }
 }

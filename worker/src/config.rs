@@ -12,7 +12,9 @@ use std::time::Duration;
 use eventconsumer_contract::env;
 use rdkafka::ClientConfig;
 
-use eventconsumer_contract::{DeliveryMode, Handler, InitialOffset, OrderAction, VideoStage};
+use eventconsumer_contract::{
+    DeliveryMode, Handler, InitialOffset, OrderAction, OutputOf, VideoStage,
+};
 
 use crate::cli::RunArgs;
 use crate::kafka::KafkaConfigError;
@@ -102,6 +104,16 @@ impl HandlerSettings {
             HandlerSettings::Faulty { inner, .. } => inner.label(),
         }
     }
+
+    /// What decides the default output topic (a faulty handler's is its inner one's).
+    pub fn output_of(&self) -> OutputOf {
+        match self {
+            HandlerSettings::Order { action, .. } => OutputOf::Order(*action),
+            HandlerSettings::Analytics { .. } => OutputOf::Analytics,
+            HandlerSettings::Video { stage, .. } => OutputOf::Video(*stage),
+            HandlerSettings::Faulty { inner, .. } => inner.output_of(),
+        }
+    }
 }
 
 /// How failed attempts are retried.
@@ -171,11 +183,6 @@ impl Settings {
             return Err(invalid("--group-id", env::GROUP_ID, "must not be empty"));
         }
 
-        let option = match &handler {
-            HandlerSettings::Order { action, .. } => Some(action.as_str()),
-            HandlerSettings::Analytics { .. } | HandlerSettings::Faulty { .. } => None,
-            HandlerSettings::Video { stage, .. } => Some(stage.as_str()),
-        };
         let output_topic = match &args.output_topic {
             Some(_) if testing.no_output => {
                 return Err(invalid(
@@ -187,10 +194,7 @@ impl Settings {
             // Shown in logs only; the handler publishes nothing.
             None if testing.no_output => NO_OUTPUT_TOPIC.to_owned(),
             Some(t) => t.trim().to_owned(),
-            None => eventconsumer_contract::default_output_topic(args.handler.as_str(), option)
-                .ok_or_else(|| {
-                    invalid("--output-topic", env::OUTPUT_TOPIC, "has no default here")
-                })?,
+            None => eventconsumer_contract::default_output_topic(handler.output_of()),
         };
         if !testing.no_output {
             check_topic("--output-topic", env::OUTPUT_TOPIC, &output_topic)?;
@@ -243,15 +247,20 @@ impl Settings {
                     ),
                 )
             })?;
-            if topics.contains(topic) || *topic == dlq_topic || *topic == output_topic {
-                return Err(invalid(
-                    "--group-id",
-                    env::GROUP_ID,
-                    format!(
-                        "{group_id:?} makes the retry topic {topic:?}, which is also a source, output or dead-letter topic"
-                    ),
-                ));
-            }
+        }
+        if let Some(topic) = eventconsumer_contract::retry_topic_collision(
+            &retry_topics,
+            &topics,
+            &dlq_topic,
+            &output_topic,
+        ) {
+            return Err(invalid(
+                "--group-id",
+                env::GROUP_ID,
+                format!(
+                    "{group_id:?} makes the retry topic {topic:?}, which is also a source, output or dead-letter topic"
+                ),
+            ));
         }
 
         if args.shutdown_grace.is_zero() {
@@ -422,11 +431,24 @@ fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
 }
 
 fn retry_settings(args: &RunArgs) -> Result<RetrySettings, ConfigError> {
-    if args.max_attempts == 0 {
+    use eventconsumer_contract::limits::{MAX_ATTEMPTS, MAX_RETRY_TOPIC_ATTEMPTS};
+    if !(1..=MAX_ATTEMPTS).contains(&args.max_attempts) {
         return Err(invalid(
             "--max-attempts",
             env::MAX_ATTEMPTS,
-            "must be at least 1",
+            format!("must be between 1 and {MAX_ATTEMPTS}"),
+        ));
+    }
+    if args.delivery_mode == DeliveryMode::RetryTopics
+        && args.max_attempts > MAX_RETRY_TOPIC_ATTEMPTS
+    {
+        return Err(invalid(
+            "--max-attempts",
+            env::MAX_ATTEMPTS,
+            format!(
+                "must be at most {MAX_RETRY_TOPIC_ATTEMPTS} with --delivery-mode retryTopics ({}), where each retry has its own topic",
+                env::DELIVERY_MODE
+            ),
         ));
     }
     if args.backoff_initial.is_zero() {
@@ -552,6 +574,27 @@ mod tests {
         assert!(err.to_string().contains("--backoff-max"), "{err}");
         assert!(parse(&["--handler", "analytics", "--max-attempts", "0"]).is_err());
         assert!(parse(&["--handler", "analytics", "--backoff-multiplier", "0.5"]).is_err());
+    }
+
+    #[test]
+    fn max_attempts_has_the_contracts_limits_in_both_modes() {
+        use eventconsumer_contract::limits::{MAX_ATTEMPTS, MAX_RETRY_TOPIC_ATTEMPTS};
+        let attempts = |n: u32, mode: &str| {
+            parse(&[
+                "--handler",
+                "analytics",
+                "--max-attempts",
+                &n.to_string(),
+                "--delivery-mode",
+                mode,
+            ])
+        };
+        assert!(attempts(MAX_ATTEMPTS, "blocking").is_ok());
+        let err = attempts(MAX_ATTEMPTS + 1, "blocking").unwrap_err();
+        assert!(err.to_string().contains("--max-attempts"), "{err}");
+        assert!(attempts(MAX_RETRY_TOPIC_ATTEMPTS, "retryTopics").is_ok());
+        let err = attempts(MAX_RETRY_TOPIC_ATTEMPTS + 1, "retryTopics").unwrap_err();
+        assert!(err.to_string().contains("retryTopics"), "{err}");
     }
 
     #[test]

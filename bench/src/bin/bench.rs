@@ -189,18 +189,28 @@ fn worker_command(bins: &Bins, bootstrap: &str, topic: &str, group: &str, port: 
     cmd
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_once(
-    c: Contender,
-    n: u64,
-    bins: &Bins,
-    bootstrap: &str,
-    topic: &str,
+/// What every run of every contender shares: binaries, broker, the preloaded topic, where
+/// logs go and how long a run may take.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
+    bins: &'a Bins,
+    bootstrap: &'a str,
+    topic: &'a str,
     partitions: i32,
-    run: usize,
-    logs: &Path,
+    logs: &'a Path,
     timeout: Duration,
-) -> anyhow::Result<proc::Measured> {
+}
+
+/// Run `run` of contender `c` over `n` messages.
+fn run_once(c: Contender, n: u64, run: usize, setup: Setup<'_>) -> anyhow::Result<proc::Measured> {
+    let Setup {
+        bins,
+        bootstrap,
+        topic,
+        partitions,
+        logs,
+        timeout,
+    } = setup;
     let group = format!(
         "bench-{}-{}-{run}",
         c.slug(),
@@ -369,21 +379,19 @@ fn main() -> anyhow::Result<()> {
             samples: Vec::new(),
         })
         .collect();
+    let setup = Setup {
+        bins: &bins,
+        bootstrap: &bootstrap,
+        topic: &topic,
+        partitions: args.partitions,
+        logs: &logs,
+        timeout,
+    };
     for run in 1..=args.runs {
         for row in &mut rows {
             let c = row.contender;
-            let m = run_once(
-                c,
-                row.messages,
-                &bins,
-                &bootstrap,
-                &topic,
-                args.partitions,
-                run,
-                &logs,
-                timeout,
-            )
-            .with_context(|| format!("{} run {run}", c.slug()))?;
+            let m = run_once(c, row.messages, run, setup)
+                .with_context(|| format!("{} run {run}", c.slug()))?;
             let rate = row.messages as f64 / m.wall.as_secs_f64();
             eprintln!(
                 "bench: {} run {run}: {:.0} msg/s, {:.1}s, CPU {:.1}s, peak RSS {:.0} MiB",

@@ -4,7 +4,7 @@
 use eventconsumer_contract::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF_MULTIPLIER, MAX_RETRY_TOPIC_ATTEMPTS, MIN_BACKOFF_MULTIPLIER,
 };
-use eventconsumer_contract::{default_dlq_topic, retry_topics};
+use eventconsumer_contract::{default_dlq_topic, retry_topic_collision, retry_topics};
 
 use super::*;
 
@@ -12,6 +12,7 @@ pub(super) fn delivery_config(
     ec: &EventConsumer,
     topics: &[String],
     group_id: &str,
+    output_topic: &str,
 ) -> Result<DeliveryConfig, ConfigError> {
     let delivery = &ec.spec.delivery;
     let max_attempts = u32::try_from(delivery.max_attempts).unwrap_or(0);
@@ -96,14 +97,16 @@ pub(super) fn delivery_config(
                         ),
                     )
                 })?;
-                if topics.contains(topic) || *topic == dead_letter_topic {
-                    return Err(ConfigError::invalid(
-                        "spec.kafka.consumerGroup",
-                        format!(
-                            "the retry topic {topic:?} derived from it is also a source or dead-letter topic"
-                        ),
-                    ));
-                }
+            }
+            if let Some(topic) =
+                retry_topic_collision(&names, topics, &dead_letter_topic, output_topic)
+            {
+                return Err(ConfigError::invalid(
+                    "spec.kafka.consumerGroup",
+                    format!(
+                        "the retry topic {topic:?} derived from it is also a source, output or dead-letter topic"
+                    ),
+                ));
             }
             names
         }

@@ -18,7 +18,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use eventconsumer_contract::{default_output_topic, topic};
+use eventconsumer_contract::{OutputOf, default_output_topic, topic};
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Secret, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -266,19 +266,16 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
     let (output_topic, output_field) = match (&handler, spec_output_topic(ec)) {
         (_, Some((topic, field))) => (topic, field),
         (handler_config, None) => {
-            let option = match handler_config {
-                HandlerConfig::Order { action, .. } => Some(action.as_str()),
-                HandlerConfig::Video { stage } => Some(stage.as_str()),
-                HandlerConfig::Analytics { .. } => None,
+            let of = match handler_config {
+                HandlerConfig::Order { action, .. } => OutputOf::Order(*action),
+                HandlerConfig::Video { stage } => OutputOf::Video(*stage),
+                HandlerConfig::Analytics { .. } => OutputOf::Analytics,
             };
             let handler_name = handler_config.handler().as_str();
-            let topic = default_output_topic(handler_name, option).ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("spec.{handler_name}.outputTopic"),
-                    "has no default for these options; set it",
-                )
-            })?;
-            (topic, format!("spec.{handler_name}.outputTopic"))
+            (
+                default_output_topic(of),
+                format!("spec.{handler_name}.outputTopic"),
+            )
         }
     };
     check_topic_name(&output_field, &output_topic)?;
@@ -292,7 +289,7 @@ pub fn validate(ec: &EventConsumer, secrets: &SecretFacts) -> Result<ValidConsum
     }
 
     let kafka = kafka_config(ec, &namespace, topics, secrets)?;
-    let delivery = delivery_config(ec, &kafka.topics, &kafka.group_id)?;
+    let delivery = delivery_config(ec, &kafka.topics, &kafka.group_id, &output_topic)?;
 
     if spec.replicas < 0 {
         return Err(ConfigError::invalid("spec.replicas", "must be 0 or more"));

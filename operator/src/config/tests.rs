@@ -198,6 +198,14 @@ fn bad_values_are_refused_with_the_field_named() {
             ec.spec.delivery.mode = DeliveryMode::RetryTopics;
             ec.spec.kafka.consumer_group = Some("g".repeat(242));
         }),
+        ("spec.kafka.consumerGroup", |ec| {
+            // The worker refuses a retry topic that is its output topic; so must the operator.
+            ec.spec.delivery.mode = DeliveryMode::RetryTopics;
+            ec.spec.kafka.consumer_group = Some("g".into());
+            if let Some(order) = ec.spec.order.as_mut() {
+                order.output_topic = Some("g.retry.1".into());
+            }
+        }),
     ];
     for (field, mutate) in cases {
         let mut ec = order_consumer();

@@ -15,6 +15,7 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod defaults;
 mod describe;
 mod status;
 #[cfg(test)]
@@ -29,7 +30,7 @@ pub use values::{HumanDuration, TopicName};
 pub use eventconsumer_contract::{
     DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
 };
-use eventconsumer_contract::{default_dlq_topic, defaults, limits, retry_topics, topic};
+use eventconsumer_contract::{default_dlq_topic, limits, retry_topics, topic};
 
 /// API group of the resource.
 pub const GROUP: &str = "eventconsumer.dev";
@@ -233,7 +234,7 @@ pub struct EventConsumerSpec {
     /// replicas beyond the number of partitions stay idle. `kubectl scale` changes this field.
     /// Ignored while `autoscaling` is set: the autoscaler then decides the number of pods
     /// (see `status.autoscaling`), and `kubectl scale` has no lasting effect.
-    #[serde(default = "default_replicas")]
+    #[serde(default = "defaults::replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
 
@@ -279,7 +280,7 @@ pub struct EventConsumerSpec {
 
     /// Log filter of the workers, in tracing's syntax: a level (`error`, `warn`, `info`, `debug`,
     /// `trace`) or per-module directives such as `info,eventconsumer_worker=debug`.
-    #[serde(default = "default_log_level")]
+    #[serde(default = "defaults::log_level")]
     #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9_:=,.\-]+$"))]
     pub log_level: String,
 }
@@ -293,7 +294,7 @@ pub struct EventConsumerSpec {
 pub struct AutoscalingSpec {
     /// Fewest pods. 0 allows scaling to zero: with no pods, the consumer is woken (scaled to
     /// one or more) once its lag reaches `activationLag`.
-    #[serde(default = "default_min_replicas")]
+    #[serde(default = "defaults::min_replicas")]
     #[schemars(range(min = 0, max = MAX_AUTOSCALING_REPLICAS))]
     pub min_replicas: i32,
 
@@ -303,19 +304,19 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
 
     /// Lag one pod is expected to handle: the autoscaler wants ceil(lag / lagThreshold) pods.
-    #[serde(default = "default_lag_threshold")]
+    #[serde(default = "defaults::lag_threshold")]
     #[schemars(range(min = 1))]
     pub lag_threshold: i64,
 
     /// Lag below which the consumer counts as idle: it is not woken from zero pods, and with
     /// `minReplicas: 0` it is scaled to zero once it stayed idle for `cooldown`.
-    #[serde(default = "default_activation_lag")]
+    #[serde(default = "defaults::activation_lag")]
     #[schemars(range(min = 1))]
     pub activation_lag: i64,
 
     /// How long the need for fewer pods must last before the autoscaler scales down, such as
     /// `5m`. Scaling up is never delayed.
-    #[serde(default = "default_cooldown")]
+    #[serde(default = "defaults::cooldown")]
     pub cooldown: HumanDuration,
 }
 
@@ -349,7 +350,7 @@ pub struct OrderOptions {
 pub struct AnalyticsOptions {
     /// Length of the tumbling window, such as `5s` or `1m`. At the end of each window the
     /// counts are published and the window's offsets committed.
-    #[serde(default = "default_window")]
+    #[serde(default = "defaults::window")]
     pub window: HumanDuration,
 
     /// Topic the window counts are published to. Defaults to `analytics.counts`.
@@ -360,7 +361,7 @@ pub struct AnalyticsOptions {
 impl Default for AnalyticsOptions {
     fn default() -> Self {
         Self {
-            window: default_window(),
+            window: defaults::window(),
             output_topic: None,
         }
     }
@@ -449,12 +450,12 @@ pub struct SaslSecretRef {
     pub name: String,
 
     /// Key of the username in the Secret.
-    #[serde(default = "default_username_key")]
+    #[serde(default = "defaults::username_key")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub username_key: String,
 
     /// Key of the password in the Secret.
-    #[serde(default = "default_password_key")]
+    #[serde(default = "defaults::password_key")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub password_key: String,
 }
@@ -480,7 +481,7 @@ pub struct CaSecretRef {
     pub name: String,
 
     /// Key of the CA bundle in the Secret.
-    #[serde(default = "default_ca_key")]
+    #[serde(default = "defaults::ca_key")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
@@ -520,7 +521,7 @@ pub struct DeliverySpec {
     /// to the retry topic a second time, and each copy counts its own attempts on, so across a
     /// crash one message can be attempted more than `maxAttempts` times and dead-lettered
     /// twice, each saying `ec-dlt-attempts` = `maxAttempts` (true of its copy).
-    #[serde(default = "default_max_attempts")]
+    #[serde(default = "defaults::max_attempts")]
     #[schemars(range(min = 1, max = limits::MAX_ATTEMPTS))]
     pub max_attempts: i32,
 
@@ -529,7 +530,7 @@ pub struct DeliverySpec {
     pub backoff: BackoffSpec,
 
     /// Time one attempt may take before it counts as failed (and retryable), such as `30s`.
-    #[serde(default = "default_attempt_timeout")]
+    #[serde(default = "defaults::attempt_timeout")]
     pub attempt_timeout: HumanDuration,
 
     /// Topic failed messages are written to. Defaults to the first source topic followed by
@@ -542,9 +543,9 @@ impl Default for DeliverySpec {
     fn default() -> Self {
         Self {
             mode: DeliveryMode::default(),
-            max_attempts: default_max_attempts(),
+            max_attempts: defaults::max_attempts(),
             backoff: BackoffSpec::default(),
-            attempt_timeout: default_attempt_timeout(),
+            attempt_timeout: defaults::attempt_timeout(),
             dead_letter_topic: None,
         }
     }
@@ -566,16 +567,16 @@ impl Default for DeliverySpec {
     .field_path(".max"))]
 pub struct BackoffSpec {
     /// Delay before the first retry, such as `200ms`; jitter takes up to half of it off.
-    #[serde(default = "default_backoff_initial")]
+    #[serde(default = "defaults::backoff_initial")]
     pub initial: HumanDuration,
 
     /// Longest delay between two attempts, jitter included, such as `30s`. At least
     /// `initial`.
-    #[serde(default = "default_backoff_max")]
+    #[serde(default = "defaults::backoff_max")]
     pub max: HumanDuration,
 
     /// Factor the delay grows by after each failed attempt, from 1 (constant delay) to 10.
-    #[serde(default = "default_backoff_multiplier")]
+    #[serde(default = "defaults::backoff_multiplier")]
     #[schemars(range(min = limits::MIN_BACKOFF_MULTIPLIER, max = limits::MAX_BACKOFF_MULTIPLIER))]
     pub multiplier: f64,
 }
@@ -583,72 +584,11 @@ pub struct BackoffSpec {
 impl Default for BackoffSpec {
     fn default() -> Self {
         Self {
-            initial: default_backoff_initial(),
-            max: default_backoff_max(),
-            multiplier: default_backoff_multiplier(),
+            initial: defaults::backoff_initial(),
+            max: defaults::backoff_max(),
+            multiplier: defaults::backoff_multiplier(),
         }
     }
-}
-
-fn default_replicas() -> i32 {
-    1
-}
-
-fn default_min_replicas() -> i32 {
-    1
-}
-
-fn default_lag_threshold() -> i64 {
-    1000
-}
-
-fn default_activation_lag() -> i64 {
-    1
-}
-
-fn default_cooldown() -> HumanDuration {
-    "5m".into()
-}
-
-fn default_log_level() -> String {
-    defaults::LOG_LEVEL.to_owned()
-}
-
-fn default_window() -> HumanDuration {
-    HumanDuration(humantime::format_duration(defaults::ANALYTICS_WINDOW).to_string())
-}
-
-fn default_max_attempts() -> i32 {
-    // 5 fits an i32; the CRD field is an i32 like every Kubernetes integer.
-    i32::try_from(defaults::MAX_ATTEMPTS).unwrap_or(i32::MAX)
-}
-
-fn default_attempt_timeout() -> HumanDuration {
-    defaults::ATTEMPT_TIMEOUT.into()
-}
-
-fn default_backoff_initial() -> HumanDuration {
-    defaults::BACKOFF_INITIAL.into()
-}
-
-fn default_backoff_max() -> HumanDuration {
-    defaults::BACKOFF_MAX.into()
-}
-
-fn default_backoff_multiplier() -> f64 {
-    defaults::BACKOFF_MULTIPLIER
-}
-
-fn default_username_key() -> String {
-    "username".to_owned()
-}
-
-fn default_password_key() -> String {
-    "password".to_owned()
-}
-
-fn default_ca_key() -> String {
-    "ca.crt".to_owned()
 }
 
 /// The CustomResourceDefinition: the derived one, with the line breaks of doc comments unwrapped
