@@ -639,17 +639,22 @@ mod tests {
             .unwrap()
     }
 
-    fn not_found() -> Response<Body> {
+    /// An API server failure answer: a `Status` with `code`, `reason` and `message`.
+    fn api_error(code: u16, reason: &str, message: &str) -> Response<Body> {
         Response::builder()
-            .status(404)
+            .status(code)
             .body(Body::from(
                 serde_json::to_vec(&json!({
                     "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "NotFound", "code": 404, "message": "not found"
+                    "reason": reason, "code": code, "message": message
                 }))
                 .unwrap(),
             ))
             .unwrap()
+    }
+
+    fn not_found() -> Response<Body> {
+        api_error(404, "NotFound", "not found")
     }
 
     const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/shop/deployments/inventory";
@@ -795,18 +800,7 @@ mod tests {
             let (_, send) = expect(&mut handle, "GET", DEPLOYMENT_PATH).await;
             send.send_response(not_found());
             let (_, send) = expect(&mut handle, "PATCH", DEPLOYMENT_PATH).await;
-            send.send_response(
-                Response::builder()
-                    .status(500)
-                    .body(Body::from(
-                        serde_json::to_vec(&json!({
-                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "reason": "InternalError", "code": 500, "message": "etcd is down"
-                        }))
-                        .unwrap(),
-                    ))
-                    .unwrap(),
-            );
+            send.send_response(api_error(500, "InternalError", "etcd is down"));
             // Reported even though it is retried: a lasting 500 must not be silent.
             let (event, send) = expect(
                 &mut handle,
@@ -850,19 +844,11 @@ mod tests {
             let (_, send) = expect(&mut handle, "GET", DEPLOYMENT_PATH).await;
             send.send_response(not_found());
             let (_, send) = expect(&mut handle, "PATCH", DEPLOYMENT_PATH).await;
-            send.send_response(
-                Response::builder()
-                    .status(422)
-                    .body(Body::from(
-                        serde_json::to_vec(&json!({
-                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                            "reason": "Invalid", "code": 422,
-                            "message": "Deployment.apps \"inventory\" is invalid: metadata.labels: Invalid value: \"x\": must be no more than 63 characters"
-                        }))
-                        .unwrap(),
-                    ))
-                    .unwrap(),
-            );
+            send.send_response(api_error(
+                422,
+                "Invalid",
+                "Deployment.apps \"inventory\" is invalid: metadata.labels: Invalid value: \"x\": must be no more than 63 characters",
+            ));
             let (event, send) = expect(
                 &mut handle,
                 "POST",
