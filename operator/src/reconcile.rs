@@ -10,7 +10,7 @@
 //! Never silent: whatever admission accepted ends either as its Deployment or as a
 //! `Degraded=True` condition (with a Warning Event) saying what to change. That covers what
 //! [`crate::config`] refuses, a Deployment of the same name owned by something else, and every
-//! refusal of the Deployment by the API server ([`refusal`]: invalid, forbidden by RBAC or an
+//! refusal of the Deployment by the API server ([`write_failed`]: invalid, forbidden by RBAC or an
 //! admission policy, over quota, conflict, a terminating namespace). Only failures a retry of
 //! the same request can fix (5xx, 429, transport) stay reconcile errors with backoff.
 //!
@@ -147,9 +147,6 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
     if ec.status.as_ref() != Some(&status) {
         if let Outcome::Blocked {
             reason, message, ..
-        }
-        | Outcome::Failed {
-            reason, message, ..
         } = &outcome
             && newly_degraded(ec.status.as_ref(), &status)
         {
@@ -165,21 +162,14 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
 enum Outcome {
     /// The spec cannot be carried out: `reason` and `message` go into the Degraded condition
     /// (and a Warning Event when new); `deployment` is one left from an earlier generation.
+    /// `then` is the requeue, or, for a failed write a retry may fix (5xx, 429), the error
+    /// [`error_policy`] retries with backoff: reported even then, so a failure that lasts
+    /// (some invalid values make the API server answer 500) is never silent.
     Blocked {
         reason: &'static str,
         message: String,
         deployment: Option<Deployment>,
-        requeue: Action,
-    },
-    /// Writing the Deployment failed in a way a retry may fix (5xx, 429, transport): reported
-    /// like `Blocked`, then returned as `error` so [`error_policy`] retries with backoff. Even
-    /// a failure that lasts (some invalid values make the API server answer 500) is never
-    /// silent.
-    Failed {
-        reason: &'static str,
-        message: String,
-        deployment: Option<Deployment>,
-        error: Error,
+        then: Result<Action, Error>,
     },
     /// The Deployment matches the spec (applied now, or already).
     Deployed {
@@ -201,16 +191,6 @@ impl Outcome {
                 message,
                 deployment: deployment.as_ref(),
             },
-            Outcome::Failed {
-                reason,
-                message,
-                deployment,
-                ..
-            } => Observation::Blocked {
-                reason,
-                message,
-                deployment: deployment.as_ref(),
-            },
             Outcome::Deployed { deployment, paused } => Observation::Deployed {
                 deployment,
                 paused: *paused,
@@ -221,8 +201,7 @@ impl Outcome {
     /// The requeue, or the error that makes [`error_policy`] decide it.
     fn result(self) -> Result<Action, Error> {
         match self {
-            Outcome::Blocked { requeue, .. } => Ok(requeue),
-            Outcome::Failed { error, .. } => Err(error),
+            Outcome::Blocked { then, .. } => then,
             Outcome::Deployed { .. } => Ok(Action::requeue(RESYNC)),
         }
     }
@@ -247,7 +226,7 @@ fn invalid(
         reason: error.reason(),
         message: error.to_string(),
         deployment: live.filter(|d| controlled_by(d, ec)),
-        requeue,
+        then: Ok(requeue),
     }
 }
 
@@ -260,7 +239,7 @@ fn conflict(ctx: &Context, name: &str) -> Outcome {
             "Deployment {name:?} already exists and is not controlled by this EventConsumer; delete or rename it"
         ),
         deployment: None,
-        requeue: Action::requeue(RECHECK_EXTERNAL),
+        then: Ok(Action::requeue(RECHECK_EXTERNAL)),
     }
 }
 
@@ -286,27 +265,6 @@ async fn deploy(
     let mut desired = deployment::build(&valid, &ctx.settings);
     drift::stamp(&mut desired);
     let owned = live.clone().filter(|d| controlled_by(d, ec));
-    let blocked = |(reason, message): (&'static str, String)| Outcome::Blocked {
-        reason,
-        message,
-        deployment: owned.clone(),
-        requeue: Action::requeue(RECHECK_EXTERNAL),
-    };
-    // Only answers of the API server are reported; a transport error would fail the status
-    // write as well.
-    let failed = |error: Error| match &error {
-        Error::ApplyDeployment(kube::Error::Api(status))
-        | Error::ReplaceDeployment(kube::Error::Api(status)) => Ok(Outcome::Failed {
-            reason: DEPLOYMENT_WRITE_FAILED,
-            message: format!(
-                "writing the worker Deployment failed ({} {}): {}; retrying with backoff",
-                status.code, status.reason, status.message
-            ),
-            deployment: owned.clone(),
-            error,
-        }),
-        _ => Err(error),
-    };
     let mut deployment = if drift::needs_apply(&desired, live.as_ref()) {
         info!(%namespace, %name, "applying Deployment");
         match deployments
@@ -318,13 +276,7 @@ async fn deploy(
             .await
         {
             Ok(applied) => applied,
-            Err(error) => match refusal(&error) {
-                Some(refused) => {
-                    ctx.metrics.error(refused.0);
-                    return Ok(blocked(refused));
-                }
-                None => return failed(Error::ApplyDeployment(error)),
-            },
+            Err(error) => return write_failed(ctx, error, Error::ApplyDeployment, owned),
         }
     } else {
         debug!(%namespace, %name, "Deployment up to date");
@@ -346,13 +298,7 @@ async fn deploy(
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 return Err(Error::ReplaceDeployment(kube::Error::Api(status)));
             }
-            Err(error) => match refusal(&error) {
-                Some(refused) => {
-                    ctx.metrics.error(refused.0);
-                    return Ok(blocked(refused));
-                }
-                None => return failed(Error::ReplaceDeployment(error)),
-            },
+            Err(error) => return write_failed(ctx, error, Error::ReplaceDeployment, owned),
         };
         ctx.publish_warning(
             ec,
@@ -370,39 +316,59 @@ async fn deploy(
     })
 }
 
-/// The API server refused the Deployment for a reason a retry of the same request cannot fix:
-/// the reason and message for the Degraded condition, or `None` for a failure worth retrying
-/// (5xx, 429 Too Many Requests, transport errors).
-fn refusal(error: &kube::Error) -> Option<(&'static str, String)> {
-    let kube::Error::Api(status) = error else {
-        return None;
+/// A failed write of the Deployment as an outcome. An answer of the API server is reported:
+/// a refusal a retry of the same request cannot fix (4xx but 429) is rechecked after
+/// [`RECHECK_EXTERNAL`]; any other answer (5xx, 429) is retried with backoff as the error
+/// `wrap` makes. A transport error, which would fail the status write as well, is only an
+/// error.
+fn write_failed(
+    ctx: &Context,
+    error: kube::Error,
+    wrap: fn(kube::Error) -> Error,
+    deployment: Option<Deployment>,
+) -> Result<Outcome, Error> {
+    let kube::Error::Api(status) = &error else {
+        return Err(wrap(error));
     };
-    let reason = match status.code {
-        429 | 500.. => return None,
-        422 => "DeploymentInvalid",
-        403 if status.message.contains("exceeded quota") => "QuotaExceeded",
-        403 => "DeploymentForbidden",
-        409 => "DeploymentApplyConflict",
-        400..=499 => "DeploymentRefused",
-        _ => return None,
-    };
-    let hint = match reason {
-        "DeploymentInvalid" => {
-            "change the EventConsumer field the named Deployment field comes from (or the operator's settings)"
-        }
-        "QuotaExceeded" => "raise the namespace's ResourceQuota or lower the consumer's needs",
-        "DeploymentForbidden" => {
-            "grant the operator's ServiceAccount the access, or change what the admission policy refuses"
-        }
-        _ => "fix what the message names",
-    };
-    Some((
-        reason,
-        format!(
-            "the API server refused the worker Deployment ({} {}): {}; {hint}",
-            status.code, status.reason, status.message
+    let refused = |reason, hint| (reason, Some(hint));
+    let (reason, hint) = match status.code {
+        422 => refused(
+            "DeploymentInvalid",
+            "change the EventConsumer field the named Deployment field comes from (or the operator's settings)",
         ),
-    ))
+        403 if status.message.contains("exceeded quota") => refused(
+            "QuotaExceeded",
+            "raise the namespace's ResourceQuota or lower the consumer's needs",
+        ),
+        403 => refused(
+            "DeploymentForbidden",
+            "grant the operator's ServiceAccount the access, or change what the admission policy refuses",
+        ),
+        409 => refused("DeploymentApplyConflict", "fix what the message names"),
+        429 => (DEPLOYMENT_WRITE_FAILED, None),
+        400..=499 => refused("DeploymentRefused", "fix what the message names"),
+        _ => (DEPLOYMENT_WRITE_FAILED, None),
+    };
+    let answer = format!("({} {}): {}", status.code, status.reason, status.message);
+    Ok(match hint {
+        Some(hint) => {
+            ctx.metrics.error(reason);
+            Outcome::Blocked {
+                reason,
+                message: format!("the API server refused the worker Deployment {answer}; {hint}"),
+                deployment,
+                then: Ok(Action::requeue(RECHECK_EXTERNAL)),
+            }
+        }
+        None => Outcome::Blocked {
+            reason,
+            message: format!(
+                "writing the worker Deployment failed {answer}; retrying with backoff"
+            ),
+            deployment,
+            then: Err(wrap(error)),
+        },
+    })
 }
 
 /// Requeue delay after a failed reconcile: exponential per object, capped.
@@ -877,8 +843,9 @@ mod tests {
         assert_eq!(ctx.metrics.errors_with_reason("DeploymentInvalid"), 1);
     }
 
-    #[test]
-    fn only_refusals_a_retry_cannot_fix_degrade_the_consumer() {
+    #[tokio::test]
+    async fn only_refusals_a_retry_cannot_fix_degrade_the_consumer_without_a_retry() {
+        let (ctx, _handle) = test_context();
         let api = |code: u16, reason: &str, message: &str| {
             kube::Error::Api(Box::new(kube::core::Status {
                 code,
@@ -887,7 +854,24 @@ mod tests {
                 ..Default::default()
             }))
         };
-        let reason = |e: kube::Error| refusal(&e).map(|(r, _)| r);
+        // The reason of a refusal that is rechecked later; `None` for a failure retried with
+        // backoff (reported as DeploymentWriteFailed) or a transport error.
+        let reason = |e: kube::Error| match write_failed(&ctx, e, Error::ApplyDeployment, None) {
+            Ok(Outcome::Blocked {
+                reason,
+                then: Ok(_),
+                ..
+            }) => Some(reason),
+            Ok(Outcome::Blocked {
+                reason,
+                then: Err(_),
+                ..
+            }) => {
+                assert_eq!(reason, DEPLOYMENT_WRITE_FAILED);
+                None
+            }
+            _ => None,
+        };
         assert_eq!(
             reason(api(422, "Invalid", "bad")),
             Some("DeploymentInvalid")
