@@ -164,11 +164,23 @@ traffic() {
   echo "  $(wc -l <"$1") orders accepted, $refused not accepted" >&2
 }
 
+# Two operator pods Running and the chart's Lease held by one of them. Right after a deploy the
+# Lease can still name a pod that is gone, or nobody (a leader released it on SIGTERM): a
+# candidate takes it within a lease duration (15 s), so this waits up to twice that.
 leader_is_an_operator_pod() {
-  local holder
-  holder="$(k -n "$NS" get lease -o jsonpath='{.items[0].spec.holderIdentity}')"
-  [ "$(k -n "$NS" get pods -l app.kubernetes.io/component=operator --no-headers | grep -c Running)" -eq 2 ] &&
-    k -n "$NS" get pods -l app.kubernetes.io/component=operator -o name | grep -q "${holder:-none}"
+  local lease="${HELM_RELEASE:-eventconsumer}-operator" holder pods deadline=$(($(now_s) + 30))
+  while :; do
+    holder="$(k -n "$NS" get lease "$lease" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+    pods="$(k -n "$NS" get pods -l app.kubernetes.io/component=operator --no-headers 2>/dev/null || true)"
+    if [ "$(grep -c ' Running ' <<<"$pods")" -eq 2 ] && [ -n "$holder" ] && grep -q "^$holder " <<<"$pods"; then
+      return 0
+    fi
+    if [ "$(now_s)" -ge "$deadline" ]; then
+      printf '  Lease %s is held by "%s"; operator pods:\n%s\n' "$lease" "$holder" "$pods" >&2
+      return 1
+    fi
+    sleep 2
+  done
 }
 
 worker_image_runs_demo_read_only() {
