@@ -4,7 +4,7 @@
 #
 # Usage: hack/dev-down.sh [--purge] [component ...]
 #   component: one of kafka etcd kube-apiserver kube-controller-manager kube-scheduler kwok
-#   --purge:   also delete the stack's state (.dev/data, .dev/pki, .dev/kafka), so the next
+#   --purge:   also delete the stack's state (.dev/data, .dev/pki, .dev/kafka, .dev/kafka-pki), so the next
 #              dev-up starts from empty Kafka and etcd stores.
 set -euo pipefail
 # shellcheck source=hack/lib.sh
@@ -40,6 +40,6 @@ if [ $purge = 1 ]; then
   for c in "${EC_COMPONENTS[@]}"; do
     running "$c" && die "$c still runs; its state cannot be purged" "run hack/dev-down.sh --purge without component names"
   done
-  rm -rf "$EC_DATA_DIR" "$EC_PKI_DIR" "$EC_DEV_DIR/kafka"
+  rm -rf "$EC_DATA_DIR" "$EC_PKI_DIR" "$EC_DEV_DIR/kafka" "$EC_DEV_DIR/kafka-pki"
   log "dev-down: state purged"
 fi

@@ -10,6 +10,8 @@
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=hack/kafka-security.sh
+. "$(dirname "$0")/kafka-security.sh"
 
 # Timeouts of the readiness polls, generous for a cold JVM or apiserver on 2 busy cores.
 READY_TIMEOUT_S=180
@@ -25,6 +27,7 @@ export KUBECONFIG="$EC_DEV_DIR/kubeconfig"
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export EC_DEV_DIR="$EC_DEV_DIR"
 # Our kubectl ($K8S_VERSION), helm and kwok first on PATH, once.
+$(kafka_security_env)
 case ":\$PATH:" in
   *":$K8S_BIN:"*) ;;
   *) export PATH="$K8S_BIN:$HELM_BIN:$KWOK_BIN:$ETCD_BIN:\$PATH" ;;
@@ -58,15 +61,24 @@ start_kafka() {
   need_java
   require_port_free kafka "$KAFKA_PORT" EC_KAFKA_PORT
   require_port_free "kafka (controller)" "$KAFKA_CONTROLLER_PORT" EC_KAFKA_CONTROLLER_PORT
+  require_kafka_secured_ports_free
   mkdir -p "$KAFKA_CONF_DIR" "$KAFKA_DATA"
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
-    -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" "$EC_ROOT/hack/kafka/server.properties" >"$KAFKA_CONF_DIR/server.properties"
+  local security_sed
+  mapfile -t security_sed < <(kafka_security_sed)
+  (
+    umask 077 # the PLAIN users' passwords are in it
+    sed "${security_sed[@]}" -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+      -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA|g" "$EC_ROOT/hack/kafka/server.properties" >"$KAFKA_CONF_DIR/server.properties"
+  )
   if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
-    local cluster_id
+    local cluster_id scram
     cluster_id="$(kafka_tool kafka.tools.StorageTool random-uuid)"
-    kafka_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+    mapfile -t scram < <(kafka_scram_args)
+    # The SCRAM users go into the first metadata records, so no admin call is needed later.
+    kafka_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" "${scram[@]}" \
       -c "$KAFKA_CONF_DIR/server.properties" >>"$EC_LOG_DIR/kafka.log" 2>&1 ||
       die "formatting Kafka's storage failed (log: .dev/logs/kafka.log)" "make dev-down ARGS=--purge, then make dev-up"
+    kafka_scram_fingerprint >"$KAFKA_DATA/$KAFKA_SCRAM_MARKER_NAME"
   fi
   # Heap 128..512 MiB: the issue caps it at 512 MiB, and a test broker needs far less.
   # G1 with short pauses as in Kafka's own start script.
@@ -296,6 +308,7 @@ preflight() {
   if [ "$want_kafka" = 1 ] && ! running kafka; then
     require_port_free kafka "$KAFKA_PORT" EC_KAFKA_PORT
     require_port_free "kafka (controller)" "$KAFKA_CONTROLLER_PORT" EC_KAFKA_CONTROLLER_PORT
+    require_kafka_secured_ports_free
   fi
   [ "$want_k8s" = 1 ] || return 0
   if ! running etcd; then
@@ -334,11 +347,15 @@ main() {
   "$EC_ROOT/hack/provision.sh" "${comps[@]}"
   [ "$kind" = warm ] || kind="cold: provisioning took $(($(now_s) - prov_start))s"
   mkdir -p "$EC_LOG_DIR" "$EC_PID_DIR" "$EC_DATA_DIR"
+  gen_kafka_pki
   write_env
   # Kafka's JVM starts in the background while the control plane comes up.
   [ $want_kafka = 0 ] || start_kafka
   [ $want_k8s = 0 ] || up_k8s
-  [ $want_kafka = 0 ] || wait_until kafka "$READY_TIMEOUT_S" kafka_ready
+  if [ $want_kafka = 1 ]; then
+    wait_until kafka "$READY_TIMEOUT_S" kafka_ready
+    ensure_scram_users "$KAFKA_DATA"
+  fi
   log "dev-up: ready in $(($(now_s) - start))s ($kind; started: ${STARTED[*]:-none}; reused: ${REUSED[*]:-none})"
   echo "Local stack is up. Use it with:  . .dev/env"
 }
