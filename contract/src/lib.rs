@@ -6,6 +6,7 @@
 //! cannot drift apart silently: both crates test themselves against [`env::ALL`].
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod retry;
 mod vocabulary;
 
@@ -253,7 +254,17 @@ pub mod topic {
 /// source topic, because several groups read the same source topic (the four `order.placed`
 /// consumers) and each must retry only its own failures.
 pub fn retry_topic(group_id: &str, attempt: u32) -> String {
-    format!("{group_id}.retry.{}", attempt.saturating_sub(1))
+    format!(
+        "{}{}",
+        retry_topic_prefix(group_id),
+        attempt.saturating_sub(1)
+    )
+}
+
+/// What every retry topic of a group starts with (`<consumer group>.retry.`): the name of a
+/// prefixed ACL that covers them all.
+pub fn retry_topic_prefix(group_id: &str) -> String {
+    format!("{group_id}.retry.")
 }
 
 /// The retry topics of a group in `retryTopics` mode, for attempts `2..=max_attempts` in order

@@ -4,7 +4,8 @@
 //! Kubernetes API server through `$KUBECONFIG`) and never let a test skip silently: when
 //! the stack is absent they panic with the command that starts it.
 //!
-//! Features: `kafka` adds [`create_topic`]; `kube` adds [`kube_client`].
+//! Features: `kafka` adds [`create_topic`]; `kube` adds [`kube_client`]; `acl` adds [`acl`]
+//! (grant and revoke ACLs on the local broker).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -107,6 +108,11 @@ where
 mod kafka;
 #[cfg(feature = "kafka")]
 pub use kafka::create_topic;
+#[cfg(feature = "kafka")]
+pub mod secure;
+
+#[cfg(feature = "acl")]
+pub mod acl;
 
 #[cfg(feature = "kube")]
 mod kube_client;
