@@ -54,6 +54,10 @@ pub mod env {
     pub const SASL_PASSWORD: &str = "EC_SASL_PASSWORD";
     /// Path of a PEM CA bundle; set means TLS to the brokers.
     pub const TLS_CA_FILE: &str = "EC_TLS_CA_FILE";
+    /// Path of the PEM client certificate (chain) for mutual TLS; needs [`TLS_KEY_FILE`].
+    pub const TLS_CERT_FILE: &str = "EC_TLS_CERT_FILE";
+    /// Path of the PEM private key of [`TLS_CERT_FILE`].
+    pub const TLS_KEY_FILE: &str = "EC_TLS_KEY_FILE";
 
     pub const MAX_ATTEMPTS: &str = "EC_MAX_ATTEMPTS";
     pub const BACKOFF_INITIAL: &str = "EC_BACKOFF_INITIAL";
@@ -98,6 +102,8 @@ pub mod env {
         SASL_USERNAME,
         SASL_PASSWORD,
         TLS_CA_FILE,
+        TLS_CERT_FILE,
+        TLS_KEY_FILE,
         MAX_ATTEMPTS,
         BACKOFF_INITIAL,
         BACKOFF_MAX,

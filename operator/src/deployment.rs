@@ -43,6 +43,19 @@ pub const SPEC_HASH_ANNOTATION: &str = "eventconsumer.dev/spec-hash";
 const TLS_MOUNT_PATH: &str = "/etc/eventconsumer/kafka-tls";
 const TLS_VOLUME: &str = "kafka-tls-ca";
 const TLS_CA_FILE_NAME: &str = "ca.crt";
+/// Where the client certificate and key are mounted (mutual TLS); `EC_TLS_CERT_FILE` and
+/// `EC_TLS_KEY_FILE` point inside it.
+const TLS_CLIENT_MOUNT_PATH: &str = "/etc/eventconsumer/kafka-tls-client";
+const TLS_CLIENT_VOLUME: &str = "kafka-tls-client";
+const TLS_CLIENT_CERT_FILE_NAME: &str = "tls.crt";
+const TLS_CLIENT_KEY_FILE_NAME: &str = "tls.key";
+/// The client key is readable by the pod's group only (the volume's files belong to the
+/// pod's `fsGroup`), never by others.
+const CLIENT_KEY_FILE_MODE: i32 = 0o440;
+/// Pod template annotation with `name@resourceVersion` of the Kafka Secrets: rotating one
+/// changes it, which rolls the pods (their environment and files then come from the new
+/// Secret). Versions only, never values.
+pub const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
 /// The root filesystem is read-only; librdkafka and the TLS stack may still want a scratch dir.
 const TMP_VOLUME: &str = "tmp";
 /// Bounds the scratch dir so a misbehaving worker cannot fill the node's disk.
@@ -127,6 +140,19 @@ pub fn build(consumer: &ValidConsumer, settings: &Settings) -> Deployment {
         ),
     ]);
 
+    let mut pod_annotations = pod_annotations;
+    if !consumer.kafka.secrets_version.is_empty() {
+        pod_annotations.insert(
+            SECRETS_ANNOTATION.to_owned(),
+            consumer.kafka.secrets_version.clone(),
+        );
+    }
+    let client_cert = consumer
+        .kafka
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.client_cert.as_ref());
+
     let mut volumes = vec![Volume {
         name: TMP_VOLUME.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -158,6 +184,32 @@ pub fn build(consumer: &ValidConsumer, settings: &Settings) -> Deployment {
         mounts.push(VolumeMount {
             name: TLS_VOLUME.to_owned(),
             mount_path: TLS_MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(cert) = client_cert {
+        let item = |key: &str, path: &str| KeyToPath {
+            key: key.to_owned(),
+            path: path.to_owned(),
+            ..Default::default()
+        };
+        volumes.push(Volume {
+            name: TLS_CLIENT_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(cert.secret_name.clone()),
+                items: Some(vec![
+                    item(&cert.cert_key, TLS_CLIENT_CERT_FILE_NAME),
+                    item(&cert.key_key, TLS_CLIENT_KEY_FILE_NAME),
+                ]),
+                default_mode: Some(CLIENT_KEY_FILE_MODE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: TLS_CLIENT_VOLUME.to_owned(),
+            mount_path: TLS_CLIENT_MOUNT_PATH.to_owned(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -241,6 +293,8 @@ pub fn build(consumer: &ValidConsumer, settings: &Settings) -> Deployment {
                         run_as_non_root: Some(true),
                         run_as_user: Some(NON_ROOT_ID),
                         run_as_group: Some(NON_ROOT_ID),
+                        // The client key's files belong to this group (see CLIENT_KEY_FILE_MODE).
+                        fs_group: client_cert.map(|_| NON_ROOT_ID),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..Default::default()
@@ -303,11 +357,21 @@ pub fn env_vars(consumer: &ValidConsumer) -> Vec<EnvVar> {
             &sasl.password_key,
         ));
     }
-    if kafka.tls.is_some() {
+    if let Some(tls) = &kafka.tls {
         vars.push(value(
             env::TLS_CA_FILE,
             &format!("{TLS_MOUNT_PATH}/{TLS_CA_FILE_NAME}"),
         ));
+        if tls.client_cert.is_some() {
+            vars.push(value(
+                env::TLS_CERT_FILE,
+                &format!("{TLS_CLIENT_MOUNT_PATH}/{TLS_CLIENT_CERT_FILE_NAME}"),
+            ));
+            vars.push(value(
+                env::TLS_KEY_FILE,
+                &format!("{TLS_CLIENT_MOUNT_PATH}/{TLS_CLIENT_KEY_FILE_NAME}"),
+            ));
+        }
     }
 
     let delivery = &consumer.delivery;
@@ -452,15 +516,21 @@ mod tests {
                 name: "kafka-ca".into(),
                 key: "bundle.pem".into(),
             },
+            client_cert_secret_ref: None,
         });
         let order_facts = SecretFacts::default()
             .with_secret("kafka-creds", ["user", "pass"])
             .with_secret("kafka-ca", ["bundle.pem"]);
 
+        // Mutual TLS on the analytics one, with a Strimzi KafkaUser Secret's keys.
         let mut analytics = order_consumer();
         analytics.spec.handler = Handler::Analytics;
         analytics.spec.order = None;
         analytics.spec.kafka.topics = vec!["user.events".into()];
+        analytics.spec.kafka.tls = Some(mtls_spec());
+        let analytics_facts = SecretFacts::default()
+            .with_secret("kafka-ca", ["ca.crt"])
+            .with_secret("analytics-user", ["user.crt", "user.key"]);
 
         let mut video = order_consumer();
         video.spec.handler = Handler::Video;
@@ -472,9 +542,72 @@ mod tests {
         });
         vec![
             (order, order_facts),
-            (analytics, SecretFacts::default()),
+            (analytics, analytics_facts),
             (video, SecretFacts::default()),
         ]
+    }
+
+    fn mtls_spec() -> TlsSpec {
+        TlsSpec {
+            ca_secret_ref: CaSecretRef {
+                name: "kafka-ca".into(),
+                key: "ca.crt".into(),
+            },
+            client_cert_secret_ref: Some(crate::crd::ClientCertSecretRef {
+                name: "analytics-user".into(),
+                cert_key: "user.crt".into(),
+                key_key: "user.key".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_is_a_read_only_volume_its_key_readable_by_the_pods_group_only() {
+        let mut ec = order_consumer();
+        ec.spec.kafka.tls = Some(mtls_spec());
+        let facts = SecretFacts::default()
+            .with_secret("kafka-ca", ["ca.crt"])
+            .with_secret("analytics-user", ["user.crt", "user.key"]);
+        let deployment = build_for(&ec, &facts);
+        let pod = pod_spec(&deployment);
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TLS_CLIENT_VOLUME)
+            .and_then(|v| v.secret.clone())
+            .expect("a client certificate volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("analytics-user"));
+        let items: Vec<(String, String)> = volume
+            .items
+            .iter()
+            .flatten()
+            .map(|i| (i.key.clone(), i.path.clone()))
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("user.crt".to_owned(), "tls.crt".to_owned()),
+                ("user.key".to_owned(), "tls.key".to_owned())
+            ]
+        );
+        assert_eq!(volume.default_mode, Some(0o440));
+        assert_eq!(
+            pod.security_context.as_ref().and_then(|s| s.fs_group),
+            Some(NON_ROOT_ID)
+        );
+        let env = env_map(&deployment);
+        assert_eq!(
+            plain(&env, env::TLS_KEY_FILE),
+            "/etc/eventconsumer/kafka-tls-client/tls.key"
+        );
+        let mount = container(&deployment)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == TLS_CLIENT_VOLUME)
+            .expect("mounted");
+        assert_eq!(mount.read_only, Some(true));
     }
 
     /// Both directions of the contract: across the handlers and options, the operator sets

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use eventconsumer_contract::headers::DLT_CONSUMER_GROUP;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -43,7 +43,7 @@ const SCAN_QUEUE_KIB: &str = "1024";
 /// one maximal message, 1 MB by default).
 const SCAN_FETCH_BYTES: &str = "1048576";
 /// `group.id` of the dead-letter scanner, which only assigns partitions and never commits.
-const SCAN_GROUP: &str = "eventconsumer-operator-dlq-scan";
+const SCAN_GROUP: &str = eventconsumer_contract::acl::DLQ_SCAN_GROUP;
 /// `client.id` of the operator's Kafka clients, so broker logs and quotas can tell them apart.
 const CLIENT_ID: &str = "eventconsumer-operator";
 
@@ -60,6 +60,11 @@ pub enum KafkaOpError {
     },
     #[error("topic {topic:?} does not exist")]
     TopicMissing { topic: String },
+    #[error(
+        "the brokers refuse this principal topic {topic:?}: an ACL is missing (Read on it; \
+         README, Kafka security)"
+    )]
+    TopicDenied { topic: String },
     #[error("reading the offsets of {topic}/{partition}: {message}")]
     Watermarks {
         topic: String,
@@ -95,10 +100,44 @@ pub fn partition_lag(marks: Watermarks, committed: Option<i64>, initial: Initial
     marks.high.saturating_sub(from).max(0)
 }
 
+/// The context of the shared metadata clients: remembers the last time the brokers refused the
+/// client's credentials or TLS, because a metadata request then only times out, and the
+/// status should say why.
+#[derive(Default)]
+pub struct RefusalContext {
+    refused: Mutex<Option<String>>,
+}
+
+impl RefusalContext {
+    /// librdkafka's reason for the last refusal (it names the broker and the mechanism, never
+    /// a credential), if any.
+    fn refusal(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+impl ClientContext for RefusalContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use RDKafkaErrorCode as C;
+        match error.rdkafka_error_code() {
+            Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused = Some(reason.to_owned());
+                }
+            }
+            _ => tracing::debug!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for RefusalContext {}
+
+type MetadataClient = BaseConsumer<RefusalContext>;
+
 /// Shared clients and the concurrency limit.
 pub struct KafkaClients {
     permits: Arc<Semaphore>,
-    metadata: Mutex<HashMap<KafkaAccess, Arc<BaseConsumer>>>,
+    metadata: Mutex<HashMap<KafkaAccess, Arc<MetadataClient>>>,
 }
 
 impl Default for KafkaClients {
@@ -133,7 +172,7 @@ impl KafkaClients {
             .map_err(|e| KafkaOpError::Task(e.to_string()))?
     }
 
-    fn shared(&self, access: &KafkaAccess) -> Result<Arc<BaseConsumer>, KafkaOpError> {
+    fn shared(&self, access: &KafkaAccess) -> Result<Arc<MetadataClient>, KafkaOpError> {
         let mut clients = self
             .metadata
             .lock()
@@ -141,13 +180,12 @@ impl KafkaClients {
         if let Some(client) = clients.get(access) {
             return Ok(client.clone());
         }
-        let client: BaseConsumer =
-            base_config(access)
-                .create()
-                .map_err(|e| KafkaOpError::Client {
-                    servers: access.bootstrap_servers.clone(),
-                    message: e.to_string(),
-                })?;
+        let client: MetadataClient = base_config(access)
+            .create_with_context(RefusalContext::default())
+            .map_err(|e| KafkaOpError::Client {
+                servers: access.bootstrap_servers.clone(),
+                message: e.to_string(),
+            })?;
         let client = Arc::new(client);
         clients.insert(access.clone(), client.clone());
         Ok(client)
@@ -177,8 +215,27 @@ impl KafkaClients {
                     .map_err(|e| KafkaOpError::Metadata {
                         servers: servers.clone(),
                         topic: topic.clone(),
-                        message: e.to_string(),
+                        message: match client.context().refusal() {
+                            Some(refused) => {
+                                format!("{e}; the brokers refused this client: {refused}")
+                            }
+                            None => e.to_string(),
+                        },
                     })?;
+                let denied = metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.error().map(RDKafkaErrorCode::from)
+                            == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+                });
+                if denied {
+                    out.insert(
+                        topic.clone(),
+                        Err(KafkaOpError::TopicDenied {
+                            topic: topic.clone(),
+                        }),
+                    );
+                    continue;
+                }
                 let partitions: Vec<i32> = metadata
                     .topics()
                     .iter()

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use clap::Args;
 use eventconsumer_contract::{SaslMechanism, env};
 use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 /// Where the brokers are and how to authenticate to them.
 #[derive(Debug, Clone, Args)]
@@ -31,9 +33,18 @@ pub struct KafkaArgs {
     #[arg(long, env = env::SASL_PASSWORD, hide_env_values = true)]
     pub sasl_password: Option<String>,
 
-    /// PEM file with the CA that signed the brokers' certificates; set means TLS.
+    /// PEM file with the CA that signed the brokers' certificates; set means TLS. The
+    /// brokers' host names are verified against their certificates.
     #[arg(long, env = env::TLS_CA_FILE)]
     pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (needs --tls-key-file); set means TLS.
+    #[arg(long, env = env::TLS_CERT_FILE)]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = env::TLS_KEY_FILE)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// A Kafka setting that cannot work, named after the flag and variable that carry it.
@@ -60,6 +71,18 @@ pub enum KafkaConfigError {
     CredentialsWithoutMechanism,
     #[error("--tls-ca-file ({}) {path}: {reason}", env::TLS_CA_FILE)]
     UnreadableCaFile { path: String, reason: String },
+    #[error(
+        "--tls-cert-file ({}) and --tls-key-file ({}) go together: give both or neither",
+        env::TLS_CERT_FILE,
+        env::TLS_KEY_FILE
+    )]
+    HalfAClientCertificate,
+    #[error("{flag} {path}: {reason}")]
+    UnreadableClientFile {
+        flag: &'static str,
+        path: String,
+        reason: String,
+    },
 }
 
 impl KafkaArgs {
@@ -71,6 +94,8 @@ impl KafkaArgs {
             sasl_username: None,
             sasl_password: None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 
@@ -83,7 +108,7 @@ impl KafkaArgs {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap);
 
-        let tls = match &self.tls_ca_file {
+        let ca = match &self.tls_ca_file {
             Some(path) => {
                 std::fs::File::open(path).map_err(|e| KafkaConfigError::UnreadableCaFile {
                     path: path.display().to_string(),
@@ -94,6 +119,32 @@ impl KafkaArgs {
             }
             None => false,
         };
+        let client_cert = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                for (flag, path, setting) in [
+                    ("--tls-cert-file", cert, "ssl.certificate.location"),
+                    ("--tls-key-file", key, "ssl.key.location"),
+                ] {
+                    std::fs::File::open(path).map_err(|e| {
+                        KafkaConfigError::UnreadableClientFile {
+                            flag,
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    config.set(setting, path.display().to_string());
+                }
+                true
+            }
+            (None, None) => false,
+            _ => return Err(KafkaConfigError::HalfAClientCertificate),
+        };
+        let tls = ca || client_cert;
+        // librdkafka's default, stated because it is what makes a CA worth having: the
+        // broker's certificate must name the host the client connected to.
+        if tls {
+            config.set("ssl.endpoint.identification.algorithm", "https");
+        }
 
         let sasl = match (
             self.sasl_mechanism,
@@ -122,6 +173,50 @@ impl KafkaArgs {
         Ok(config)
     }
 }
+
+/// What to do about a Kafka error that retrying will not fix: the brokers refused this
+/// client's credentials, its TLS, or an operation its principal has no ACL for. `None` for
+/// every other error (those pass with time: a broker restarting, a leader moving).
+///
+/// The worker logs these at error level with this hint beside librdkafka's own reason, and
+/// stays not ready: it never joins its group, so it consumes and commits nothing. `reason` is
+/// librdkafka's text beside the error, where it has one: a broker rejecting a client
+/// certificate only shows as a transport failure whose reason names the TLS alert.
+pub fn refusal_hint(error: &KafkaError, reason: &str) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    let code = error.rdkafka_error_code()?;
+    let tls_alert = code == C::BrokerTransportFailure
+        && (reason.contains("SSL") || reason.contains("certificate"));
+    Some(match code {
+        _ if tls_alert => TLS_HINT,
+        C::Authentication | C::SaslAuthenticationFailed => {
+            "the brokers refused this client's credentials: check the SASL mechanism, username \
+             and password (spec.kafka.sasl and its Secret) or the client certificate"
+        }
+        C::SSL => TLS_HINT,
+        C::TopicAuthorizationFailed => {
+            "an ACL is missing: this principal may not use a topic (Read on the source topics, \
+             Write on the output and dead-letter topics; README, Kafka ACLs)"
+        }
+        C::GroupAuthorizationFailed => {
+            "an ACL is missing: this principal needs Read on its consumer group \
+             (README, Kafka ACLs)"
+        }
+        C::ClusterAuthorizationFailed => {
+            "an ACL is missing: this principal may not perform a cluster operation \
+             (README, Kafka ACLs)"
+        }
+        C::TransactionalIdAuthorizationFailed => {
+            "an ACL is missing: this principal may not use its transactional id \
+             (README, Kafka ACLs)"
+        }
+        _ => return None,
+    })
+}
+
+const TLS_HINT: &str = "TLS with the brokers failed: the CA (spec.kafka.tls.caSecretRef) must \
+     have signed the brokers' certificates, which must name the host in bootstrapServers, and a \
+     client certificate must be valid and signed by a CA the brokers trust";
 
 #[cfg(test)]
 mod tests {
@@ -179,6 +274,52 @@ mod tests {
         let message = args.client_config().unwrap_err().to_string();
         assert!(message.contains("--tls-ca-file"), "{message}");
         assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+    }
+
+    #[test]
+    fn a_client_certificate_uses_ssl_and_needs_its_key() {
+        let dir = std::env::temp_dir().join(format!("ec-mtls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, "c").unwrap();
+        std::fs::write(&key, "k").unwrap();
+        let mut args = KafkaArgs::plaintext("b:9097");
+        args.tls_cert_file = Some(cert.clone());
+        assert_eq!(
+            args.client_config().unwrap_err(),
+            KafkaConfigError::HalfAClientCertificate
+        );
+        args.tls_key_file = Some(key.clone());
+        let config = args.client_config().unwrap();
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        assert_eq!(
+            config.get("ssl.key.location"),
+            Some(key.display().to_string().as_str())
+        );
+        assert_eq!(
+            config.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
+        args.tls_key_file = Some(dir.join("missing.key"));
+        let message = args.client_config().unwrap_err().to_string();
+        assert!(message.contains("--tls-key-file"), "{message}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refusals_get_a_hint_and_passing_trouble_does_not() {
+        let auth = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        assert!(refusal_hint(&auth, "").is_some_and(|h| h.contains("credentials")));
+        let acl = KafkaError::MessageConsumption(RDKafkaErrorCode::GroupAuthorizationFailed);
+        assert!(refusal_hint(&acl, "").is_some_and(|h| h.contains("Read on its consumer group")));
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        assert_eq!(refusal_hint(&down, ""), None);
+        let transport = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(refusal_hint(&transport, "Connection refused"), None);
+        assert!(
+            refusal_hint(&transport, "SSL routines::sslv3 alert bad certificate")
+                .is_some_and(|h| h.contains("TLS"))
+        );
     }
 
     #[test]

@@ -81,10 +81,15 @@ impl Producer {
             .await
         {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(PublishError {
-                topic: topic.to_owned(),
-                reason: e.to_string(),
-            }),
+            Err((e, _)) => {
+                if let Some(hint) = crate::kafka::refusal_hint(&e, "") {
+                    tracing::error!(topic, error = %e, hint, "Kafka refused this worker's write");
+                }
+                Err(PublishError {
+                    topic: topic.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 

@@ -119,13 +119,49 @@ pub(super) fn kafka_config(
                 keys,
                 &secret.key,
             )?;
+            let client_cert = match &tls.client_cert_secret_ref {
+                None => None,
+                Some(cert) => {
+                    let keys = secrets.keys(&cert.name).ok_or_else(|| {
+                        missing_secret("spec.kafka.tls.clientCertSecretRef.name", &cert.name)
+                    })?;
+                    require_key(
+                        "spec.kafka.tls.clientCertSecretRef.certKey",
+                        &cert.name,
+                        keys,
+                        &cert.cert_key,
+                    )?;
+                    require_key(
+                        "spec.kafka.tls.clientCertSecretRef.keyKey",
+                        &cert.name,
+                        keys,
+                        &cert.key_key,
+                    )?;
+                    Some(ClientCertConfig {
+                        secret_name: cert.name.clone(),
+                        cert_key: cert.cert_key.clone(),
+                        key_key: cert.key_key.clone(),
+                    })
+                }
+            };
             Some(TlsConfig {
                 secret_name: secret.name.clone(),
                 key: secret.key.clone(),
+                client_cert,
             })
         }
     };
 
+    let secrets_version = secrets.versions(
+        sasl.iter()
+            .map(|s| s.secret_name.as_str())
+            .chain(tls.iter().map(|t| t.secret_name.as_str()))
+            .chain(
+                tls.iter()
+                    .filter_map(|t| t.client_cert.as_ref())
+                    .map(|c| c.secret_name.as_str()),
+            ),
+    );
     Ok(KafkaConfig {
         bootstrap_servers: kafka.bootstrap_servers.clone(),
         topics,
@@ -133,5 +169,6 @@ pub(super) fn kafka_config(
         initial_offset: kafka.initial_offset,
         sasl,
         tls,
+        secrets_version,
     })
 }

@@ -43,10 +43,12 @@ pub struct Settings {
 }
 
 /// What the reconciler found about the Secrets an EventConsumer references: for each Secret that
-/// exists, the names of its keys. Values are never read into this struct.
+/// exists, the names of its keys and its `resourceVersion`. Values are never read into this
+/// struct.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretFacts {
     keys_by_secret: BTreeMap<String, BTreeSet<String>>,
+    version_by_secret: BTreeMap<String, String>,
 }
 
 impl SecretFacts {
@@ -58,6 +60,10 @@ impl SecretFacts {
             .flat_map(|data| data.keys().cloned())
             .collect();
         self.keys_by_secret.insert(secret.name_any(), keys);
+        if let Some(version) = &secret.metadata.resource_version {
+            self.version_by_secret
+                .insert(secret.name_any(), version.clone());
+        }
     }
 
     /// Records a Secret that exists with the given keys (for tests and callers that only know
@@ -73,6 +79,17 @@ impl SecretFacts {
     fn keys(&self, secret: &str) -> Option<&BTreeSet<String>> {
         self.keys_by_secret.get(secret)
     }
+
+    /// `name@resourceVersion` of each of `names` that exists, comma-separated and sorted: it
+    /// changes when a Secret is rotated, and says nothing about the values.
+    fn versions<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> String {
+        let names: BTreeSet<&str> = names.into_iter().collect();
+        names
+            .into_iter()
+            .filter_map(|n| Some(format!("{n}@{}", self.version_by_secret.get(n)?)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 /// Names of the Secrets an EventConsumer references, which the reconciler must look up.
@@ -83,6 +100,13 @@ pub fn referenced_secrets(ec: &EventConsumer) -> BTreeSet<String> {
         .iter()
         .map(|sasl| sasl.secret_ref.name.clone())
         .chain(kafka.tls.iter().map(|tls| tls.ca_secret_ref.name.clone()))
+        .chain(
+            kafka
+                .tls
+                .iter()
+                .filter_map(|tls| tls.client_cert_secret_ref.as_ref())
+                .map(|cert| cert.name.clone()),
+        )
         .collect()
 }
 
@@ -211,6 +235,9 @@ pub struct KafkaConfig {
     pub initial_offset: InitialOffset,
     pub sasl: Option<SaslConfig>,
     pub tls: Option<TlsConfig>,
+    /// `name@resourceVersion` of the Secrets above; the pods carry it, so that rotating a
+    /// Secret rolls them (environment variables from Secrets never change in a running pod).
+    pub secrets_version: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +252,15 @@ pub struct SaslConfig {
 pub struct TlsConfig {
     pub secret_name: String,
     pub key: String,
+    pub client_cert: Option<ClientCertConfig>,
+}
+
+/// A client certificate for mutual TLS: the Secret and its two keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientCertConfig {
+    pub secret_name: String,
+    pub cert_key: String,
+    pub key_key: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -257,6 +257,7 @@ fn a_tls_ca_key_missing_from_its_secret_names_the_key_field() {
             name: "kafka-ca".into(),
             key: "ca.crt".into(),
         },
+        client_cert_secret_ref: None,
     });
     let facts = SecretFacts::default().with_secret("kafka-ca", ["tls.crt"]);
     let err = validate(&ec, &facts).unwrap_err();
@@ -264,6 +265,35 @@ fn a_tls_ca_key_missing_from_its_secret_names_the_key_field() {
     assert_eq!(
         referenced_secrets(&ec),
         BTreeSet::from(["kafka-ca".to_owned()])
+    );
+}
+
+#[test]
+fn a_client_certificate_secret_or_key_that_is_missing_names_its_field() {
+    let mut ec = order_consumer();
+    ec.spec.kafka.tls = Some(TlsSpec {
+        ca_secret_ref: CaSecretRef {
+            name: "kafka-ca".into(),
+            key: "ca.crt".into(),
+        },
+        client_cert_secret_ref: Some(crate::crd::ClientCertSecretRef {
+            name: "orders-cert".into(),
+            cert_key: "tls.crt".into(),
+            key_key: "tls.key".into(),
+        }),
+    });
+    let ca = SecretFacts::default().with_secret("kafka-ca", ["ca.crt"]);
+    let err = validate(&ec, &ca).unwrap_err();
+    assert_eq!(err.field(), "spec.kafka.tls.clientCertSecretRef.name");
+    let err = validate(&ec, &ca.clone().with_secret("orders-cert", ["tls.crt"])).unwrap_err();
+    assert_eq!(err.field(), "spec.kafka.tls.clientCertSecretRef.keyKey");
+    let both = ca.with_secret("orders-cert", ["tls.crt", "tls.key"]);
+    let valid = validate(&ec, &both).unwrap();
+    let cert = valid.kafka.tls.and_then(|t| t.client_cert).unwrap();
+    assert_eq!(cert.key_key, "tls.key");
+    assert_eq!(
+        referenced_secrets(&ec),
+        BTreeSet::from(["kafka-ca".to_owned(), "orders-cert".to_owned()])
     );
 }
 

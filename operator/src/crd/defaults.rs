@@ -65,3 +65,12 @@ pub(super) fn password_key() -> String {
 pub(super) fn ca_key() -> String {
     "ca.crt".to_owned()
 }
+
+/// The keys of a `kubernetes.io/tls` Secret.
+pub(super) fn client_cert_key() -> String {
+    "tls.crt".to_owned()
+}
+
+pub(super) fn client_key_key() -> String {
+    "tls.key".to_owned()
+}

@@ -465,8 +465,38 @@ pub struct SaslSecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// Secret holding the PEM CA bundle the brokers' certificates are verified with. It is
-    /// mounted read-only into the pods; the operator never copies it.
+    /// mounted read-only into the pods; the operator never copies it. The brokers'
+    /// certificates must name the hosts in `bootstrapServers`.
     pub ca_secret_ref: CaSecretRef,
+
+    /// Client certificate for mutual TLS: a Secret holding the PEM certificate (chain) and its
+    /// private key, by default a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`). For a
+    /// Strimzi KafkaUser's Secret set `certKey: user.crt` and `keyKey: user.key`. Mounted
+    /// read-only into the pods; unset means no client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<ClientCertSecretRef>,
+}
+
+/// A Secret holding a client certificate and its private key.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertSecretRef {
+    /// Name of the Secret, in the EventConsumer's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Key of the PEM certificate (chain) in the Secret.
+    #[serde(default = "defaults::client_cert_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub cert_key: String,
+
+    /// Key of the certificate's PEM private key in the Secret.
+    #[serde(default = "defaults::client_key_key")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[-._a-zA-Z0-9]+$"))]
+    pub key_key: String,
 }
 
 /// A Secret key holding a PEM CA bundle.

@@ -273,6 +273,24 @@ impl Observer {
             .flat_map(futures::stream::iter)
             .collect()
             .await;
+        // A failed measurement may be a rotated credential (the broker refusing the old
+        // password or certificate): read the Secrets again next round instead of after
+        // ACCESS_TTL, so fixing a Secret shows at once. One Secret read per failing consumer
+        // per interval.
+        let failed: Vec<ObjectRef<EventConsumer>> = measured
+            .iter()
+            .filter(|(_, m)| matches!(m.lag, Some(Err(_))))
+            .map(|(job, _)| job.key.clone())
+            .collect();
+        if !failed.is_empty()
+            && let Ok(mut targets) = self.targets.lock()
+        {
+            for key in failed {
+                if let Some(t) = targets.get_mut(&key) {
+                    t.access = None;
+                }
+            }
+        }
         futures::stream::iter(measured.into_iter().chain(unreachable))
             .for_each_concurrent(WRITE_CONCURRENCY, |(job, measured)| {
                 self.apply(ctx, job, measured)

@@ -60,7 +60,7 @@ const TRANSACTION_TIMEOUT_MS: &str = "15000";
 /// How long one poll waits for records before checking for cancellation and the batch time.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Prefix of the consumer group and transactional id of a redrive, followed by its uid.
-pub const ID_PREFIX: &str = "eventconsumer-redrive.";
+pub const ID_PREFIX: &str = eventconsumer_contract::acl::REDRIVE_ID_PREFIX;
 /// How long a full producer queue is given to drain before the send is tried again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
 

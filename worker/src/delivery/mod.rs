@@ -196,6 +196,7 @@ pub async fn run(
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         drain: settings.shutdown_grace,
+        refused: std::sync::atomic::AtomicBool::new(false),
     });
     let consumer: Arc<LoopConsumer> =
         Arc::new(consumer_config(settings).create_with_context(LoopContext {
@@ -255,7 +256,13 @@ pub async fn run(
                         map.remove(&key);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
+                Err(e) => match crate::kafka::refusal_hint(&e, "") {
+                    Some(hint) => {
+                        shared.refused();
+                        tracing::error!(error = %e, hint, topics = %settings.topics.join(","), group = %settings.group_id, "Kafka refused this worker");
+                    }
+                    None => tracing::warn!(error = %e, "consumer error"),
+                },
             },
             _ = tick.tick() => {
                 for handle in lock_partitions(&shared.partitions).values_mut() {

@@ -20,6 +20,18 @@ pub struct Shared {
     pub(super) readiness: Arc<Readiness>,
     pub(super) metrics: Metrics,
     pub(super) drain: Duration,
+    /// The brokers refused this worker (credentials, TLS, an ACL): it stays not ready, even
+    /// with an empty assignment, until it is given partitions.
+    pub(super) refused: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Records a refusal: not ready until partitions are assigned.
+    pub(super) fn refused(&self) {
+        self.refused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.readiness.set(false);
+    }
 }
 
 /// The consumer context: logs through tracing and drains partitions on revoke.
@@ -45,7 +57,14 @@ impl ClientContext for LoopContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+        match crate::kafka::refusal_hint(&error, reason) {
+            Some(hint) => {
+                // A refusal keeps the worker out of its group: make sure it is not ready.
+                self.shared.refused();
+                tracing::error!(target: "librdkafka", error = %error, hint, "Kafka refused this worker: {reason}");
+            }
+            None => tracing::warn!(target: "librdkafka", error = %error, "{reason}"),
+        }
     }
 }
 
@@ -181,8 +200,16 @@ impl ConsumerContext for LoopContext {
         // replica beyond the partition count is a healthy standby, and reporting it not
         // ready would stall the Deployment's rollouts and the EventConsumer's Ready count.
         // A revoke clears the flag until the next assignment arrives.
-        if matches!(rebalance, Rebalance::Assign(_)) {
-            self.shared.readiness.set(true);
+        // A refused worker (see `Shared::refused`) with no partitions is not a standby but
+        // locked out, so it stays not ready.
+        if let Rebalance::Assign(tpl) = rebalance {
+            use std::sync::atomic::Ordering::Relaxed;
+            if tpl.count() > 0 {
+                self.shared.refused.store(false, Relaxed);
+            }
+            if !self.shared.refused.load(Relaxed) {
+                self.shared.readiness.set(true);
+            }
         }
     }
 

@@ -1,0 +1,624 @@
+//! The whole product against the local broker's secured listeners, one EventConsumer per
+//! mechanism (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN over SASL_SSL, and mutual TLS), all at once
+//! under one operator process: credentials only from Secrets (a SASL Secret, a CA Secret, a
+//! `kubernetes.io/tls` client certificate Secret), and the principal `consumer` granted
+//! exactly the ACLs `contract::acl` lists (the README's table) for the workers, the operator's
+//! measurements and retry topics, the redrive and the gateway.
+//!
+//! Per mechanism: the operator creates the retry topics, the worker (started with the pod's
+//! env as the kubelet resolves it and its Secret volumes written out as the kubelet would)
+//! consumes orders the gateway published and dead-letters a poison one, the operator measures
+//! lag and counts the dead letter, and a DeadLetterRedrive replays it. No password appears in a
+//! log, a status, an Event or a Deployment.
+
+mod system_support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use eventconsumer_contract::{acl, env};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use system_support::cluster;
+use system_support::kafka::{self, TopicReader};
+use system_support::procs::{self, Processes, free_port};
+use testkit::secure::{Listener, User, pki_text};
+use testkit::{eventually, unique_name};
+
+/// A cold TLS handshake, a group join and a measuring round on a busy machine.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Orders each gateway publishes.
+const ORDERS: usize = 3;
+
+const CA_SECRET: &str = "kafka-ca";
+const SASL_SECRET: &str = "kafka-user";
+const CERT_SECRET: &str = "kafka-user-cert";
+
+/// One EventConsumer and its topics, for one listener.
+struct Consumer {
+    listener: Listener,
+    name: String,
+    input: String,
+    events: String,
+    output: String,
+    dlq: String,
+    group: String,
+}
+
+impl Consumer {
+    fn new(listener: Listener, prefix: &str) -> Consumer {
+        let name = format!("sec-{}", listener.slug());
+        let t = |what: &str| format!("{prefix}{}.{what}", listener.slug());
+        Consumer {
+            listener,
+            input: t("orders"),
+            events: t("events"),
+            output: t("payments"),
+            dlq: t("orders.dlq"),
+            group: t("payment"),
+            name,
+        }
+    }
+
+    fn names(&self) -> (Vec<String>, String) {
+        (vec![self.input.clone()], self.group.clone())
+    }
+
+    /// Exactly what the README lists for this consumer, its operator, redrive and gateway.
+    fn acls(&self) -> Vec<acl::Acl> {
+        let (topics, group) = self.names();
+        let names = acl::Names {
+            topics: &topics,
+            group: &group,
+            output: Some(&self.output),
+            dead_letter: &self.dlq,
+            retry_topics: true,
+        };
+        let mut acls = acl::worker(&names);
+        acls.extend(acl::operator(&names));
+        acls.extend(acl::redrive(&names));
+        acls.extend(acl::gateway(&self.input, &self.events));
+        acls.sort();
+        acls.dedup();
+        acls
+    }
+
+    fn manifest(&self, ns: &str) -> Value {
+        let mut kafka = json!({
+            "bootstrapServers": self.listener.bootstrap(),
+            "topics": [self.input],
+            "consumerGroup": self.group,
+            "tls": {"caSecretRef": {"name": CA_SECRET}},
+        });
+        match self.listener.mechanism() {
+            Some(mechanism) => {
+                kafka["sasl"] = json!({"mechanism": mechanism, "secretRef": {"name": SASL_SECRET}});
+            }
+            None => kafka["tls"]["clientCertSecretRef"] = json!({"name": CERT_SECRET}),
+        }
+        json!({
+            "apiVersion": "eventconsumer.dev/v1alpha1",
+            "kind": "EventConsumer",
+            "metadata": {"name": self.name, "namespace": ns},
+            "spec": {
+                "handler": "order",
+                "order": {"action": "payment", "outputTopic": self.output},
+                "kafka": kafka,
+                "delivery": {
+                    "mode": "retryTopics",
+                    "maxAttempts": 2,
+                    "deadLetterTopic": self.dlq,
+                    "backoff": {"initial": "100ms", "max": "200ms"},
+                },
+                "replicas": 1,
+            },
+        })
+    }
+}
+
+fn api(client: &Client, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("eventconsumer.dev", "v1alpha1", kind);
+    Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+async fn create_secrets(client: &Client, ns: &str) {
+    let user = User::Consumer;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for (name, type_, data) in [
+        (CA_SECRET, "Opaque", json!({"ca.crt": pki_text("ca.crt")})),
+        (
+            SASL_SECRET,
+            "Opaque",
+            json!({"username": user.name(), "password": user.password()}),
+        ),
+        (
+            CERT_SECRET,
+            "kubernetes.io/tls",
+            json!({"tls.crt": pki_text("consumer.crt"), "tls.key": pki_text("consumer.key")}),
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "type": type_,
+            "stringData": data,
+        }))
+        .expect("a Secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
+    }
+}
+
+/// Writes the Secret volumes `pod`'s container mounts under `root`, as the kubelet would
+/// (only the listed items, at their paths), and returns (mount path → local directory).
+async fn write_secret_volumes(client: &Client, pod: &Pod, root: &Path) -> Vec<(String, PathBuf)> {
+    let ns = pod.namespace().expect("a namespace");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let spec = pod.spec.as_ref().expect("a pod spec");
+    let container = cluster::worker_container(pod);
+    let mut mounted = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap_or_else(|| panic!("mount {} has no volume", mount.name));
+        let Some(source) = &volume.secret else {
+            continue;
+        };
+        let name = source.secret_name.as_deref().expect("a Secret name");
+        let secret = secrets
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("Secret {ns}/{name}: {e}"));
+        let data = secret.data.unwrap_or_default();
+        let dir = root.join(&mount.name);
+        std::fs::create_dir_all(&dir).expect("a volume directory");
+        for item in source.items.iter().flatten() {
+            let value = data
+                .get(&item.key)
+                .unwrap_or_else(|| panic!("Secret {name} has no key {}", item.key));
+            std::fs::write(dir.join(&item.path), &value.0).expect("a volume file");
+        }
+        mounted.push((mount.mount_path.clone(), dir));
+    }
+    mounted
+}
+
+/// Starts the worker as `pod` would run it: its args, its env resolved from the API (Secret
+/// values only through `secretKeyRef`), its Secret volumes written locally and the paths into
+/// them rewritten, and its own loopback port. Returns that port.
+async fn start_worker(client: &Client, procs: &Processes, pod: &Pod, root: &Path) -> u16 {
+    let container = cluster::worker_container(pod);
+    let (mut vars, from_secrets) = cluster::resolve_env(client, pod, container).await;
+    let mounts = write_secret_volumes(client, pod, &root.join(pod.name_any())).await;
+    let port = free_port();
+    for (name, value) in &mut vars {
+        if name == env::HTTP_ADDR {
+            *value = format!("127.0.0.1:{port}");
+        }
+        for (mount_path, dir) in &mounts {
+            if let Some(rest) = value.strip_prefix(mount_path.as_str()) {
+                *value = format!("{}{rest}", dir.display());
+            }
+        }
+        assert!(
+            !name.starts_with("EC_SASL_PASSWORD") || from_secrets.contains(name),
+            "{name} is not from a Secret"
+        );
+    }
+    let mut cmd = Command::new(&procs::binaries().worker);
+    cmd.args(container.args.clone().unwrap_or_default())
+        .env_clear()
+        .envs(vars);
+    procs.spawn(&pod.name_any(), cmd);
+    port
+}
+
+/// A gateway publishing to `c`'s topics with the same credentials the EventConsumer names,
+/// given as the chart would give them (env from the same Secrets). Returns its port.
+fn start_gateway(procs: &Processes, c: &Consumer, files: &Path) -> u16 {
+    let port = free_port();
+    let ca = files.join("gateway-ca.crt");
+    std::fs::write(&ca, pki_text("ca.crt")).expect("the CA file");
+    let mut cmd = Command::new(&procs::binaries().worker);
+    cmd.arg("gateway")
+        .env_clear()
+        .env(env::BOOTSTRAP_SERVERS, c.listener.bootstrap())
+        .env(env::TLS_CA_FILE, &ca)
+        .env("EC_GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("EC_GATEWAY_ORDERS_TOPIC", &c.input)
+        .env("EC_GATEWAY_EVENTS_TOPIC", &c.events);
+    let user = User::Consumer;
+    match c.listener.mechanism() {
+        Some(mechanism) => {
+            cmd.env(env::SASL_MECHANISM, mechanism)
+                .env(env::SASL_USERNAME, user.name())
+                .env(env::SASL_PASSWORD, user.password());
+        }
+        None => {
+            let (cert, key) = (files.join("gateway.crt"), files.join("gateway.key"));
+            std::fs::write(&cert, pki_text("consumer.crt")).expect("the certificate file");
+            std::fs::write(&key, pki_text("consumer.key")).expect("the key file");
+            cmd.env(env::TLS_CERT_FILE, &cert)
+                .env(env::TLS_KEY_FILE, &key);
+        }
+    }
+    procs.spawn(&format!("gateway-{}", c.listener.slug()), cmd);
+    port
+}
+
+/// Revokes the ACLs on this run's own resources; the shared ones (the dead-letter scanner's
+/// group, the redrive prefix) stay, as other tests running at the same time need them too.
+async fn revoke_own(plaintext: &str, principal: &str, c: &Consumer, prefix: &str) {
+    let own: Vec<acl::Acl> = c
+        .acls()
+        .into_iter()
+        .filter(|a| a.name.starts_with(prefix))
+        .collect();
+    testkit::acl::revoke(plaintext, principal, &own).await;
+}
+
+async fn http_ok(http: &reqwest::Client, url: &str) -> bool {
+    http.get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_exactly_the_documented_acls()
+ {
+    let plaintext = testkit::kafka_bootstrap();
+    let client = testkit::kube_client().await;
+    let ns = unique_name("e2e-secured");
+    let prefix = format!("{}.", unique_name("sec"));
+    let dir = cluster::run_dir(&ns);
+    std::fs::create_dir_all(&dir).expect("the run directory");
+    let mut cleanup = system_support::Cleanup {
+        release: None,
+        namespaces: vec![ns.clone()],
+        topics: Vec::new(),
+        bootstrap: plaintext.clone(),
+    };
+    let procs = Processes::new(dir.join("logs"));
+    let http = reqwest::Client::new();
+    cluster::create_namespace(&client, &ns, true).await;
+    create_secrets(&client, &ns).await;
+
+    let consumers: Vec<Consumer> = Listener::ALL
+        .iter()
+        .map(|l| Consumer::new(*l, &prefix))
+        .collect();
+    let principal = User::Consumer.principal();
+    for c in &consumers {
+        for topic in [&c.input, &c.events, &c.output, &c.dlq] {
+            testkit::create_topic(&plaintext, topic, 1).await;
+            cleanup.topics.push(topic.clone());
+        }
+        cleanup.topics.push(format!("{}.retry.1", c.group));
+        testkit::acl::grant(&plaintext, &principal, &c.acls()).await;
+    }
+
+    // The operator, watching this namespace only, measuring every 2 s.
+    let operator_port = free_port();
+    let mut cmd = Command::new(&procs::binaries().operator);
+    cmd.args([
+        format!("--namespace={ns}"),
+        "--leader-elect=false".to_owned(),
+        format!("--http-addr=127.0.0.1:{operator_port}"),
+        "--measure-interval=2s".to_owned(),
+    ])
+    .env_clear()
+    .env(
+        "KUBECONFIG",
+        std::env::var("KUBECONFIG").expect("KUBECONFIG of the local stack"),
+    );
+    procs.spawn("operator", cmd);
+    let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
+    for c in &consumers {
+        cluster::apply(&ecs, &c.manifest(&ns)).await;
+    }
+
+    // A worker for each pod, a gateway per listener; 3 orders through each gateway, and a
+    // poison record straight into each source topic.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut ports = BTreeMap::new();
+    for c in &consumers {
+        let pods = eventually(&format!("{}: a Ready pod", c.name), TIMEOUT, || async {
+            procs.assert_all_running();
+            let d = deployments.get_opt(&c.name).await.ok()??;
+            let pods = cluster::ready_pods(&client, &ns, &d).await;
+            (pods.len() == 1).then_some(pods)
+        })
+        .await;
+        let port = start_worker(&client, &procs, &pods[0], &dir.join("volumes")).await;
+        ports.insert(c.name.clone(), (port, start_gateway(&procs, c, &dir)));
+    }
+    let producer = kafka::producer(&plaintext);
+    for c in &consumers {
+        let (worker, gateway) = ports[&c.name];
+        for (what, port) in [("worker", worker), ("gateway", gateway)] {
+            eventually(
+                &format!("{}: the {what} to be ready over {:?}", c.name, c.listener),
+                TIMEOUT,
+                || async {
+                    procs.assert_all_running();
+                    http_ok(&http, &format!("http://127.0.0.1:{port}/readyz"))
+                        .await
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        for i in 0..ORDERS {
+            let body = json!({
+                "customer_id": format!("c-{i}"),
+                "items": [{"product_id": "SKU-1", "quantity": 1, "price": 5.0}],
+                "total": 5.0,
+            });
+            let response = http
+                .post(format!("http://127.0.0.1:{gateway}/checkout"))
+                .json(&body)
+                .send()
+                .await
+                .expect("POST /checkout");
+            assert_eq!(response.status().as_u16(), 202, "{}: checkout", c.name);
+        }
+        kafka::produce(&producer, &c.input, "poison", b"{not an order").await;
+    }
+
+    let redrives = api(&client, &ns, "DeadLetterRedrive", "deadletterredrives");
+    for c in &consumers {
+        let mut out = TopicReader::new(&plaintext, &c.output, 1);
+        out.read_until(&format!("{} payments", ORDERS), TIMEOUT, |r| {
+            r.len() >= ORDERS
+        })
+        .await;
+        let mut dlq = TopicReader::new(&plaintext, &c.dlq, 1);
+        dlq.read_until("the poison order's dead letter", TIMEOUT, |r| !r.is_empty())
+            .await;
+        // The operator measured lag (0, no error), counted the dead letter and made the
+        // retry topic, all over this listener with the consumer's credentials.
+        eventually(
+            &format!(
+                "{}: the operator's lag, dead letters and retry topics",
+                c.name
+            ),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                let ec = ecs.get(&c.name).await.ok()?;
+                let status = &ec.data["status"];
+                let retry = cluster::condition(&ec, "RetryTopicsReady")?;
+                (status["lag"]["total"] == 0
+                    && status["lag"]["error"].is_null()
+                    && status["deadLetters"] == 1
+                    && retry.0 == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+        let redrive = json!({
+            "apiVersion": "eventconsumer.dev/v1alpha1",
+            "kind": "DeadLetterRedrive",
+            "metadata": {"name": format!("{}-redrive", c.name)},
+            "spec": {"consumer": c.name, "maxRedrives": 3},
+        });
+        redrives
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(redrive).expect("a redrive"),
+            )
+            .await
+            .expect("creating the redrive");
+    }
+    for c in &consumers {
+        eventually(
+            &format!("{}: the redrive to replay the dead letter", c.name),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                let r = redrives.get(&format!("{}-redrive", c.name)).await.ok()?;
+                let status = &r.data["status"];
+                (status["phase"] == "Succeeded" && status["replayed"] == 1).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // No password anywhere: logs, statuses, Events, Deployments.
+    let password = User::Consumer.password();
+    let mut seen = String::new();
+    for entry in std::fs::read_dir(procs.log_dir()).expect("the log directory") {
+        let path = entry.expect("a log file").path();
+        seen.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+    }
+    let list = ListParams::default();
+    seen.push_str(&format!(
+        "{:?}",
+        ecs.list(&list).await.expect("EventConsumers")
+    ));
+    seen.push_str(&format!(
+        "{:?}",
+        redrives.list(&list).await.expect("redrives")
+    ));
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    seen.push_str(&format!("{:?}", events.list(&list).await.expect("Events")));
+    seen.push_str(&format!(
+        "{:?}",
+        deployments.list(&list).await.expect("Deployments")
+    ));
+    assert!(
+        !seen.contains(&password),
+        "the consumer's password appears in a log, status, Event or Deployment"
+    );
+    for c in &consumers {
+        revoke_own(&plaintext, &principal, c, &prefix).await;
+    }
+    drop(procs);
+    drop(cleanup);
+}
+
+/// The pod template annotation carrying the versions of the Secrets the pods read.
+const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_secret_recovers_and_rolls_the_pods()
+ {
+    let plaintext = testkit::kafka_bootstrap();
+    let client = testkit::kube_client().await;
+    let ns = unique_name("e2e-badcreds");
+    let prefix = format!("{}.", unique_name("bad"));
+    let dir = cluster::run_dir(&ns);
+    std::fs::create_dir_all(&dir).expect("the run directory");
+    let mut cleanup = system_support::Cleanup {
+        release: None,
+        namespaces: vec![ns.clone()],
+        topics: Vec::new(),
+        bootstrap: plaintext.clone(),
+    };
+    let procs = Processes::new(dir.join("logs"));
+    cluster::create_namespace(&client, &ns, true).await;
+    create_secrets(&client, &ns).await;
+    let c = Consumer::new(Listener::Scram512, &prefix);
+    for topic in [&c.input, &c.output, &c.dlq] {
+        testkit::create_topic(&plaintext, topic, 1).await;
+        cleanup.topics.push(topic.clone());
+    }
+    cleanup.topics.push(format!("{}.retry.1", c.group));
+    let principal = User::Consumer.principal();
+    testkit::acl::grant(&plaintext, &principal, &c.acls()).await;
+
+    // The SASL Secret holds a wrong password.
+    let wrong = unique_name("wrong-password");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let set_password = |password: String| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = json!({"stringData": {"password": password}});
+            secrets
+                .patch(
+                    SASL_SECRET,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .expect("patching the SASL Secret");
+        }
+    };
+    set_password(wrong.clone()).await;
+
+    let operator_port = free_port();
+    let mut cmd = Command::new(&procs::binaries().operator);
+    cmd.args([
+        format!("--namespace={ns}"),
+        "--leader-elect=false".to_owned(),
+        format!("--http-addr=127.0.0.1:{operator_port}"),
+        "--measure-interval=2s".to_owned(),
+    ])
+    .env_clear()
+    .env(
+        "KUBECONFIG",
+        std::env::var("KUBECONFIG").expect("KUBECONFIG of the local stack"),
+    );
+    procs.spawn("operator", cmd);
+    let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
+    cluster::apply(&ecs, &c.manifest(&ns)).await;
+
+    let refused = eventually(
+        "the operator to report the refused credentials in status.lag.error",
+        TIMEOUT,
+        || async {
+            procs.assert_all_running();
+            let ec = ecs.get(&c.name).await.ok()?;
+            let error = ec.data["status"]["lag"]["error"].as_str()?.to_owned();
+            Some(error)
+        },
+    )
+    .await;
+    assert!(
+        refused.to_lowercase().contains("authentication"),
+        "the lag error names the cause: {refused}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let annotation = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(SECRETS_ANNOTATION).cloned())
+    };
+    let before = eventually("the Deployment", TIMEOUT, || async {
+        annotation(&deployments.get_opt(&c.name).await.ok()??)
+    })
+    .await;
+
+    // Rotated to the right password: the operator's clients recover, and the pods roll.
+    set_password(User::Consumer.password()).await;
+    eventually(
+        "the lag measured without error after the Secret was fixed",
+        TIMEOUT,
+        || async {
+            procs.assert_all_running();
+            let ec = ecs.get(&c.name).await.ok()?;
+            let lag = &ec.data["status"]["lag"];
+            (lag["error"].is_null() && lag["total"].is_i64()).then_some(())
+        },
+    )
+    .await;
+    // The reconciler notices within its recheck; a spec change makes it look at once.
+    let mut touched = c.manifest(&ns);
+    touched["metadata"]["labels"] = json!({"rotated": "yes"});
+    cluster::apply(&ecs, &touched).await;
+    let after = eventually(
+        "the pod template to change with the Secret's version",
+        TIMEOUT,
+        || async {
+            let now = annotation(&deployments.get_opt(&c.name).await.ok()??)?;
+            (now != before).then_some(now)
+        },
+    )
+    .await;
+    assert!(after.contains(SASL_SECRET), "{after}");
+
+    let mut seen = String::new();
+    for entry in std::fs::read_dir(procs.log_dir()).expect("the log directory") {
+        seen.push_str(&std::fs::read_to_string(entry.expect("a log").path()).unwrap_or_default());
+    }
+    let list = ListParams::default();
+    seen.push_str(&format!(
+        "{:?}",
+        ecs.list(&list).await.expect("EventConsumers")
+    ));
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    seen.push_str(&format!("{:?}", events.list(&list).await.expect("Events")));
+    seen.push_str(&format!(
+        "{:?}",
+        deployments.list(&list).await.expect("Deployments")
+    ));
+    for password in [wrong, User::Consumer.password()] {
+        assert!(
+            !seen.contains(&password),
+            "a password appears in a log, status, Event or Deployment"
+        );
+    }
+    revoke_own(&plaintext, &principal, &c, &prefix).await;
+    drop(procs);
+    drop(cleanup);
+}
