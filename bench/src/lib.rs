@@ -1,11 +1,14 @@
 //! Benchmarks and chaos tests of eventconsumer against the local stack (`make dev-up`).
 //!
 //! * `preload` fills a topic with valid `OrderPlaced` JSON fast (idempotent producer).
-//! * `ceiling` is a raw librdkafka consumer: reads everything, processes and commits nothing.
-//! * `bench` runs the contenders (ceiling, our worker, the seed's kafka-go loop with two
-//!   commit intervals, our worker under injected failures) as child processes, measures
-//!   each, runs the operator scale test and the idle-worker measurement, and writes a
-//!   markdown table to `bench/results/`.
+//! * `ceiling` is a raw librdkafka consumer: reads everything, processes and commits nothing;
+//!   `samework` is the same plus the worker's own decode and validation (the same-work
+//!   ceiling).
+//! * `bench` runs the contenders ([`contenders`]: the ceilings, Kafka's ConsumerPerformance,
+//!   our worker, Spring Kafka, franz-go, the seed's kafka-go loop, each healthy and with a
+//!   failure mix where it applies) as child processes, measures each, runs the operator
+//!   scale test and the idle-worker measurement, and writes a markdown table with the
+//!   targets ([`report`]) to `bench/results/`.
 //! * `chaos` pushes sequence-numbered orders through a group of workers while killing them,
 //!   restarting the broker and rescaling, then checks that every sequence number reached
 //!   the output topic or the dead-letter topic.
@@ -15,12 +18,15 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod contenders;
 pub mod kafka;
 pub mod machine;
 pub mod metrics;
 pub mod operator_scale;
 pub mod orders;
 pub mod proc;
+pub mod progress;
+pub mod report;
 pub mod stats;
 
 use std::path::PathBuf;

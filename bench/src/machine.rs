@@ -45,17 +45,44 @@ pub fn pinned_version(key: &str) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// The kafka-go version `bench/seedloop/go.mod` pins.
-pub fn kafka_go_version() -> String {
-    let path = crate::repo_root().join("bench/seedloop/go.mod");
+/// The version of `module` that `bench/<dir>/go.mod` pins.
+fn go_mod_version(dir: &str, module: &str) -> String {
+    let path = crate::repo_root().join("bench").join(dir).join("go.mod");
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| {
             t.lines()
-                .find(|l| l.contains("segmentio/kafka-go"))
+                .find(|l| l.split_whitespace().any(|w| w == module))
                 .and_then(|l| l.split_whitespace().last().map(str::to_owned))
         })
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The versions of the libraries inside the Spring contender's jar (what Maven resolved).
+fn spring_versions() -> String {
+    let jar = crate::repo_root().join("target/bench/spring-orders.jar");
+    let Ok(out) = Command::new("unzip").arg("-Z1").arg(&jar).output() else {
+        return "Spring contender not built".to_owned();
+    };
+    let names = String::from_utf8_lossy(&out.stdout);
+    let version = |prefix: &str| {
+        names
+            .lines()
+            .filter_map(|l| l.strip_prefix("BOOT-INF/lib/"))
+            .find_map(|l| {
+                let v = l.strip_prefix(prefix)?.strip_suffix(".jar")?;
+                v.starts_with(|c: char| c.is_ascii_digit())
+                    .then(|| v.to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    format!(
+        "Spring Boot {}, spring-kafka {}, kafka-clients {}, Jackson {}",
+        version("spring-boot-"),
+        version("spring-kafka-"),
+        version("kafka-clients-"),
+        version("jackson-databind-")
+    )
 }
 
 /// Host name (for the results file name).
@@ -103,10 +130,12 @@ pub fn describe() -> Vec<String> {
                 .join(" ")
         ),
         format!(
-            "- Kafka {} (KRaft, one node, loopback), librdkafka {rdkafka}, kafka-go {}",
+            "- Kafka {} (KRaft, one node, loopback), librdkafka {rdkafka}, kafka-go {}, franz-go {}",
             pinned_version("KAFKA_VERSION"),
-            kafka_go_version()
+            go_mod_version("seedloop", "github.com/segmentio/kafka-go"),
+            go_mod_version("franzgo", "github.com/twmb/franz-go")
         ),
+        format!("- {}", spring_versions()),
         format!(
             "- {}, {}, {}",
             first_line("rustc", &["--version"]),

@@ -24,6 +24,9 @@ pub struct Measured {
     /// Peak resident set size in KiB.
     pub peak_rss_kib: u64,
     pub status: Option<ExitStatus>,
+    /// From spawn to the child saying it is ready (see [`run_watched`]); `None` when it was
+    /// not asked or never said so.
+    pub ready: Option<Duration>,
 }
 
 fn children_cpu() -> anyhow::Result<Duration> {
@@ -77,15 +80,27 @@ pub fn wait_or_kill(child: &mut Child, grace: Duration) -> anyhow::Result<ExitSt
     }
 }
 
-/// Runs `cmd` and measures it until it is done.
-///
-/// `done(pid)` is asked at every sample; when it returns `true` the wall time stops and the
-/// child gets SIGTERM (for a worker that never exits by itself). A child that exits by
-/// itself is done at its exit, which must then be successful. Past `timeout` the child is
-/// killed and the run fails.
+/// Runs `cmd` and measures it until it is done (see [`run_watched`]; no readiness).
 pub fn run_measured(
     cmd: &mut Command,
     timeout: Duration,
+    done: impl FnMut(u32) -> anyhow::Result<bool>,
+) -> anyhow::Result<Measured> {
+    run_watched(cmd, timeout, |_| false, done)
+}
+
+/// Runs `cmd` and measures it until it is done.
+///
+/// `ready(pid)` is asked at every sample until it first returns `true` (the child finished
+/// starting: a JVM's start-up is reported apart from its work). `done(pid)` is asked at
+/// every sample; when it returns `true` the wall time stops and the child gets SIGTERM (for
+/// a consumer that never exits by itself). A child that exits by itself is done at its
+/// exit, which must then be successful. Past `timeout` the child is killed and the run
+/// fails.
+pub fn run_watched(
+    cmd: &mut Command,
+    timeout: Duration,
+    mut ready: impl FnMut(u32) -> bool,
     mut done: impl FnMut(u32) -> anyhow::Result<bool>,
 ) -> anyhow::Result<Measured> {
     let cpu_before = children_cpu()?;
@@ -96,9 +111,13 @@ pub fn run_measured(
     let pid = child.id();
     let mut peak = 0u64;
     let mut wall = None;
+    let mut ready_at = None;
     let status = loop {
         if let Some(kib) = vm_hwm_kib(pid) {
             peak = peak.max(kib);
+        }
+        if ready_at.is_none() && ready(pid) {
+            ready_at = Some(started.elapsed());
         }
         if let Some(status) = child.try_wait()? {
             wall.get_or_insert_with(|| started.elapsed());
@@ -124,5 +143,6 @@ pub fn run_measured(
         cpu,
         peak_rss_kib: peak,
         status: Some(status),
+        ready: ready_at,
     })
 }

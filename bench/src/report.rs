@@ -1,0 +1,263 @@
+//! The markdown report of `make bench`: the table of every contender and the targets,
+//! each printed met or missed from ratios measured in the same run.
+
+use std::time::Duration;
+
+use crate::contenders::Contender;
+use crate::operator_scale::ScaleReport;
+use crate::stats::Spread;
+
+/// One measured run.
+pub struct Sample {
+    pub rate: f64,
+    pub cpu_s: f64,
+    pub rss_mib: f64,
+    /// Spawn → ready (the JVM's start-up), when the contender says so.
+    pub startup_s: Option<f64>,
+    /// Messages/s from ready to done.
+    pub rate_after_startup: Option<f64>,
+}
+
+/// Every run of one contender.
+pub struct Row {
+    pub contender: Contender,
+    pub messages: u64,
+    pub samples: Vec<Sample>,
+}
+
+impl Row {
+    fn spread(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<Spread> {
+        Spread::of(&self.samples.iter().filter_map(f).collect::<Vec<_>>())
+    }
+    pub fn rate(&self) -> Option<Spread> {
+        self.spread(|s| Some(s.rate))
+    }
+    fn cpu_us_per_msg(&self) -> Option<Spread> {
+        self.spread(|s| Some(s.cpu_s * 1e6 / self.messages as f64))
+    }
+}
+
+/// The idle worker measurement.
+pub struct Idle {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+/// What the report is made of besides the rows.
+pub struct Context<'a> {
+    pub machine: &'a [String],
+    pub messages: u64,
+    pub partitions: i32,
+    pub runs: usize,
+    pub preload: Duration,
+    pub scale: Option<&'a anyhow::Result<ScaleReport>>,
+    pub idle: Option<&'a anyhow::Result<Idle>>,
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("not measured".to_owned(), |r| format!("{r:.2}×"))
+}
+
+fn fmt_ms(s: Option<f64>) -> String {
+    s.map_or("–".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
+}
+
+fn show(s: Option<Spread>, digits: usize) -> String {
+    s.map_or("–".to_owned(), |s| s.show(digits))
+}
+
+/// The markdown report.
+pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
+    let mut md = vec!["# eventconsumer benchmark".to_owned(), String::new()];
+    md.extend(ctx.machine.iter().cloned());
+    md.push(format!(
+        "- Workload: {} valid `OrderPlaced` JSON messages (~300 B) on {} partitions, preloaded in {:.1}s; {} runs per contender, interleaved, fresh consumer group each run, one process at a time",
+        ctx.messages,
+        ctx.partitions,
+        ctx.preload.as_secs_f64(),
+        ctx.runs
+    ));
+    md.push("- Done: the ceilings and the seed loop exit after the messages; every other contender when its group's committed offsets reach the log end (retry topics included), then SIGTERM. msg/s is messages ÷ (spawn → done); start-up is spawn → ready (JVM: partitions assigned; ConsumerPerformance: its header line); CPU is user + system of the whole process life (getrusage), peak RSS is VmHWM".to_owned());
+    md.push("- Command: `make bench` (`target/release/bench`)".to_owned());
+    md.push(String::new());
+    md.push("Medians with (min–max) over the runs.".to_owned());
+    md.push(String::new());
+    md.push("| contender | messages | msg/s | × same-work | × raw | start-up s | msg/s after start-up | CPU µs/msg | peak RSS MiB |".to_owned());
+    md.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned());
+    let median = |c: Contender| {
+        rows.iter()
+            .find(|r| r.contender == c)
+            .and_then(|r| r.rate())
+            .map(|s| s.median)
+    };
+    let raw = median(Contender::Ceiling);
+    let same = median(Contender::SameWork);
+    for r in rows {
+        let Some(rate) = r.rate() else { continue };
+        let x = |base: Option<f64>| {
+            base.map_or("–".to_owned(), |b| format!("{:.2}", rate.median / b))
+        };
+        md.push(format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.contender.label(),
+            r.messages,
+            rate.show(0),
+            x(same),
+            x(raw),
+            show(r.spread(|s| s.startup_s), 1),
+            show(r.spread(|s| s.rate_after_startup), 0),
+            show(r.cpu_us_per_msg(), 2),
+            show(r.spread(|s| Some(s.rss_mib)), 0),
+        ));
+    }
+    md.push(String::new());
+    md.push("## Targets".to_owned());
+    md.push(String::new());
+    targets(&mut md, &median);
+    scale_and_idle(&mut md, ctx);
+    md.push(String::new());
+    md.join("\n")
+}
+
+fn best(median: &impl Fn(Contender) -> Option<f64>, of: &[Contender]) -> Option<f64> {
+    of.iter().filter_map(|c| median(*c)).reduce(f64::max)
+}
+
+fn targets(md: &mut Vec<String>, median: &impl Fn(Contender) -> Option<f64>) {
+    use Contender as C;
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let mut target = |text: &str, r: Option<f64>, at_least: Option<f64>| {
+        md.push(match (at_least, r) {
+            (Some(t), Some(r)) => format!("- {text} — {}: {}", fmt_ratio(Some(r)), verdict(r >= t)),
+            _ => format!("- {text} — {}", fmt_ratio(r)),
+        });
+    };
+    let ours = median(C::Ours);
+    let spring = best(median, &[C::Spring1, C::Spring6]);
+    let spring_rt = best(median, &[C::SpringRetryTopics1, C::SpringRetryTopics6]);
+    target(
+        "ours ≥ 0.85× the same-work ceiling",
+        ratio(ours, median(C::SameWork)),
+        Some(0.85),
+    );
+    target(
+        "ours ≥ 0.5× raw librdkafka",
+        ratio(ours, median(C::Ceiling)),
+        Some(0.5),
+    );
+    target(
+        "ours ≥ 2× Spring Kafka (best concurrency)",
+        ratio(ours, spring),
+        Some(2.0),
+    );
+    target(
+        "ours ≥ 1.2× franz-go",
+        ratio(ours, median(C::Franz)),
+        Some(1.2),
+    );
+    target(
+        "failure mix: ours in retryTopics mode ≥ 2× Spring @RetryableTopic (best concurrency)",
+        ratio(median(C::FailureRetryTopics), spring_rt),
+        Some(2.0),
+    );
+    target(
+        "failure mix: ours in blocking mode ≥ 2× Spring DefaultErrorHandler FixedBackOff (concurrency 6)",
+        ratio(median(C::Failure), median(C::SpringFailure6)),
+        Some(2.0),
+    );
+    target(
+        "failure mix: ours in blocking mode ≥ 1.2× franz-go (in-place retries, the same blocking semantics)",
+        ratio(median(C::Failure), median(C::FranzFailure)),
+        Some(1.2),
+    );
+    target(
+        "(for reference) failure mix: ours in retryTopics mode vs franz-go's in-place retries",
+        ratio(median(C::FailureRetryTopics), median(C::FranzFailure)),
+        None,
+    );
+    target(
+        "ours ≥ 20× seed loop (CommitInterval 0)",
+        ratio(ours, median(C::Seed)),
+        Some(20.0),
+    );
+    target(
+        "(for reference) ours vs seed loop with CommitInterval 1s",
+        ratio(ours, median(C::Seed1s)),
+        None,
+    );
+    target(
+        "failure mix ≥ 0.5× healthy, blocking mode (per-key order kept)",
+        ratio(median(C::Failure), ours),
+        Some(0.5),
+    );
+    target(
+        "failure mix ≥ 0.5× healthy, retryTopics mode",
+        ratio(median(C::FailureRetryTopics), ours),
+        Some(0.5),
+    );
+    target(
+        "(for reference) raw librdkafka vs Kafka's ConsumerPerformance",
+        ratio(median(C::Ceiling), median(C::KafkaPerf)),
+        None,
+    );
+}
+
+fn scale_and_idle(md: &mut Vec<String>, ctx: &Context<'_>) {
+    let mut target = |text: String, ok: bool| md.push(format!("- {text}: {}", verdict(ok)));
+    match ctx.scale {
+        Some(Ok(s)) => {
+            target(
+                format!(
+                    "{} EventConsumers reconciled ≤ 30 s — {:.1}s (kubectl create: {:.1}s)",
+                    s.consumers,
+                    s.converged.as_secs_f64(),
+                    s.create.as_secs_f64()
+                ),
+                s.converged <= Duration::from_secs(30),
+            );
+            target(
+                format!(
+                    "operator peak RSS ≤ 64 MiB — {:.1} MiB",
+                    mib(s.operator_peak_rss_kib)
+                ),
+                s.operator_peak_rss_kib <= 64 * 1024,
+            );
+        }
+        Some(Err(e)) => md.push(format!("- operator scale test failed: {e:#}")),
+        None => {}
+    }
+    match ctx.idle {
+        Some(Ok(i)) => md.push(format!(
+            "- idle worker RSS ≤ 32 MiB — {:.1} MiB (peak {:.1} MiB): {}",
+            mib(i.rss_kib),
+            mib(i.hwm_kib),
+            verdict(i.rss_kib <= 32 * 1024)
+        )),
+        Some(Err(e)) => md.push(format!("- idle worker measurement failed: {e:#}")),
+        None => {}
+    }
+    if let Some(Ok(s)) = ctx.scale {
+        md.push(String::new());
+        md.push("## Operator".to_owned());
+        md.push(String::new());
+        md.push(format!(
+            "{} EventConsumers (`replicas: 0`) created by 4 kubectl processes while the operator runs (`--namespace`, no leader election): every Deployment present and every `status.observedGeneration` current after {:.1}s (creating took {:.1}s). Operator: peak RSS {:.1} MiB, CPU {:.1}s, {} reconciles, reconcile p50 {} and p99 {} (from its histogram, interpolated within buckets).",
+            s.consumers,
+            s.converged.as_secs_f64(),
+            s.create.as_secs_f64(),
+            mib(s.operator_peak_rss_kib),
+            s.operator_cpu_s,
+            s.reconciles,
+            fmt_ms(s.reconcile_p50_s),
+            fmt_ms(s.reconcile_p99_s)
+        ));
+    }
+}
