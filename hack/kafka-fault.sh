@@ -47,8 +47,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ -n "$secs" ]; then
-  [[ "$secs" =~ ^[0-9]+$ ]] && [ "$secs" -ge 1 ] && [ "$secs" -le "$MAX_FAULT_S" ] ||
+  if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ] || [ "$secs" -gt "$MAX_FAULT_S" ]; then
     usage "--for must be a whole number of seconds from 1 to $MAX_FAULT_S, not '$secs'"
+  fi
 fi
 
 # leader_of TOPIC PARTITION: the leader's id from the cluster's metadata; fails when the

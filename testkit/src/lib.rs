@@ -4,7 +4,8 @@
 //! Kubernetes API server through `$KUBECONFIG`) and never let a test skip silently: when
 //! the stack is absent they panic with the command that starts it.
 //!
-//! Features: `kafka` adds [`create_topic`]; `kube` adds [`kube_client`].
+//! Features: `kafka` adds [`create_topic`] and [`faults`] (broker faults of the three-broker
+//! cluster); `kube` adds [`kube_client`].
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -106,7 +107,9 @@ where
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use kafka::create_topic;
+pub use kafka::{create_topic, create_topic_with};
+#[cfg(feature = "kafka")]
+pub mod faults;
 
 #[cfg(feature = "kube")]
 mod kube_client;
