@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod chaos_isr;
+pub mod faults;
 pub mod kafka;
 pub mod machine;
 pub mod metrics;
