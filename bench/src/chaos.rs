@@ -96,7 +96,7 @@ impl Report {
         ];
         if self.outage_samples > 0 {
             out.push(format!(
-                "DLQ outage: {} committed-offset samples, {} past an undelivered failure",
+                "outage: {} committed-offset samples, {} past a record without an acknowledged outcome",
                 self.outage_samples, self.committed_past_failure
             ));
         }
@@ -258,21 +258,18 @@ pub(crate) fn progress(
     Ok((done, total))
 }
 
-/// Creates the topics (the output one with `output_configs`) and writes the orders.
+/// Creates the topics (the output one unless `create_output` is false: the caller made it)
+/// and writes the orders.
 pub(crate) fn preload(
     cfg: &Config,
     t: &Topics,
     create_dlq: bool,
-    output_configs: &[(&str, &str)],
+    create_output: bool,
 ) -> anyhow::Result<Vec<(i64, i64)>> {
     kafka::create_topic(&cfg.bootstrap, &t.input, cfg.partitions, false)?;
-    kafka::create_topic_with(
-        &cfg.bootstrap,
-        &t.output,
-        cfg.partitions,
-        false,
-        output_configs,
-    )?;
+    if create_output {
+        kafka::create_topic(&cfg.bootstrap, &t.output, cfg.partitions, false)?;
+    }
     if create_dlq {
         kafka::create_topic(&cfg.bootstrap, &t.dlq, 1, false)?;
     }
@@ -376,7 +373,7 @@ const POLL: Duration = Duration::from_millis(500);
 pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&cfg.log_dir)?;
     let topics = Topics::new("run");
-    let ends = preload(cfg, &topics, true, &[])?;
+    let ends = preload(cfg, &topics, true, true)?;
     let mut faults = FaultDriver::new(&cfg.broker_faults);
     let fault_topics = FaultTopics {
         input: &topics.input,
@@ -453,7 +450,7 @@ pub fn dlq_outage(cfg: &Config, outage: Duration) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&cfg.log_dir)?;
     anyhow::ensure!(cfg.poison_every > 0, "the DLQ outage needs poison messages");
     let topics = Topics::new("dlqout");
-    let ends = preload(cfg, &topics, false, &[])?;
+    let ends = preload(cfg, &topics, false, true)?;
     // The first poison offset of each partition: no commit may pass it during the outage.
     let mut first_poison: HashMap<i32, i64> = HashMap::new();
     kafka::read_all(&cfg.bootstrap, &[&topics.input], |r| {

@@ -1,6 +1,8 @@
 //! The ISR-too-small scenario on the three-broker cluster: the output topic requires all
-//! three replicas in sync (`min.insync.replicas=3`), and one broker is killed while the
-//! workers run, so no output write can be acknowledged. Meanwhile every committed offset is
+//! three replicas in sync (`min.insync.replicas=3`), and one broker, a follower of every
+//! output partition, is killed while the workers run, so no output write can be
+//! acknowledged. (A follower: a partition whose leader moves while its ISR is too small
+//! cannot advance its high watermark in Kafka 4 — KIP-966 — so it could not even be read.) Meanwhile every committed offset is
 //! sampled; at the end of the window an independent reader snapshots what the output and
 //! dead-letter topics hold. No sampled commit may pass an input record whose outcome is not in
 //! that snapshot (its write was not acknowledged). Once the broker is back, every sequence
@@ -9,6 +11,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use testkit::faults::{self, Fault};
 
 use crate::chaos::{self, Config, Report, Topics, Workers};
@@ -20,6 +25,41 @@ const SAMPLE: Duration = Duration::from_millis(500);
 const SNAPSHOT_MARGIN: Duration = Duration::from_secs(15);
 /// How long the snapshot read is retried: well inside the margin.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(8);
+
+/// The broker every output partition is led by, and the one killed (a follower of all).
+const LEADER: i32 = 1;
+const VICTIM: i32 = 3;
+
+/// The output topic: every partition on brokers 1, 2, 3 in that order (1 leads), all three
+/// required in sync.
+fn create_output(cfg: &Config, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .create()?;
+    let replicas: &[i32] = &[LEADER, 2, VICTIM];
+    let assignment: Vec<&[i32]> = (0..cfg.partitions).map(|_| replicas).collect();
+    let new = NewTopic::new(
+        topic,
+        cfg.partitions,
+        TopicReplication::Variable(&assignment),
+    )
+    .set("min.insync.replicas", "3");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in futures::executor::block_on(admin.create_topics(&[new], &opts))? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in 0..cfg.partitions {
+        while faults::leader(&cfg.bootstrap, topic, p) != Ok(LEADER) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{topic}/{p} is not led by broker {LEADER}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
 
 /// The sequence numbers in the output and dead-letter topics now. A partition whose leader
 /// just moved answers `OffsetNotAvailable` until its high watermark caught up: retried for up
@@ -64,7 +104,8 @@ pub fn isr_too_small(cfg: &Config, window: Duration) -> anyhow::Result<Report> {
         "the window must be at least 30 s"
     );
     let topics = Topics::new("isr");
-    let ends = chaos::preload(cfg, &topics, true, &[("min.insync.replicas", "3")])?;
+    create_output(cfg, &topics.output)?;
+    let ends = chaos::preload(cfg, &topics, true, false)?;
     // Where each input record is, to tell which records a commit passed.
     let mut seq_at: HashMap<(i32, i64), u64> = HashMap::new();
     kafka::read_all(&cfg.bootstrap, &[&topics.input], |r| {
@@ -92,9 +133,7 @@ pub fn isr_too_small(cfg: &Config, window: Duration) -> anyhow::Result<Report> {
         }
         std::thread::sleep(SAMPLE);
     }
-    let leader = faults::leader(&cfg.bootstrap, &topics.output, 0).map_err(anyhow::Error::msg)?;
-    // A follower of output partition 0 (any broker takes one replica of every partition).
-    let victim = (1..=3).find(|b| *b != leader).unwrap_or(1);
+    let victim = VICTIM;
     eprintln!("chaos: killing broker {victim} for {window:?}: the output's ISR drops below 3");
     let mut fault = faults::start(Fault::Kill(victim), window).map_err(anyhow::Error::msg)?;
     let window_started = Instant::now();

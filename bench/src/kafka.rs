@@ -31,24 +31,16 @@ pub fn create_topic(
     partitions: i32,
     exist_ok: bool,
 ) -> anyhow::Result<()> {
-    create_topic_with(bootstrap, topic, partitions, exist_ok, &[])
-}
-
-/// [`create_topic`] with topic configs, such as `("min.insync.replicas", "3")`.
-pub fn create_topic_with(
-    bootstrap: &str,
-    topic: &str,
-    partitions: i32,
-    exist_ok: bool,
-    configs: &[(&str, &str)],
-) -> anyhow::Result<()> {
     let admin = admin(bootstrap)?;
     let opts = AdminOptions::new().operation_timeout(Some(ROUND_TRIP));
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
-    for (key, value) in configs {
-        new = new.set(key, value);
-    }
-    let results = futures::executor::block_on(admin.create_topics(&[new], &opts))?;
+    let results = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(-1),
+        )],
+        &opts,
+    ))?;
     for r in results {
         match r {
             Ok(_) => {}
