@@ -20,7 +20,10 @@ pub const START_THE_CLUSTER: &str = "Run `make cluster-test`, or `hack/dev-down.
 
 /// How many brokers `$KAFKA_BOOTSTRAP` lists.
 pub fn bootstrap_brokers(bootstrap: &str) -> usize {
-    bootstrap.split(',').filter(|s| !s.trim().is_empty()).count()
+    bootstrap
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .count()
 }
 
 /// Panics, saying how to start it, unless `$KAFKA_BOOTSTRAP` is the three-broker cluster.
@@ -36,10 +39,12 @@ pub fn require_cluster() -> String {
 
 /// The script, from the repository root (`$EC_ROOT`, else this crate's parent directory).
 fn script() -> PathBuf {
-    let root = std::env::var("EC_ROOT").map(PathBuf::from).unwrap_or_else(|_| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        manifest.parent().map(PathBuf::from).unwrap_or(manifest)
-    });
+    let root = std::env::var("EC_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+        });
     root.join("hack/kafka-fault.sh")
 }
 

@@ -131,16 +131,26 @@ async fn while_the_partitions_leader_is_killed_every_order_answered_2xx_is_in_th
     let mut answers = Answers::default();
     // Healthy first, then through the kill and the restart.
     let warm = Instant::now();
-    send_until(&gateway, "before", &mut answers, |_| warm.elapsed() > Duration::from_secs(2)).await;
+    send_until(&gateway, "before", &mut answers, |_| {
+        warm.elapsed() > Duration::from_secs(2)
+    })
+    .await;
     let leader = faults::leader(&bootstrap, &topic, 0).expect("a leader");
-    let mut fault = faults::start(Fault::Kill(leader), Duration::from_secs(10)).expect("the fault starts");
+    let mut fault =
+        faults::start(Fault::Kill(leader), Duration::from_secs(10)).expect("the fault starts");
     send_until(&gateway, "during", &mut answers, |_| {
         fault.try_wait().ok().flatten().is_some()
     })
     .await;
-    assert!(fault.wait().expect("the fault").success(), "the cluster came back");
+    assert!(
+        fault.wait().expect("the fault").success(),
+        "the cluster came back"
+    );
     let after = Instant::now();
-    send_until(&gateway, "after", &mut answers, |_| after.elapsed() > Duration::from_secs(2)).await;
+    send_until(&gateway, "after", &mut answers, |_| {
+        after.elapsed() > Duration::from_secs(2)
+    })
+    .await;
 
     let found = keys_in(&bootstrap, &topic);
     let lost: Vec<&String> = answers.accepted.difference(&found).collect();
@@ -154,7 +164,10 @@ async fn while_the_partitions_leader_is_killed_every_order_answered_2xx_is_in_th
         found.len()
     );
     assert!(answers.other.is_empty(), "{:?}", answers.other);
-    assert!(lost.is_empty(), "answered 2xx but not in the topic: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "answered 2xx but not in the topic: {lost:?}"
+    );
     assert!(
         answers.accepted.iter().any(|c| c.starts_with("during")),
         "no order was accepted while the leader moved"
@@ -174,20 +187,33 @@ async fn with_fewer_in_sync_replicas_than_required_every_answer_is_a_503_with_re
     let gateway = gateway_on(&bootstrap, &topic).await;
     let mut answers = Answers::default();
     let warm = Instant::now();
-    send_until(&gateway, "before", &mut answers, |_| warm.elapsed() > Duration::from_secs(2)).await;
-    assert!(!answers.accepted.is_empty(), "nothing accepted on the healthy cluster");
+    send_until(&gateway, "before", &mut answers, |_| {
+        warm.elapsed() > Duration::from_secs(2)
+    })
+    .await;
+    assert!(
+        !answers.accepted.is_empty(),
+        "nothing accepted on the healthy cluster"
+    );
     let accepted_before = answers.accepted.len();
 
     // A follower, so the partition keeps its leader and only its ISR shrinks.
     let leader = faults::leader(&bootstrap, &topic, 0).expect("a leader");
     let follower = (1..=3).find(|b| *b != leader).expect("a follower");
-    let mut fault = faults::start(Fault::Kill(follower), Duration::from_secs(30)).expect("the fault starts");
+    let mut fault =
+        faults::start(Fault::Kill(follower), Duration::from_secs(30)).expect("the fault starts");
     // The kill is immediate; the fault lasts 30 s, of which 20 s are sampled.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let window = Instant::now();
     let mut during = Answers::default();
-    send_until(&gateway, "during", &mut during, |_| window.elapsed() > Duration::from_secs(20)).await;
-    assert!(fault.wait().expect("the fault").success(), "the cluster came back");
+    send_until(&gateway, "during", &mut during, |_| {
+        window.elapsed() > Duration::from_secs(20)
+    })
+    .await;
+    assert!(
+        fault.wait().expect("the fault").success(),
+        "the cluster came back"
+    );
 
     // Writes are accepted again once the restarted follower is back in the ISR.
     let back = Instant::now();
@@ -210,9 +236,22 @@ async fn with_fewer_in_sync_replicas_than_required_every_answer_is_a_503_with_re
         accepted_before,
         after.accepted.len()
     );
-    assert!(during.accepted.is_empty(), "accepted with the ISR too small: {:?}", during.accepted);
+    assert!(
+        during.accepted.is_empty(),
+        "accepted with the ISR too small: {:?}",
+        during.accepted
+    );
     assert!(during.other.is_empty(), "{:?}", during.other);
-    assert!(!during.unavailable.is_empty(), "no request was answered during the fault");
-    assert!(!after.accepted.is_empty(), "nothing accepted after the broker came back");
-    assert!(lost.is_empty(), "answered 2xx but not in the topic: {lost:?}");
+    assert!(
+        !during.unavailable.is_empty(),
+        "no request was answered during the fault"
+    );
+    assert!(
+        !after.accepted.is_empty(),
+        "nothing accepted after the broker came back"
+    );
+    assert!(
+        lost.is_empty(),
+        "answered 2xx but not in the topic: {lost:?}"
+    );
 }
