@@ -5,6 +5,8 @@ SHELL := /usr/bin/env bash
 
 # Extra arguments for dev-up/dev-down, e.g. `make dev-down ARGS=--purge`.
 ARGS ?=
+# `make dev-up BROKERS=3` is `make dev-up ARGS="--brokers 3"`: a three-broker Kafka cluster.
+BROKERS ?=
 
 .PHONY: help provision dev-up dev-down dev-status test fmt lint
 
@@ -15,7 +17,7 @@ provision: ## Build or fetch every part of the local stack into the cache.
 	hack/provision.sh
 
 dev-up: ## Start Kafka and the Kubernetes control plane on loopback (idempotent); then `. .dev/env`.
-	hack/dev-up.sh $(ARGS)
+	hack/dev-up.sh $(if $(BROKERS),--brokers $(BROKERS)) $(ARGS)
 
 dev-down: ## Stop what dev-up started (ARGS=--purge also deletes the stack's state).
 	hack/dev-down.sh $(ARGS)

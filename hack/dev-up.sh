@@ -3,10 +3,15 @@
 # control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) with kwok
 # playing one Ready node. Provisions what the cache lacks first (hack/provision.sh).
 #
+# --brokers 3: Kafka as a three-node KRaft cluster instead (every node controller and
+# broker, replication factor 3, min.insync.replicas 2), broker 3 in its own network
+# namespace so that hack/kafka-fault.sh can cut it off (needs root; see hack/lib.sh). The
+# count sticks to the checkout until `make dev-down` of the whole stack.
+#
 # Idempotent: a component that already runs (per .dev/pids) is reused, not restarted.
 # Writes .dev/env (source it), .dev/kubeconfig, logs under .dev/logs/.
 #
-# Usage: hack/dev-up.sh [kafka|k8s ...]   (default: both; k8s = control plane + kwok)
+# Usage: hack/dev-up.sh [--brokers 1|3] [kafka|k8s ...]   (default: both; k8s = control plane + kwok)
 set -euo pipefail
 # shellcheck source=hack/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -24,7 +29,7 @@ write_env() {
   cat >"$EC_DEV_DIR/env" <<EOF
 # Written by hack/dev-up.sh: source it (. .dev/env) to use the local stack.
 export KUBECONFIG="$EC_DEV_DIR/kubeconfig"
-export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+export KAFKA_BOOTSTRAP="$(kafka_bootstrap)"
 export EC_DEV_DIR="$EC_DEV_DIR"
 # Our kubectl ($K8S_VERSION), helm and kwok first on PATH, once.
 $(kafka_security_env)
@@ -51,6 +56,21 @@ kafka_tool() {
 kafka_ready() {
   port_open "$KAFKA_PORT" &&
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list
+}
+
+# kafka_jvm NAME CONFIG [PREFIX...]: start one broker JVM in the background, tracked as
+# NAME. PREFIX runs it (e.g. inside a network namespace).
+kafka_jvm() {
+  local name="$1" conf="$2"
+  shift 2
+  # Heap 128..512 MiB: the issue caps it at 512 MiB, and a test broker needs far less.
+  # G1 with short pauses as in Kafka's own start script.
+  start_bg "$name" "$conf" "$@" \
+    java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    -Djava.awt.headless=true -Dkafka.logs.dir="$EC_LOG_DIR" \
+    -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2.properties" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$conf"
+  STARTED+=("$name")
 }
 
 start_kafka() {
@@ -80,14 +100,99 @@ start_kafka() {
       die "formatting Kafka's storage failed (log: .dev/logs/kafka.log)" "make dev-down ARGS=--purge, then make dev-up"
     kafka_scram_fingerprint >"$KAFKA_DATA/$KAFKA_SCRAM_MARKER_NAME"
   fi
-  # Heap 128..512 MiB: the issue caps it at 512 MiB, and a test broker needs far less.
-  # G1 with short pauses as in Kafka's own start script.
-  start_bg kafka "$KAFKA_CONF_DIR/server.properties" \
-    java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
-    -Djava.awt.headless=true -Dkafka.logs.dir="$EC_LOG_DIR" \
-    -Dlog4j2.configurationFile="file:$EC_ROOT/hack/kafka/log4j2.properties" \
-    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_CONF_DIR/server.properties"
-  STARTED+=(kafka)
+  kafka_jvm kafka "$KAFKA_CONF_DIR/server.properties"
+}
+
+# ---------------------------------------------------------------- the three-broker cluster
+
+KAFKA_CLUSTER_DATA="$EC_DATA_DIR/kafka-cluster"
+
+# kafka_node_ports N: broker N's client and controller ports.
+kafka_node_ports() {
+  case "$1" in
+    1) echo "$KAFKA_PORT $KAFKA_CONTROLLER_PORT" ;;
+    2) echo "$KAFKA2_PORT $KAFKA2_CONTROLLER_PORT" ;;
+    3) echo "$KAFKA3_PORT $KAFKA3_CONTROLLER_PORT" ;;
+  esac
+}
+kafka_node_host() { if [ "$1" = 3 ]; then echo "$KAFKA_NET_NS"; else echo "$KAFKA_NET_HOST"; fi; }
+
+# kafka_net_up: the network namespace of broker 3 and the veth pair joining it to the host
+# (see hack/lib.sh). Idempotent.
+kafka_net_up() {
+  command -v ip >/dev/null 2>&1 || die "ip is not on PATH (the cluster puts broker 3 in a network namespace)" "apt-get install -y iproute2"
+  local fix="run dev-up as root (or with CAP_NET_ADMIN and CAP_SYS_ADMIN); one broker needs none: make dev-up"
+  if ! ip netns list | grep -qw "$KAFKA_NETNS"; then
+    ip netns add "$KAFKA_NETNS" 2>>"$EC_LOG_DIR/kafka-net.log" ||
+      die "cannot create the network namespace $KAFKA_NETNS (log: .dev/logs/kafka-net.log)" "$fix"
+  fi
+  if ! ip link show "$KAFKA_VETH_HOST" >/dev/null 2>&1; then
+    ip link add "$KAFKA_VETH_HOST" type veth peer name "$KAFKA_VETH_NS" netns "$KAFKA_NETNS" 2>>"$EC_LOG_DIR/kafka-net.log" ||
+      die "cannot create the veth pair $KAFKA_VETH_HOST/$KAFKA_VETH_NS (log: .dev/logs/kafka-net.log)" "$fix"
+  fi
+  ip addr replace "$KAFKA_NET_HOST/30" dev "$KAFKA_VETH_HOST"
+  ip link set "$KAFKA_VETH_HOST" up
+  ip -n "$KAFKA_NETNS" addr replace "$KAFKA_NET_NS/30" dev "$KAFKA_VETH_NS"
+  ip -n "$KAFKA_NETNS" link set lo up
+  ip -n "$KAFKA_NETNS" link set "$KAFKA_VETH_NS" up
+}
+
+# kafka_node_conf N VOTERS: write broker N's configuration (server.properties with the
+# keys of cluster.properties replaced) and print its path.
+kafka_node_conf() {
+  local n="$1" voters="$2" port cport host conf
+  read -r port cport < <(kafka_node_ports "$n")
+  host="$(kafka_node_host "$n")"
+  conf="$KAFKA_CONF_DIR/cluster-$n.properties"
+  mkdir -p "$KAFKA_CLUSTER_DATA/$n"
+  awk -F= 'NR == FNR { if ($0 !~ /^#/ && NF > 1) over[$1] = 1; next }
+    !($1 in over) { print }' "$EC_ROOT/hack/kafka/cluster.properties" "$EC_ROOT/hack/kafka/server.properties" |
+    cat - "$EC_ROOT/hack/kafka/cluster.properties" |
+    sed -e "s|@NODE_ID@|$n|g" -e "s|@QUORUM_VOTERS@|$voters|g" -e "s|@HOST@|$host|g" \
+      -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$cport|g" -e "s|@DATA_DIR@|$KAFKA_CLUSTER_DATA/$n|g" >"$conf"
+  echo "$conf"
+}
+
+start_kafka_cluster() {
+  local n port cport voters="" conf name cluster_id
+  for n in 1 2 3; do
+    read -r port cport < <(kafka_node_ports "$n")
+    voters="$voters${voters:+,}$n@$(kafka_node_host "$n"):$cport"
+  done
+  need_java
+  kafka_net_up
+  mkdir -p "$KAFKA_CONF_DIR" "$KAFKA_CLUSTER_DATA"
+  [ -f "$KAFKA_CLUSTER_DATA/cluster-id" ] || kafka_tool kafka.tools.StorageTool random-uuid >"$KAFKA_CLUSTER_DATA/cluster-id"
+  read -r cluster_id <"$KAFKA_CLUSTER_DATA/cluster-id"
+  for n in 1 2 3; do
+    name="$(kafka_component "$n")"
+    if running "$name"; then
+      REUSED+=("$name")
+      continue
+    fi
+    conf="$(kafka_node_conf "$n" "$voters")"
+    if [ ! -f "$KAFKA_CLUSTER_DATA/$n/meta.properties" ]; then
+      kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" >>"$EC_LOG_DIR/$name.log" 2>&1 ||
+        die "formatting broker $n's storage failed (log: .dev/logs/$name.log)" "make dev-down ARGS=--purge, then make dev-up ARGS='--brokers 3'"
+    fi
+    if [ "$n" = 3 ]; then
+      kafka_jvm "$name" "$conf" ip netns exec "$KAFKA_NETNS"
+    else
+      kafka_jvm "$name" "$conf"
+    fi
+  done
+}
+
+# kafka_cluster_ready: every broker accepts connections and the cluster lists all three as
+# registered and unfenced.
+kafka_cluster_ready() {
+  local n addr
+  for n in 1 2 3; do
+    addr="$(kafka_broker_addr "$n")"
+    port_open "${addr##*:}" "${addr%:*}" || return 1
+  done
+  [ "$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$(kafka_bootstrap)" |
+    grep -c 'isFenced: false')" = 3 ]
 }
 
 # ---------------------------------------------------------------- PKI and kubeconfigs
@@ -310,6 +415,13 @@ preflight() {
     require_port_free "kafka (controller)" "$KAFKA_CONTROLLER_PORT" EC_KAFKA_CONTROLLER_PORT
     require_kafka_secured_ports_free
   fi
+  if [ "$want_kafka" = 1 ] && [ "$(kafka_brokers)" = 3 ]; then
+    if ! running kafka-2; then
+      require_port_free kafka-2 "$KAFKA2_PORT" EC_KAFKA2_PORT
+      require_port_free "kafka-2 (controller)" "$KAFKA2_CONTROLLER_PORT" EC_KAFKA2_CONTROLLER_PORT
+    fi
+    # Broker 3 listens inside its own network namespace: no host port to check.
+  fi
   [ "$want_k8s" = 1 ] || return 0
   if ! running etcd; then
     require_port_free etcd "$ETCD_PORT" EC_ETCD_PORT
@@ -321,16 +433,45 @@ preflight() {
   running kwok || require_port_free kwok "$KWOK_PORT" EC_KWOK_PORT
 }
 
+# set_brokers N: make N (1 or 3) the broker count of this checkout's Kafka, unless brokers of
+# another count run.
+set_brokers() {
+  local want="$1" have b
+  have="$(kafka_brokers)"
+  case "$want" in
+    1 | 3) ;;
+    *) die "--brokers must be 1 or 3, not '$want'" "use: hack/dev-up.sh --brokers 3" ;;
+  esac
+  if [ "$want" != "$have" ]; then
+    for b in kafka kafka-2 kafka-3; do
+      running "$b" && die "Kafka runs here with $have broker(s), not $want" \
+        "stop it first: hack/dev-down.sh kafka (then dev-up again)"
+    done
+  fi
+  mkdir -p "$(dirname "$EC_KAFKA_BROKERS_FILE")"
+  echo "$want" >"$EC_KAFKA_BROKERS_FILE"
+}
+
 main() {
-  local groups=("$@") g start want_kafka=0 want_k8s=0
+  local groups=() g start want_kafka=0 want_k8s=0 brokers=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --brokers) brokers="${2:-}" && shift ;;
+      --brokers=*) brokers="${1#--brokers=}" ;;
+      *) groups+=("$1") ;;
+    esac
+    shift
+  done
   [ ${#groups[@]} -gt 0 ] || groups=(kafka k8s)
   for g in "${groups[@]}"; do
     case "$g" in
       kafka) want_kafka=1 ;;
       k8s) want_k8s=1 ;;
-      *) die "unknown component group '$g'" "use: hack/dev-up.sh [kafka] [k8s]" ;;
+      *) die "unknown component group '$g'" "use: hack/dev-up.sh [--brokers 1|3] [kafka] [k8s]" ;;
     esac
   done
+  # Without --brokers: the count this checkout's Kafka last ran with (see kafka_brokers).
+  [ $want_kafka = 0 ] || set_brokers "${brokers:-$(kafka_brokers)}"
   start="$(now_s)"
   preflight "$want_kafka" "$want_k8s"
   command -v curl >/dev/null 2>&1 || die "curl is not on PATH (readiness checks use it)" "apt-get install -y curl"
@@ -350,9 +491,17 @@ main() {
   gen_kafka_pki
   write_env
   # Kafka's JVM starts in the background while the control plane comes up.
-  [ $want_kafka = 0 ] || start_kafka
+  if [ $want_kafka = 1 ] && [ "$(kafka_brokers)" = 3 ]; then
+    start_kafka_cluster
+  elif [ $want_kafka = 1 ]; then
+    start_kafka
+  fi
   [ $want_k8s = 0 ] || up_k8s
-  if [ $want_kafka = 1 ]; then
+  # The secured listeners (and their SCRAM users) are the single broker's; the three-broker
+  # cluster speaks PLAINTEXT only.
+  if [ $want_kafka = 1 ] && [ "$(kafka_brokers)" = 3 ]; then
+    wait_until kafka "$READY_TIMEOUT_S" kafka_cluster_ready
+  elif [ $want_kafka = 1 ]; then
     wait_until kafka "$READY_TIMEOUT_S" kafka_ready
     ensure_scram_users "$KAFKA_DATA"
   fi

@@ -22,7 +22,7 @@ need_java
 args=("$@")
 case " ${args[*]} " in
   *" --bootstrap-server "*) ;;
-  *) args=(--bootstrap-server "${KAFKA_BOOTSTRAP:-127.0.0.1:$KAFKA_PORT}" "${args[@]}") ;;
+  *) args=(--bootstrap-server "${KAFKA_BOOTSTRAP:-$(kafka_bootstrap)}" "${args[@]}") ;;
 esac
 # A small heap and the C1 compiler only: these tools run for seconds.
 exec java -Xmx256m -XX:TieredStopAtLevel=1 \

@@ -47,8 +47,68 @@ KCM_PORT="${EC_KCM_PORT:-10257}"
 SCHEDULER_PORT="${EC_SCHEDULER_PORT:-10259}"
 KWOK_PORT="${EC_KWOK_PORT:-10247}"
 
-# The stack's components in start order; dev-down stops them in reverse.
+# Brokers 2 and 3 of the three-broker cluster (`hack/dev-up.sh --brokers 3`). Their own
+# defaults, away from the single broker's 9092/9093, so that a cluster and a single-broker
+# stack of another checkout never fight over a port.
+KAFKA2_PORT="${EC_KAFKA2_PORT:-9192}"
+KAFKA2_CONTROLLER_PORT="${EC_KAFKA2_CONTROLLER_PORT:-9193}"
+KAFKA3_PORT="${EC_KAFKA3_PORT:-9292}"
+KAFKA3_CONTROLLER_PORT="${EC_KAFKA3_CONTROLLER_PORT:-9293}"
+
+# How many brokers Kafka runs with in this checkout: dev-up writes it, `dev-down` of the
+# whole stack removes it, so that stopping and starting Kafka alone (as the chaos run does)
+# keeps a cluster a cluster while a fresh `make dev-up` is one broker again.
+EC_KAFKA_BROKERS_FILE="$EC_DEV_DIR/kafka/brokers"
+kafka_brokers() {
+  local n=1
+  [ ! -f "$EC_KAFKA_BROKERS_FILE" ] || read -r n <"$EC_KAFKA_BROKERS_FILE" || n=1
+  echo "${n:-1}"
+}
+
+# The cluster's network: broker 3 runs in its own network namespace, joined to the host by
+# a veth pair, so that its link can be cut (hack/kafka-fault.sh cut). Brokers 1 and 2 listen
+# on the host end, broker 3 on the namespace end. The addresses come from the benchmarking
+# range 198.18.0.0/15 (RFC 2544) only: one /30 per checkout, picked by its Kafka port so that
+# two checkouts' clusters never share one. Names carry the port for the same reason.
+KAFKA_NETNS="eckafka-$KAFKA_PORT"
+KAFKA_VETH_HOST="eck${KAFKA_PORT}h"
+KAFKA_VETH_NS="eck${KAFKA_PORT}n"
+kafka_net_addr() { # kafka_net_addr HOST_OFFSET: 1 = host end, 2 = namespace end
+  local off=$(((KAFKA_PORT % 32768) * 4 + $1))
+  echo "198.$((18 + off / 65536)).$(((off / 256) % 256)).$((off % 256))"
+}
+KAFKA_NET_HOST="$(kafka_net_addr 1)"
+KAFKA_NET_NS="$(kafka_net_addr 2)"
+
+# kafka_broker_addr N: host:port clients reach broker N at (N = 1 is the single broker in
+# one-broker mode).
+kafka_broker_addr() {
+  if [ "$(kafka_brokers)" = 1 ]; then
+    echo "127.0.0.1:$KAFKA_PORT"
+    return
+  fi
+  case "$1" in
+    1) echo "$KAFKA_NET_HOST:$KAFKA_PORT" ;;
+    2) echo "$KAFKA_NET_HOST:$KAFKA2_PORT" ;;
+    3) echo "$KAFKA_NET_NS:$KAFKA3_PORT" ;;
+  esac
+}
+
+# kafka_bootstrap: the comma-separated list of every broker (what $KAFKA_BOOTSTRAP holds).
+kafka_bootstrap() {
+  local n b out=""
+  n="$(kafka_brokers)"
+  for b in $(seq 1 "$n"); do out="$out${out:+,}$(kafka_broker_addr "$b")"; done
+  echo "$out"
+}
+
+# kafka_component N: the name broker N's process is tracked under (.dev/pids, logs).
+kafka_component() { if [ "$1" = 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+
+# The stack's components in start order; dev-down stops them in reverse. Brokers 2 and 3
+# belong to it while the checkout runs a cluster.
 EC_COMPONENTS=(kafka etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+[ "$(kafka_brokers)" = 1 ] || EC_COMPONENTS=(kafka kafka-2 kafka-3 etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 export GOTOOLCHAIN=local
 
@@ -104,9 +164,10 @@ debian_mirror() {
   printf '%s' "$uri"
 }
 
-# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+# port_open PORT [HOST]: true when something accepts TCP connections on HOST:PORT
+# (127.0.0.1 unless given).
 port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 # require_port_free NAME PORT VAR: die unless PORT is free to listen on.
@@ -165,6 +226,8 @@ stop() {
     return 0
   fi
   pid="$(running_pid "$name")"
+  # A broker hung by hack/kafka-fault.sh (SIGSTOP) must run again to hear the TERM.
+  kill -CONT "$pid" 2>/dev/null || true
   kill -TERM "$pid" 2>/dev/null || true
   # 20 s: Kafka's controlled shutdown and etcd's snapshot finish well within it here.
   local deadline=$(($(now_s) + 20))

@@ -11,6 +11,9 @@
 //! * [`dlq_outage`] — the dead-letter topic is missing for a while: no committed offset may
 //!   pass a poison message that is not dead-lettered yet, and nothing is lost once it
 //!   exists.
+//! * On the three-broker cluster, `broker_faults` adds real broker faults to [`run`]
+//!   ([`crate::faults`]: partition leaders killed, a broker hung, broker 3 cut off, the DLQ's
+//!   leader killed), and [`crate::chaos_isr::isr_too_small`] makes every output write fail.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::faults::{BrokerFaults, FaultDriver, FaultLog, FaultTopics};
 use crate::{kafka, orders, proc};
 
 /// Settings of one chaos run.
@@ -39,6 +43,8 @@ pub struct Config {
     pub timeout: Duration,
     pub log_dir: PathBuf,
     pub seed: u64,
+    /// Broker faults of the three-broker cluster (none by default).
+    pub broker_faults: BrokerFaults,
 }
 
 /// What a chaos run found.
@@ -62,6 +68,10 @@ pub struct Report {
     pub committed_past_failure: u64,
     /// DLQ outage only: samples of committed offsets taken while the DLQ was missing.
     pub outage_samples: u64,
+    /// Broker faults that fired, one line each.
+    pub faults: FaultLog,
+    /// Planned broker faults that did not fire before the run ended.
+    pub faults_unfired: usize,
 }
 
 impl Report {
@@ -86,9 +96,16 @@ impl Report {
         ];
         if self.outage_samples > 0 {
             out.push(format!(
-                "DLQ outage: {} committed-offset samples, {} past an undelivered failure",
+                "outage: {} committed-offset samples, {} past a record without an acknowledged outcome",
                 self.outage_samples, self.committed_past_failure
             ));
+        }
+        if !self.faults.lines.is_empty() {
+            out.push(format!(
+                "broker faults: {} leader kill -9, {} hung, {} cut off ({} planned not fired)",
+                self.faults.leader_kills, self.faults.hangs, self.faults.cuts, self.faults_unfired
+            ));
+            out.extend(self.faults.lines.iter().map(|l| format!("  {l}")));
         }
         if !self.lost_examples.is_empty() {
             out.push(format!("first lost: {:?}", self.lost_examples));
@@ -97,15 +114,15 @@ impl Report {
     }
 }
 
-struct Topics {
-    input: String,
-    output: String,
-    dlq: String,
-    group: String,
+pub(crate) struct Topics {
+    pub(crate) input: String,
+    pub(crate) output: String,
+    pub(crate) dlq: String,
+    pub(crate) group: String,
 }
 
 impl Topics {
-    fn new(tag: &str) -> Topics {
+    pub(crate) fn new(tag: &str) -> Topics {
         let t = crate::now_millis();
         Topics {
             input: format!("chaos.{tag}.{t}"),
@@ -117,7 +134,7 @@ impl Topics {
 }
 
 /// The worker processes of the group.
-struct Workers<'a> {
+pub(crate) struct Workers<'a> {
     cfg: &'a Config,
     topics: &'a Topics,
     running: Vec<Child>,
@@ -127,7 +144,7 @@ struct Workers<'a> {
 
 impl<'a> Workers<'a> {
     /// No worker running yet.
-    fn new(cfg: &'a Config, topics: &'a Topics) -> Workers<'a> {
+    pub(crate) fn new(cfg: &'a Config, topics: &'a Topics) -> Workers<'a> {
         Workers {
             cfg,
             topics,
@@ -137,7 +154,7 @@ impl<'a> Workers<'a> {
         }
     }
 
-    fn start(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
         self.started += 1;
         let log = self
             .cfg
@@ -170,7 +187,7 @@ impl<'a> Workers<'a> {
     }
 
     /// Reaps workers that exited on their own and fails if one failed.
-    fn check(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check(&mut self) -> anyhow::Result<()> {
         for c in &mut self.running {
             if let Some(status) = c.try_wait()? {
                 anyhow::bail!(
@@ -224,7 +241,11 @@ impl Drop for Workers<'_> {
 }
 
 /// Committed progress of the group: (committed messages, total), summed over partitions.
-fn progress(cfg: &Config, t: &Topics, ends: &[(i64, i64)]) -> anyhow::Result<(i64, i64)> {
+pub(crate) fn progress(
+    cfg: &Config,
+    t: &Topics,
+    ends: &[(i64, i64)],
+) -> anyhow::Result<(i64, i64)> {
     let committed = kafka::committed(&cfg.bootstrap, &t.group, &t.input, cfg.partitions)?;
     let mut done = 0;
     let mut total = 0;
@@ -237,9 +258,18 @@ fn progress(cfg: &Config, t: &Topics, ends: &[(i64, i64)]) -> anyhow::Result<(i6
     Ok((done, total))
 }
 
-fn preload(cfg: &Config, t: &Topics, create_dlq: bool) -> anyhow::Result<Vec<(i64, i64)>> {
+/// Creates the topics (the output one unless `create_output` is false: the caller made it)
+/// and writes the orders.
+pub(crate) fn preload(
+    cfg: &Config,
+    t: &Topics,
+    create_dlq: bool,
+    create_output: bool,
+) -> anyhow::Result<Vec<(i64, i64)>> {
     kafka::create_topic(&cfg.bootstrap, &t.input, cfg.partitions, false)?;
-    kafka::create_topic(&cfg.bootstrap, &t.output, cfg.partitions, false)?;
+    if create_output {
+        kafka::create_topic(&cfg.bootstrap, &t.output, cfg.partitions, false)?;
+    }
     if create_dlq {
         kafka::create_topic(&cfg.bootstrap, &t.dlq, 1, false)?;
     }
@@ -251,7 +281,7 @@ fn preload(cfg: &Config, t: &Topics, create_dlq: bool) -> anyhow::Result<Vec<(i6
     kafka::watermarks(&cfg.bootstrap, &t.input)
 }
 
-fn is_poison(cfg: &Config, seq: u64) -> bool {
+pub(crate) fn is_poison(cfg: &Config, seq: u64) -> bool {
     cfg.poison_every > 0 && seq % cfg.poison_every == cfg.poison_every - 1
 }
 
@@ -307,7 +337,7 @@ fn verify(cfg: &Config, t: &Topics, report: &mut Report) -> anyhow::Result<()> {
 
 /// Restarts the local stack's broker through hack/ (the scripts that started it).
 /// Ends a scenario: stops the workers, checks every sequence number, drops the topics.
-fn finish(
+pub(crate) fn finish(
     cfg: &Config,
     topics: &Topics,
     mut workers: Workers<'_>,
@@ -343,7 +373,14 @@ const POLL: Duration = Duration::from_millis(500);
 pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&cfg.log_dir)?;
     let topics = Topics::new("run");
-    let ends = preload(cfg, &topics, true)?;
+    let ends = preload(cfg, &topics, true, true)?;
+    let mut faults = FaultDriver::new(&cfg.broker_faults);
+    let fault_topics = FaultTopics {
+        input: &topics.input,
+        output: &topics.output,
+        dlq: &topics.dlq,
+        partitions: cfg.partitions,
+    };
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut report = Report::default();
     let started = Instant::now();
@@ -391,6 +428,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
             report.broker_restarts += 1;
             restarted = true;
         }
+        faults.tick(f, &cfg.bootstrap, &fault_topics, &mut rng)?;
         if !scaled_down && f >= 0.9 {
             while workers.running.len() > 1 {
                 workers.stop_one()?;
@@ -401,6 +439,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         std::thread::sleep(POLL);
     }
     report.elapsed = started.elapsed();
+    faults.finish()?;
+    report.faults_unfired = faults.unfired();
+    report.faults = std::mem::take(&mut faults.log);
     finish(cfg, &topics, workers, report)
 }
 
@@ -409,7 +450,7 @@ pub fn dlq_outage(cfg: &Config, outage: Duration) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&cfg.log_dir)?;
     anyhow::ensure!(cfg.poison_every > 0, "the DLQ outage needs poison messages");
     let topics = Topics::new("dlqout");
-    let ends = preload(cfg, &topics, false)?;
+    let ends = preload(cfg, &topics, false, true)?;
     // The first poison offset of each partition: no commit may pass it during the outage.
     let mut first_poison: HashMap<i32, i64> = HashMap::new();
     kafka::read_all(&cfg.bootstrap, &[&topics.input], |r| {

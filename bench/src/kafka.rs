@@ -22,7 +22,8 @@ fn admin(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
         .create()?)
 }
 
-/// Creates `topic` with `partitions` (replication 1); an existing topic is an error unless
+/// Creates `topic` with `partitions` and the broker's default replication factor (1 on the
+/// single local broker, 3 on the three-broker cluster); an existing topic is an error unless
 /// `exist_ok`.
 pub fn create_topic(
     bootstrap: &str,
@@ -33,7 +34,11 @@ pub fn create_topic(
     let admin = admin(bootstrap)?;
     let opts = AdminOptions::new().operation_timeout(Some(ROUND_TRIP));
     let results = futures::executor::block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &[NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(-1),
+        )],
         &opts,
     ))?;
     for r in results {

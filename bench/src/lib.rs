@@ -18,7 +18,9 @@
 #![forbid(unsafe_code)]
 
 pub mod chaos;
+pub mod chaos_isr;
 pub mod contenders;
+pub mod faults;
 pub mod kafka;
 pub mod machine;
 pub mod metrics;

@@ -41,6 +41,7 @@ fn config(messages: u64, kills: u32, tag: &str) -> chaos::Config {
         timeout: Duration::from_secs(240),
         log_dir: std::env::temp_dir().join(testkit::unique_name(tag)),
         seed: 3,
+        broker_faults: eventconsumer_bench::faults::BrokerFaults::default(),
     }
 }
 

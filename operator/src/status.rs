@@ -120,6 +120,10 @@ pub fn compute(
         // Kafka-side observations are owned by the observer; keep what was last written.
         lag: ec.status.as_ref().and_then(|s| s.lag.clone()),
         dead_letters: ec.status.as_ref().and_then(|s| s.dead_letters),
+        dead_letters_error: ec
+            .status
+            .as_ref()
+            .and_then(|s| s.dead_letters_error.clone()),
         autoscaling: ec.status.as_ref().and_then(|s| s.autoscaling.clone()),
     }
 }
@@ -136,6 +140,7 @@ pub fn reconciler_part(status: &EventConsumerStatus) -> EventConsumerStatus {
             .collect(),
         lag: None,
         dead_letters: None,
+        dead_letters_error: None,
         autoscaling: None,
         ..status.clone()
     }

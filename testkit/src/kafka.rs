@@ -12,19 +12,35 @@ use rdkafka::types::RDKafkaErrorCode;
 /// How long [`create_topic`] waits for the topic to have a leader for every partition.
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Creates topic `name` with `partitions` partitions (replication factor 1: the local
-/// broker is alone) and returns once every partition has a leader, so the topic is
+/// Creates topic `name` with `partitions` partitions and the broker's default replication
+/// factor (1 on the single local broker, 3 on the three-broker cluster) and returns once every partition has a leader, so the topic is
 /// usable at once. A topic that already exists with that name is accepted as it is.
 ///
 /// # Panics
 /// When the broker cannot be reached, refuses the topic, or the topic has no leaders
 /// after 30 s.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with(bootstrap, name, partitions, &[]).await;
+}
+
+/// [`create_topic`] with topic configs, such as `("min.insync.replicas", "3")`.
+///
+/// # Panics
+/// As [`create_topic`].
+pub async fn create_topic_with(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap_or_else(|e| panic!("cannot create a Kafka admin client for {bootstrap}: {e}"));
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics([&topic], &opts)

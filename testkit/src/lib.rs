@@ -4,8 +4,9 @@
 //! Kubernetes API server through `$KUBECONFIG`) and never let a test skip silently: when
 //! the stack is absent they panic with the command that starts it.
 //!
-//! Features: `kafka` adds [`create_topic`]; `kube` adds [`kube_client`]; `acl` adds [`acl`]
-//! (grant and revoke ACLs on the local broker).
+//! Features: `kafka` adds [`create_topic`] and [`faults`] (broker faults of the three-broker
+//! cluster); `kube` adds [`kube_client`]; `acl` adds [`acl`] (grant and revoke ACLs on the
+//! local broker).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -107,7 +108,9 @@ where
 #[cfg(feature = "kafka")]
 mod kafka;
 #[cfg(feature = "kafka")]
-pub use kafka::create_topic;
+pub use kafka::{create_topic, create_topic_with};
+#[cfg(feature = "kafka")]
+pub mod faults;
 #[cfg(feature = "kafka")]
 pub mod secure;
 

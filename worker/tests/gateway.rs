@@ -3,98 +3,24 @@
 //! it, and reads back what reached the broker. Without the stack the tests fail saying
 //! how to start it; none skips.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use eventconsumer_worker::events::{OrderPlaced, UserEvent};
 use eventconsumer_worker::gateway::{
-    CHECKOUT_PATH, CheckoutAccepted, EVENTS_PATH, ErrorBody, Gateway, GatewaySettings,
-    producer_config,
+    CHECKOUT_PATH, CheckoutAccepted, EVENTS_PATH, ErrorBody, GatewaySettings,
 };
-use eventconsumer_worker::http::{self, Readiness};
-use eventconsumer_worker::kafka::KafkaArgs;
-use prometheus_client::registry::Registry;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use tokio_util::sync::CancellationToken;
+use support::Running;
 
 /// Partitions of each test topic: more than one, so keying actually decides something.
 const PARTITIONS: i32 = 3;
 /// How long a test waits for a record to come back or the gateway to become ready: far
 /// above what a local broker needs, so only a real failure trips it.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A gateway serving on an ephemeral loopback port, stopped when dropped.
-struct Running {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    http: reqwest::Client,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Running {
-    async fn start(bootstrap: &str, settings: GatewaySettings) -> Running {
-        let producer = producer_config(
-            KafkaArgs::plaintext(bootstrap)
-                .client_config()
-                .expect("plaintext settings"),
-            settings.publish_timeout,
-        )
-        .create()
-        .expect("a producer");
-        let mut registry = Registry::default();
-        let gateway = Gateway::new(producer, settings, &mut registry);
-        let readiness = Arc::new(Readiness::default());
-        let shutdown = CancellationToken::new();
-        gateway.watch_readiness(readiness.clone(), shutdown.clone());
-        let (addr, _server) = http::serve(
-            "127.0.0.1:0".parse().expect("an address"),
-            gateway.app(Arc::new(registry), readiness),
-            shutdown.clone(),
-        )
-        .await
-        .expect("the gateway listens");
-        Running {
-            addr,
-            shutdown,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn post(&self, path: &str, content_type: &str, body: String) -> reqwest::Response {
-        self.http
-            .post(format!("http://{}{path}", self.addr))
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("the gateway answers")
-    }
-
-    async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
-        self.post(path, "application/json", body.to_owned()).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.addr))
-            .send()
-            .await
-            .expect("the gateway answers");
-        (
-            response.status().as_u16(),
-            response.text().await.expect("a text body"),
-        )
-    }
-}
 
 /// Fresh topics for one test, created on the real broker.
 async fn settings_with_fresh_topics(bootstrap: &str) -> GatewaySettings {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use eventconsumer_bench::{bootstrap, chaos, repo_root, sibling_binary};
+use eventconsumer_bench::faults::BrokerFaults;
+use eventconsumer_bench::{bootstrap, chaos, chaos_isr, repo_root, sibling_binary};
 
 #[derive(Debug, Parser)]
 #[command(about = "Kill workers, restart the broker, rescale; then count every message")]
@@ -43,6 +44,18 @@ struct Args {
     timeout_secs: u64,
     #[arg(long, default_value_t = 6)]
     seed: u64,
+    /// kill -9 of a partition leader (on the three-broker cluster).
+    #[arg(long, default_value_t = 5)]
+    leader_kills: u32,
+    /// SIGSTOPs of a broker, longer than the session timeout (on the three-broker cluster).
+    #[arg(long, default_value_t = 1)]
+    hangs: u32,
+    /// Network cuts of broker 3 (on the three-broker cluster).
+    #[arg(long, default_value_t = 1)]
+    cuts: u32,
+    /// How long the output's ISR is too small in the ISR scenario (on the three-broker cluster; 0: skip).
+    #[arg(long, default_value_t = 45)]
+    isr_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,25 +71,51 @@ fn main() -> anyhow::Result<()> {
     let log_dir = repo_root()
         .join("target/chaos-logs")
         .join(eventconsumer_bench::now_millis().to_string());
+    let bootstrap = bootstrap()?;
+    // On the three-broker cluster (`make dev-up ARGS="--brokers 3"`): broker faults instead
+    // of the broker restart, and the DLQ-leader and ISR-too-small scenarios.
+    let cluster =
+        testkit::faults::bootstrap_brokers(&bootstrap) == testkit::faults::CLUSTER_BROKERS;
     let base = chaos::Config {
-        bootstrap: bootstrap()?,
+        bootstrap,
         worker_bin,
         messages: args.messages,
         partitions: args.partitions,
         kills: args.kills,
-        broker_restart: !args.no_broker_restart,
+        broker_restart: !args.no_broker_restart && !cluster,
         rescale: true,
         poison_every: args.poison_every,
         timeout: Duration::from_secs(args.timeout_secs),
         log_dir: log_dir.clone(),
         seed: args.seed,
+        broker_faults: if cluster {
+            BrokerFaults {
+                leader_kills: args.leader_kills,
+                hangs: args.hangs,
+                cuts: args.cuts,
+                ..BrokerFaults::default()
+            }
+        } else {
+            BrokerFaults::default()
+        },
     };
+
     println!("worker logs: {}", log_dir.display());
     let mut failed = false;
     if !args.only_outage {
         println!(
-            "## chaos: {} messages, {} kills, broker restart: {}, rescale 1 → 3 → 1",
-            base.messages, base.kills, base.broker_restart
+            "## chaos: {} messages, {} kills, broker restart: {}, rescale 1 → 3 → 1{}",
+            base.messages,
+            base.kills,
+            base.broker_restart,
+            if cluster {
+                format!(
+                    ", three brokers: {} leader kills, {} hung, {} cut",
+                    args.leader_kills, args.hangs, args.cuts
+                )
+            } else {
+                String::new()
+            }
         );
         let r = chaos::run(&base)?;
         for l in r.lines() {
@@ -88,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         let cfg = chaos::Config {
             messages: args.outage_messages,
             log_dir: log_dir.join("dlq-outage"),
-            ..base
+            ..base.clone()
         };
         println!(
             "## DLQ outage: {} messages, DLQ topic missing for {}s",
@@ -99,6 +138,47 @@ fn main() -> anyhow::Result<()> {
             println!("{l}");
         }
         failed |= r.lost > 0 || r.committed_past_failure > 0;
+    }
+    if cluster && args.outage_messages > 0 {
+        let cfg = chaos::Config {
+            messages: args.outage_messages,
+            log_dir: log_dir.join("dlq-leader-kill"),
+            kills: 0,
+            rescale: false,
+            // Dense poison, so dead-letter writes are in flight when the leader dies.
+            poison_every: 50,
+            broker_faults: BrokerFaults {
+                dlq_leader_kills: 1,
+                ..BrokerFaults::default()
+            },
+            ..base.clone()
+        };
+        println!(
+            "## DLQ leader killed: {} messages, every 50th poison",
+            cfg.messages
+        );
+        let r = chaos::run(&cfg)?;
+        for l in r.lines() {
+            println!("{l}");
+        }
+        failed |= r.lost > 0 || r.poison_in_output > 0 || r.faults.leader_kills == 0;
+    }
+    if cluster && args.isr_secs > 0 {
+        let cfg = chaos::Config {
+            messages: args.outage_messages.max(1),
+            log_dir: log_dir.join("isr-too-small"),
+            broker_faults: BrokerFaults::default(),
+            ..base.clone()
+        };
+        println!(
+            "## ISR too small: {} messages, output min.insync.replicas=3, one broker down {}s",
+            cfg.messages, args.isr_secs
+        );
+        let r = chaos_isr::isr_too_small(&cfg, Duration::from_secs(args.isr_secs))?;
+        for l in r.lines() {
+            println!("{l}");
+        }
+        failed |= r.lost > 0 || r.committed_past_failure > 0 || r.outage_samples == 0;
     }
     if failed {
         anyhow::bail!("chaos found lost messages or an offset committed past a failure");

@@ -45,6 +45,11 @@ pub struct EventConsumerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<i64>,
 
+    /// Why the latest dead-letter count failed, if it did (a broker or the dead-letter
+    /// topic's leader unreachable): `deadLetters` is then the last count that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters_error: Option<String>,
+
     /// What the autoscaler decided last, when `spec.autoscaling` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,

@@ -19,13 +19,14 @@ pub(super) struct DlqScan {
 }
 
 impl Observer {
-    /// Advances the dead-letter scans of this cluster; the count per (DLQ topic, group).
+    /// Advances the dead-letter scans of this cluster; the count per (DLQ topic, group), or
+    /// why the topic could not be read this round.
     pub(super) async fn count_dead_letters(
         &self,
         access: &KafkaAccess,
         jobs: &[Job],
         marks: &BTreeMap<String, Result<BTreeMap<i32, Watermarks>, KafkaOpError>>,
-    ) -> BTreeMap<(String, String), i64> {
+    ) -> BTreeMap<(String, String), Result<i64, String>> {
         let mut groups_by_topic: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for job in jobs {
             groups_by_topic
@@ -40,11 +41,18 @@ impl Observer {
                 Some(Err(KafkaOpError::TopicMissing { .. })) => {
                     // No dead-letter topic: nothing dead-lettered is retained.
                     for group in groups {
-                        out.insert((topic.clone(), group), 0);
+                        out.insert((topic.clone(), group), Ok(0));
                     }
                     continue;
                 }
-                _ => continue,
+                Some(Err(error)) => {
+                    let error = format!("counting dead letters: {error}");
+                    for group in groups {
+                        out.insert((topic.clone(), group), Err(error.clone()));
+                    }
+                    continue;
+                }
+                None => continue,
             };
             let key = (access.clone(), topic.clone());
             // Plan the reads under the lock, scan without it.
@@ -105,6 +113,10 @@ impl Observer {
                     }
                     Err(error) => {
                         warn!(%topic, %error, "counting dead letters failed");
+                        let error = format!("counting dead letters: {error}");
+                        for group in groups {
+                            out.insert((topic.clone(), group), Err(error.clone()));
+                        }
                         continue;
                     }
                 }
@@ -118,7 +130,7 @@ impl Observer {
                         .values()
                         .filter_map(|p| p.counts.get(group))
                         .sum();
-                    out.insert((topic.clone(), group.clone()), total);
+                    out.insert((topic.clone(), group.clone()), Ok(total));
                 }
             }
         }

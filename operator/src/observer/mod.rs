@@ -136,7 +136,8 @@ struct Job {
 #[derive(Default)]
 struct Measured {
     lag: Option<Result<BTreeMap<Partition, PartitionReading>, String>>,
-    dead_letters: Option<i64>,
+    /// The count, or why it failed this round.
+    dead_letters: Option<Result<i64, String>>,
     /// `Some` in retryTopics mode once the topics were checked: `Err` names the failure.
     retry: Option<Result<(), String>>,
 }
@@ -410,6 +411,7 @@ impl Observer {
                     .map(|job| {
                         let measured = Measured {
                             lag: Some(Err(error.clone())),
+                            dead_letters: Some(Err(error.clone())),
                             ..Default::default()
                         };
                         (job, measured)
@@ -432,7 +434,7 @@ impl Observer {
                             job.valid.delivery.dead_letter_topic.clone(),
                             job.valid.kafka.group_id.clone(),
                         ))
-                        .copied();
+                        .cloned();
                     let measured = Measured {
                         lag,
                         dead_letters,

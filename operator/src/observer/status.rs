@@ -85,8 +85,13 @@ impl Observer {
         } else {
             return;
         };
-        if measured.dead_letters.is_some() {
-            new.dead_letters = measured.dead_letters;
+        match measured.dead_letters {
+            Some(Ok(count)) => {
+                new.dead_letters = Some(count);
+                new.dead_letters_error = None;
+            }
+            Some(Err(error)) => new.dead_letters_error = Some(error),
+            None => {}
         }
         let old_retry = new.retry.clone();
         match &measured.retry {
@@ -139,6 +144,7 @@ impl Observer {
 pub(super) struct ObserverPart {
     pub(super) lag: Option<LagStatus>,
     pub(super) dead_letters: Option<i64>,
+    pub(super) dead_letters_error: Option<String>,
     pub(super) autoscaling: Option<AutoscalingStatus>,
     pub(super) retry: Option<Condition>,
 }
@@ -148,6 +154,7 @@ impl ObserverPart {
         Self {
             lag: status.lag.clone(),
             dead_letters: status.dead_letters,
+            dead_letters_error: status.dead_letters_error.clone(),
             autoscaling: status.autoscaling.clone(),
             retry: status
                 .conditions
@@ -187,6 +194,9 @@ pub(super) async fn write<H: Host>(
     }
     if let Some(dead_letters) = part.dead_letters {
         status.insert("deadLetters".into(), json!(dead_letters));
+    }
+    if let Some(error) = &part.dead_letters_error {
+        status.insert("deadLettersError".into(), json!(error));
     }
     if let Some(autoscaling) = &part.autoscaling {
         status.insert("autoscaling".into(), json!(autoscaling));
