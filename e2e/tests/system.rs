@@ -332,7 +332,7 @@ async fn the_chart_operator_and_workers_run_the_three_use_cases_against_real_kaf
     }
     let chart = workspace_root().join("charts/eventconsumer");
     let helm = HELM.lock().await;
-    apply_chart_crds(&chart);
+    cluster::apply_chart_crds(&chart);
     run_ok(
         "helm",
         &[
@@ -1090,7 +1090,7 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
     cleanup.namespaces.push(ns.clone());
     let chart = workspace_root().join("charts/eventconsumer");
     let helm = HELM.lock().await;
-    apply_chart_crds(&chart);
+    cluster::apply_chart_crds(&chart);
     run_ok(
         "helm",
         &[
@@ -1190,25 +1190,6 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         wrong.is_empty(),
         "RBAC differs from what the operator needs:\n{}",
         wrong.join("\n")
-    );
-}
-
-/// Applies the chart's CRDs, as `make deploy` does before `helm upgrade --install`: Helm
-/// creates CRDs only when they are missing and never updates them, so a CRD left by an older
-/// build would otherwise decide the outcome.
-fn apply_chart_crds(chart: &std::path::Path) {
-    let crds = chart.join("crds");
-    run_ok(
-        "kubectl",
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=eventconsumer-e2e",
-            "-f",
-            crds.to_str().expect("a UTF-8 path"),
-        ],
-        None,
     );
 }
 

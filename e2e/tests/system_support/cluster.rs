@@ -320,3 +320,22 @@ pub fn run_dir(run: &str) -> PathBuf {
         .expect("the test executable lives in <target>/<profile>/deps/");
     target.join("e2e-runs").join(run)
 }
+
+/// Applies the chart's CRDs, as `make deploy` does before `helm upgrade --install`: Helm
+/// creates CRDs only when they are missing and never updates them, so a CRD left by an older
+/// build would otherwise decide the outcome.
+pub fn apply_chart_crds(chart: &std::path::Path) {
+    let crds = chart.join("crds");
+    run_ok(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=eventconsumer-e2e",
+            "-f",
+            crds.to_str().expect("a UTF-8 path"),
+        ],
+        None,
+    );
+}
