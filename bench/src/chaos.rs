@@ -285,19 +285,25 @@ pub(crate) fn is_poison(cfg: &Config, seq: u64) -> bool {
     cfg.poison_every > 0 && seq % cfg.poison_every == cfg.poison_every - 1
 }
 
+/// The order sequence number of a record read back from the output (in its key) or the DLQ
+/// (in the original value).
+pub(crate) fn outcome_seq(r: &kafka::Record<'_>, t: &Topics) -> Option<u64> {
+    if r.topic == t.output {
+        r.key
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(orders::parse_seq_id)
+    } else {
+        r.value.and_then(orders::seq_of_value)
+    }
+}
+
 /// Reads output and DLQ back and counts every sequence number.
 fn verify(cfg: &Config, t: &Topics, report: &mut Report) -> anyhow::Result<()> {
     let n = usize::try_from(cfg.messages)?;
     let mut seen = vec![0u32; n];
     let mut unknown = 0u64;
     kafka::read_all(&cfg.bootstrap, &[&t.output, &t.dlq], |r| {
-        let seq = if r.topic == t.output {
-            r.key
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(orders::parse_seq_id)
-        } else {
-            r.value.and_then(orders::seq_of_value)
-        };
+        let seq = outcome_seq(&r, t);
         match seq.and_then(|s| usize::try_from(s).ok()).filter(|s| *s < n) {
             Some(s) => {
                 seen[s] += 1;

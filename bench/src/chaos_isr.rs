@@ -81,13 +81,7 @@ fn outcomes(cfg: &Config, t: &Topics) -> anyhow::Result<HashSet<u64>> {
 fn read_outcomes(cfg: &Config, t: &Topics) -> anyhow::Result<HashSet<u64>> {
     let mut seen = HashSet::new();
     kafka::read_all(&cfg.bootstrap, &[&t.output, &t.dlq], |r| {
-        let seq = if r.topic == t.output {
-            r.key
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(orders::parse_seq_id)
-        } else {
-            r.value.and_then(orders::seq_of_value)
-        };
+        let seq = crate::chaos::outcome_seq(&r, t);
         if let Some(s) = seq {
             seen.insert(s);
         }

@@ -96,26 +96,14 @@ impl FaultDriver {
                 .collect()
         };
         let mut plan: Vec<(f64, Planned)> = Vec::new();
-        plan.extend(
-            spread(faults.leader_kills, 0.15, 0.85)
-                .into_iter()
-                .map(|f| (f, Planned::LeaderKill)),
-        );
-        plan.extend(
-            spread(faults.dlq_leader_kills, 0.25, 0.75)
-                .into_iter()
-                .map(|f| (f, Planned::DlqLeaderKill)),
-        );
-        plan.extend(
-            spread(faults.hangs, 0.30, 0.80)
-                .into_iter()
-                .map(|f| (f, Planned::Hang)),
-        );
-        plan.extend(
-            spread(faults.cuts, 0.55, 0.90)
-                .into_iter()
-                .map(|f| (f, Planned::Cut)),
-        );
+        for (n, from, to, kind) in [
+            (faults.leader_kills, 0.15, 0.85, Planned::LeaderKill),
+            (faults.dlq_leader_kills, 0.25, 0.75, Planned::DlqLeaderKill),
+            (faults.hangs, 0.30, 0.80, Planned::Hang),
+            (faults.cuts, 0.55, 0.90, Planned::Cut),
+        ] {
+            plan.extend(spread(n, from, to).into_iter().map(|f| (f, kind)));
+        }
         plan.sort_by(|a, b| a.0.total_cmp(&b.0));
         FaultDriver {
             plan,

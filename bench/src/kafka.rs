@@ -109,6 +109,20 @@ pub fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i64, i64)
     Ok(out)
 }
 
+/// The consumer of the raw ceilings (`ceiling`, `samework`), subscribed to `topic`: one
+/// definition, so the two differ only in what they do per message.
+pub fn raw_consumer(bootstrap: &str, group: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
 /// The offsets `group` committed for each partition of `topic` (`None`: nothing committed).
 pub fn committed(
     bootstrap: &str,
@@ -121,11 +135,20 @@ pub fn committed(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
+    committed_by(&c, topic, partitions)
+}
+
+/// [`committed`] through an existing consumer of the group (one connection for many asks).
+pub fn committed_by(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<Option<i64>>> {
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, ROUND_TRIP)?;
+    let got = consumer.committed_offsets(tpl, ROUND_TRIP)?;
     Ok((0..partitions)
         .map(|p| {
             got.find_partition(topic, p).and_then(|e| match e.offset() {

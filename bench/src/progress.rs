@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 /// One broker round trip; generous for a busy 2-core machine.
 const ROUND_TRIP: Duration = Duration::from_secs(10);
@@ -63,30 +62,10 @@ impl GroupProgress {
         })
     }
 
-    fn committed(
-        consumer: &BaseConsumer,
-        topic: &str,
-        partitions: i32,
-    ) -> anyhow::Result<Vec<Option<i64>>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let got = consumer.committed_offsets(tpl, ROUND_TRIP)?;
-        Ok((0..partitions)
-            .map(|p| {
-                got.find_partition(topic, p).and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
     /// Messages of the source committed so far (past the low watermarks).
     pub fn source_committed(&self) -> anyhow::Result<i64> {
         Ok(
-            Self::committed(&self.consumer, &self.source, self.partitions)?
+            crate::kafka::committed_by(&self.consumer, &self.source, self.partitions)?
                 .iter()
                 .zip(&self.low)
                 .map(|(c, low)| c.map_or(0, |c| (c - low).max(0)))
@@ -102,7 +81,7 @@ impl GroupProgress {
             return Ok(false);
         };
         let partitions = i32::try_from(t.partitions().len())?;
-        let committed = Self::committed(consumer, topic, partitions)?;
+        let committed = crate::kafka::committed_by(consumer, topic, partitions)?;
         for (p, c) in (0..partitions).zip(committed) {
             let (low, high) = consumer.fetch_watermarks(topic, p, ROUND_TRIP)?;
             if high > low && c.unwrap_or(low) < high {

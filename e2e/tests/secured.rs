@@ -280,27 +280,79 @@ async fn http_ok(http: &reqwest::Client, url: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
+/// What both tests start with: a namespace holding the credential Secrets (the chart's CRDs
+/// applied first), a run directory, and the cleanup of what the test creates.
+struct Run {
+    plaintext: String,
+    client: Client,
+    ns: String,
+    prefix: String,
+    dir: PathBuf,
+    cleanup: system_support::Cleanup,
+    procs: Processes,
+}
+
+impl Run {
+    async fn start(ns_name: &str, prefix_name: &str) -> Run {
+        let plaintext = testkit::kafka_bootstrap();
+        let client = testkit::kube_client().await;
+        let ns = unique_name(ns_name);
+        let prefix = format!("{}.", unique_name(prefix_name));
+        let dir = cluster::run_dir(&ns);
+        std::fs::create_dir_all(&dir).expect("the run directory");
+        let cleanup = system_support::Cleanup {
+            release: None,
+            namespaces: vec![ns.clone()],
+            topics: Vec::new(),
+            bootstrap: plaintext.clone(),
+        };
+        let procs = Processes::new(dir.join("logs"));
+        cluster::apply_chart_crds(&procs::workspace_root().join("charts/eventconsumer"));
+        cluster::create_namespace(&client, &ns, true).await;
+        create_secrets(&client, &ns).await;
+        Run {
+            plaintext,
+            client,
+            ns,
+            prefix,
+            dir,
+            cleanup,
+            procs,
+        }
+    }
+}
+
+/// The operator, watching `ns` only, measuring every 2 s.
+fn start_operator(procs: &Processes, ns: &str) {
+    let mut cmd = Command::new(&procs::binaries().operator);
+    cmd.args([
+        format!("--namespace={ns}"),
+        "--leader-elect=false".to_owned(),
+        format!("--http-addr=127.0.0.1:{}", free_port()),
+        "--measure-interval=2s".to_owned(),
+    ])
+    .env_clear()
+    .env(
+        "KUBECONFIG",
+        std::env::var("KUBECONFIG").expect("KUBECONFIG of the local stack"),
+    );
+    procs.spawn("operator", cmd);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "fails on its first run (issue 13): the test's copy of the mTLS Secret volume lacks tls.crt"]
 async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_exactly_the_documented_acls()
  {
-    let plaintext = testkit::kafka_bootstrap();
-    let client = testkit::kube_client().await;
-    let ns = unique_name("e2e-secured");
-    let prefix = format!("{}.", unique_name("sec"));
-    let dir = cluster::run_dir(&ns);
-    std::fs::create_dir_all(&dir).expect("the run directory");
-    let mut cleanup = system_support::Cleanup {
-        release: None,
-        namespaces: vec![ns.clone()],
-        topics: Vec::new(),
-        bootstrap: plaintext.clone(),
-    };
-    let procs = Processes::new(dir.join("logs"));
+    let Run {
+        plaintext,
+        client,
+        ns,
+        prefix,
+        dir,
+        mut cleanup,
+        procs,
+    } = Run::start("e2e-secured", "sec").await;
     let http = reqwest::Client::new();
-    cluster::apply_chart_crds(&procs::workspace_root().join("charts/eventconsumer"));
-    cluster::create_namespace(&client, &ns, true).await;
-    create_secrets(&client, &ns).await;
 
     let consumers: Vec<Consumer> = Listener::ALL
         .iter()
@@ -317,20 +369,7 @@ async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_ex
     }
 
     // The operator, watching this namespace only, measuring every 2 s.
-    let operator_port = free_port();
-    let mut cmd = Command::new(&procs::binaries().operator);
-    cmd.args([
-        format!("--namespace={ns}"),
-        "--leader-elect=false".to_owned(),
-        format!("--http-addr=127.0.0.1:{operator_port}"),
-        "--measure-interval=2s".to_owned(),
-    ])
-    .env_clear()
-    .env(
-        "KUBECONFIG",
-        std::env::var("KUBECONFIG").expect("KUBECONFIG of the local stack"),
-    );
-    procs.spawn("operator", cmd);
+    start_operator(&procs, &ns);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     for c in &consumers {
         cluster::apply(&ecs, &c.manifest(&ns)).await;
@@ -483,22 +522,15 @@ const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
 #[ignore = "fails on its first run (issue 13): status.lag.error shows BrokerTransportFailure, not the authentication failure"]
 async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_secret_recovers_and_rolls_the_pods()
  {
-    let plaintext = testkit::kafka_bootstrap();
-    let client = testkit::kube_client().await;
-    let ns = unique_name("e2e-badcreds");
-    let prefix = format!("{}.", unique_name("bad"));
-    let dir = cluster::run_dir(&ns);
-    std::fs::create_dir_all(&dir).expect("the run directory");
-    let mut cleanup = system_support::Cleanup {
-        release: None,
-        namespaces: vec![ns.clone()],
-        topics: Vec::new(),
-        bootstrap: plaintext.clone(),
-    };
-    let procs = Processes::new(dir.join("logs"));
-    cluster::apply_chart_crds(&procs::workspace_root().join("charts/eventconsumer"));
-    cluster::create_namespace(&client, &ns, true).await;
-    create_secrets(&client, &ns).await;
+    let Run {
+        plaintext,
+        client,
+        ns,
+        prefix,
+        mut cleanup,
+        procs,
+        ..
+    } = Run::start("e2e-badcreds", "bad").await;
     let c = Consumer::new(Listener::Scram512, &prefix);
     for topic in [&c.input, &c.output, &c.dlq] {
         testkit::create_topic(&plaintext, topic, 1).await;
@@ -527,20 +559,7 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
     };
     set_password(wrong.clone()).await;
 
-    let operator_port = free_port();
-    let mut cmd = Command::new(&procs::binaries().operator);
-    cmd.args([
-        format!("--namespace={ns}"),
-        "--leader-elect=false".to_owned(),
-        format!("--http-addr=127.0.0.1:{operator_port}"),
-        "--measure-interval=2s".to_owned(),
-    ])
-    .env_clear()
-    .env(
-        "KUBECONFIG",
-        std::env::var("KUBECONFIG").expect("KUBECONFIG of the local stack"),
-    );
-    procs.spawn("operator", cmd);
+    start_operator(&procs, &ns);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
 

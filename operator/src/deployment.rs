@@ -167,52 +167,29 @@ pub fn build(consumer: &ValidConsumer, settings: &Settings) -> Deployment {
         ..Default::default()
     }];
     if let Some(tls) = &consumer.kafka.tls {
-        volumes.push(Volume {
-            name: TLS_VOLUME.to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: tls.key.clone(),
-                    path: TLS_CA_FILE_NAME.to_owned(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(CA_FILE_MODE),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: TLS_VOLUME.to_owned(),
-            mount_path: TLS_MOUNT_PATH.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_volume(
+            TLS_VOLUME,
+            &tls.secret_name,
+            &[(&tls.key, TLS_CA_FILE_NAME)],
+            CA_FILE_MODE,
+            TLS_MOUNT_PATH,
+        );
+        volumes.push(volume);
+        mounts.push(mount);
     }
     if let Some(cert) = client_cert {
-        let item = |key: &str, path: &str| KeyToPath {
-            key: key.to_owned(),
-            path: path.to_owned(),
-            ..Default::default()
-        };
-        volumes.push(Volume {
-            name: TLS_CLIENT_VOLUME.to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(cert.secret_name.clone()),
-                items: Some(vec![
-                    item(&cert.cert_key, TLS_CLIENT_CERT_FILE_NAME),
-                    item(&cert.key_key, TLS_CLIENT_KEY_FILE_NAME),
-                ]),
-                default_mode: Some(CLIENT_KEY_FILE_MODE),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: TLS_CLIENT_VOLUME.to_owned(),
-            mount_path: TLS_CLIENT_MOUNT_PATH.to_owned(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = secret_volume(
+            TLS_CLIENT_VOLUME,
+            &cert.secret_name,
+            &[
+                (&cert.cert_key, TLS_CLIENT_CERT_FILE_NAME),
+                (&cert.key_key, TLS_CLIENT_KEY_FILE_NAME),
+            ],
+            CLIENT_KEY_FILE_MODE,
+            TLS_CLIENT_MOUNT_PATH,
+        );
+        volumes.push(volume);
+        mounts.push(mount);
     }
 
     let container = Container {
@@ -454,6 +431,43 @@ fn default_resources() -> ResourceRequirements {
         ])),
         ..Default::default()
     }
+}
+
+/// A read-only volume of `secret`'s `items` (key, file name) with file mode `mode`, and its
+/// mount at `path`: how the pods get the CA and the client certificate without the operator
+/// ever copying them.
+fn secret_volume(
+    name: &str,
+    secret: &str,
+    items: &[(&str, &str)],
+    mode: i32,
+    path: &str,
+) -> (Volume, VolumeMount) {
+    let items = items
+        .iter()
+        .map(|(key, file)| KeyToPath {
+            key: (*key).to_owned(),
+            path: (*file).to_owned(),
+            ..Default::default()
+        })
+        .collect();
+    let volume = Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            items: Some(items),
+            default_mode: Some(mode),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    (volume, mount)
 }
 
 #[cfg(test)]

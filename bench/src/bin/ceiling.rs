@@ -7,8 +7,6 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 #[derive(Debug, Parser)]
 #[command(about = "Raw librdkafka consumer: the throughput ceiling")]
@@ -27,14 +25,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bootstrap = eventconsumer_bench::bootstrap()?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    consumer.subscribe(&[&args.topic])?;
+    let consumer = eventconsumer_bench::kafka::raw_consumer(&bootstrap, &args.group, &args.topic)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let mut count = 0u64;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use eventconsumer_worker::events::{self, OrderPlaced, Text};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::Message;
 
 #[derive(Debug, Parser)]
 #[command(about = "Raw librdkafka plus the worker's decode and validation: the same-work ceiling")]
@@ -31,14 +30,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bootstrap = eventconsumer_bench::bootstrap()?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    consumer.subscribe(&[&args.topic])?;
+    let consumer = eventconsumer_bench::kafka::raw_consumer(&bootstrap, &args.group, &args.topic)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout_secs);
     let (mut valid, mut invalid) = (0u64, 0u64);
