@@ -8,7 +8,7 @@ ARGS ?=
 # `make dev-up BROKERS=3` is `make dev-up ARGS="--brokers 3"`: a three-broker Kafka cluster.
 BROKERS ?=
 
-.PHONY: help provision dev-up dev-down dev-status test fmt lint
+.PHONY: help provision dev-up dev-down dev-status test fmt lint module-cycles
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-12s %s\n", $$1, $$2 }'
@@ -31,9 +31,16 @@ test: ## Every lint and test against the local stack; ends with `N passed, N fai
 fmt: ## Format the Rust code.
 	cargo fmt --all
 
-lint: ## rustfmt check and clippy with warnings as errors.
+lint: module-cycles ## rustfmt check, clippy with warnings as errors, and no import cycle.
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# Every crate with modules of its own (the others are one file).
+MODULE_TREES := contract/src operator/src worker/src testkit/src bench/src
+
+module-cycles: ## Fail when modules of a crate import each other in a cycle (hack/module-cycles.py)
+	hack/module-cycles.py --self-test
+	hack/module-cycles.py $(MODULE_TREES)
 
 # More targets (demo, crds, bench, ...) live in mk/*.mk, one file per topic.
 -include $(wildcard mk/*.mk)

@@ -88,6 +88,7 @@ check() {
 }
 check fmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
+check module-cycles make --no-print-directory module-cycles
 
 if ! wait "$UP_PID"; then
   UP_PID=""
