@@ -114,6 +114,14 @@ impl RefusalContext {
     fn refusal(&self) -> Option<String> {
         self.refused.lock().ok().and_then(|r| r.clone())
     }
+
+    /// Forgets the last refusal once a request succeeded: a later outage must not be blamed
+    /// on credentials the brokers have since accepted.
+    fn accepted(&self) {
+        if let Ok(mut refused) = self.refused.lock() {
+            *refused = None;
+        }
+    }
 }
 
 impl ClientContext for RefusalContext {
@@ -133,6 +141,22 @@ impl ClientContext for RefusalContext {
 impl ConsumerContext for RefusalContext {}
 
 type MetadataClient = BaseConsumer<RefusalContext>;
+
+/// How long one poll of [`drain`] waits for a further event: a poll that serves only log
+/// events answers `None` like an empty queue, so a zero wait would stop at the first log line
+/// and leave the error events behind it unserved (which is how a refused password once
+/// showed only as a transport failure).
+const DRAIN_WAIT: Duration = Duration::from_millis(5);
+
+/// Serves the events queued on `client` (errors reach its context this way), at most a
+/// thousand: a client nobody polls would otherwise pile them up.
+fn drain(client: &MetadataClient) {
+    for _ in 0..1000 {
+        if client.poll(DRAIN_WAIT).is_none() {
+            break;
+        }
+    }
+}
 
 /// Shared clients and the concurrency limit.
 pub struct KafkaClients {
@@ -203,11 +227,7 @@ impl KafkaClients {
         let servers = access.bootstrap_servers.clone();
         self.blocking(move || {
             // Events (such as "broker down") pile up in a client nobody polls; drain them.
-            for _ in 0..1000 {
-                if client.poll(Duration::ZERO).is_none() {
-                    break;
-                }
-            }
+            drain(&client);
             let mut out = BTreeMap::new();
             for topic in topics {
                 let metadata = client
@@ -215,13 +235,20 @@ impl KafkaClients {
                     .map_err(|e| KafkaOpError::Metadata {
                         servers: servers.clone(),
                         topic: topic.clone(),
-                        message: match client.context().refusal() {
-                            Some(refused) => {
-                                format!("{e}; the brokers refused this client: {refused}")
+                        // A refusal of the credentials reaches the context as an event while
+                        // the request waits: serve the events first, or the first round after
+                        // a bad password would only say "transport failure".
+                        message: {
+                            drain(&client);
+                            match client.context().refusal() {
+                                Some(refused) => {
+                                    format!("{e}; the brokers refused this client: {refused}")
+                                }
+                                None => e.to_string(),
                             }
-                            None => e.to_string(),
                         },
                     })?;
+                client.context().accepted();
                 let denied = metadata.topics().iter().any(|t| {
                     t.name() == topic
                         && t.error().map(RDKafkaErrorCode::from)
