@@ -18,6 +18,9 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=trixie
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+# Marks every image this file builds, so that `make images` can prune the ones a newer
+# build replaced (a builder holds a Rust target directory of a few GB).
+LABEL dev.eventconsumer.dockerfile=eventconsumer
 # What rdkafka-sys (rdkafka with features tokio + ssl; both binaries link it: the operator
 # measures lag, counts dead letters, creates retry topics and redrives) needs to build
 # librdkafka from source with its configure script and make:
@@ -57,6 +60,7 @@ RUN cargo build --release --locked --package eventconsumer-operator --bin eventc
     --package eventconsumer-worker --bin eventconsumer-worker
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+LABEL dev.eventconsumer.dockerfile=eventconsumer
 # Shared libraries the binaries link besides glibc and libgcc_s: libssl3t64 (trixie's name
 # for libssl3 after Debian's 64-bit time_t transition) and zlib1g (in the base already,
 # listed to state the dependency); librdkafka itself is linked statically.

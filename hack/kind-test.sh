@@ -22,6 +22,9 @@ ORDERS=40
 BURST=150
 PAGE_VIEWS=30
 VIDEOS=10
+# Free disk the run needs under Docker's root when nothing is built yet (measured on a cold
+# run: see the README's kind section); a warm run needs far less, but cannot know in advance.
+KIND_TEST_MIN_FREE_GB="${KIND_TEST_MIN_FREE_GB:-15}"
 passed=0
 failed=0
 failures=()
@@ -53,6 +56,22 @@ tools() {
   command -v helm >/dev/null 2>&1 || missing+=(helm)
   if [ ${#missing[@]} -gt 0 ]; then hack/provision.sh "${missing[@]}"; fi
   export PATH="$PATH:$KIND_HOME/bin:$K8S_BIN:$HELM_BIN"
+  enough_disk
+}
+
+# A full disk fails the image build deep inside cargo ("No space left on device", which
+# once cost a whole CI run): check first and say what takes the space.
+enough_disk() {
+  local root free
+  root="$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)"
+  [ -d "$root" ] || root="$(dirname "$root")"
+  free="$(df -P -BG "$root" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
+  if [ "${free:-0}" -lt "$KIND_TEST_MIN_FREE_GB" ]; then
+    docker system df >&2 || true
+    die "only ${free} GB free under $root; kind-test needs $KIND_TEST_MIN_FREE_GB GB (images, node, cluster)" \
+      "free space: 'docker image prune' drops unused layers, old Cargo target/ directories are the other usual culprit"
+  fi
+  log "kind-test: ${free} GB free under $root"
 }
 
 consume() { # consume TOPIC [PROPS...]: key<TAB>value of every record, as the examples' consume()
@@ -225,7 +244,8 @@ save_logs() {
   mkdir -p "$LOGS"
   k get all,ec,events -A -o wide >"$LOGS/objects.txt" 2>&1 || true
   k get pods -A --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name 2>/dev/null |
-    while read -r ns p; do k -n "$ns" logs "$p" --all-containers --prefix >"$LOGS/$ns.$p.log" 2>&1 || true; done
+    while read -r ns p; do k -n "$ns" logs "$p" --all-containers --prefix >"$LOGS/$ns.$p.log" 2>&1 || true; done ||
+    true # no cluster yet (a failure before kind-up): nothing to collect, and the totals must still print
   kind export logs --name eventconsumer "$LOGS/kind" >/dev/null 2>&1 || true
   echo "logs of every pod: $LOGS" >&2
 }

@@ -36,6 +36,8 @@ APP_VERSION := $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/
 IMAGE_TAG ?= $(APP_VERSION)
 OPERATOR_IMAGE ?= eventconsumer/operator
 WORKER_IMAGE ?= eventconsumer/worker
+# The last build stage, kept tagged as the cache of the next `make images`.
+BUILD_CACHE_IMAGE ?= eventconsumer/build-cache
 DOCKER_BUILD_FLAGS ?=
 
 HELM_RELEASE ?= eventconsumer
@@ -85,6 +87,11 @@ kind-up: ## Create the kind cluster (kind-config.yaml: one node, gateway port 30
 	fi
 
 images: image-worker image-operator ## Build the operator and worker images (docker/eventconsumer.Dockerfile)
+	@# The builder stage's image, tagged (every step is cached: seconds), keeps the dependency
+	@# layer the next build reuses; what a newer build replaced is then an untagged leaf
+	@# (a builder is a few GB) and pruned, or every source change would leave one behind.
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -q -f docker/eventconsumer.Dockerfile --target builder -t '$(BUILD_CACHE_IMAGE):$(IMAGE_TAG)' . >/dev/null
+	$(DOCKER) image prune -f --filter label=dev.eventconsumer.dockerfile=eventconsumer
 
 # The public images the build and the chart start from: present, pulled, or (only where no
 # registry answers) stand-ins built locally by hack/images.sh.
