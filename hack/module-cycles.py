@@ -69,6 +69,12 @@ def paths(text):
             yield m.group(1), prefix + [name]
 
 
+def parent_folder(path):
+    """The folder of the module that `super::` means in `path` (`x/mod.rs` is module x)."""
+    here = os.path.dirname(path)
+    return os.path.dirname(here) if os.path.basename(path) == "mod.rs" else here
+
+
 def modules(folder):
     """Child modules of a folder: name -> (files below it, its own folder or None)."""
     out = {}
@@ -125,7 +131,7 @@ def check(folder, crate_path, top):
                     target = segs[0]
                 elif not top and root == "crate" and segs[: len(crate_path)] == crate_path:
                     target = segs[len(crate_path)] if len(segs) > len(crate_path) else None
-                elif not top and root == "super" and os.path.dirname(path) == folder:
+                elif not top and root == "super" and parent_folder(path) == folder:
                     target = segs[0]
                 else:
                     continue
@@ -158,6 +164,7 @@ def self_test():
         ("top-level use", {"a.rs": "use crate::b::X;", "b.rs": "use crate::a::Y;"}, True),
         ("use group", {"a.rs": "use crate::{b::X, c};", "b.rs": "fn f() { crate::a::g() }", "c.rs": ""}, True),
         ("folder siblings", {"f/mod.rs": "mod x; mod y;", "f/x.rs": "use super::y::Y;", "f/y.rs": "use crate::f::x::X;"}, True),
+        ("folder's mod.rs and a sibling", {"f/mod.rs": "mod x; mod y;", "f/x/mod.rs": "use super::y::Y;", "f/y.rs": "use super::x::X;"}, True),
         ("three-step", {"a.rs": "use crate::b::B;", "b.rs": "use crate::c::C;", "c.rs": "use crate::a::A;"}, True),
         ("tree", {"a.rs": "use crate::{b::B, c::C};", "b.rs": "use crate::c::C;", "c.rs": ""}, False),
         ("parent and child", {"f/mod.rs": "pub use x::X; mod x;", "f/x.rs": "use super::Shared;"}, False),

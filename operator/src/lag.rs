@@ -142,17 +142,18 @@ impl ConsumerContext for RefusalContext {}
 
 type MetadataClient = BaseConsumer<RefusalContext>;
 
-/// How long one poll of [`drain`] waits for a further event: a poll that serves only log
-/// events answers `None` like an empty queue, so a zero wait would stop at the first log line
-/// and leave the error events behind it unserved (which is how a refused password once
-/// showed only as a transport failure).
+/// How long each poll waits where the error events must all be served: a poll that serves
+/// only log events answers `None` like an empty queue, so a zero wait stops at the first log
+/// line and leaves the error events behind it unserved (which is how a refused password once
+/// showed only as a transport failure). Paid on a failed request only.
 const DRAIN_WAIT: Duration = Duration::from_millis(5);
 
 /// Serves the events queued on `client` (errors reach its context this way), at most a
-/// thousand: a client nobody polls would otherwise pile them up.
-fn drain(client: &MetadataClient) {
+/// thousand, each poll waiting `wait` for the next: a client nobody polls would otherwise
+/// pile them up.
+fn drain(client: &MetadataClient, wait: Duration) {
     for _ in 0..1000 {
-        if client.poll(DRAIN_WAIT).is_none() {
+        if client.poll(wait).is_none() {
             break;
         }
     }
@@ -226,8 +227,9 @@ impl KafkaClients {
         let client = self.shared(access)?;
         let servers = access.bootstrap_servers.clone();
         self.blocking(move || {
-            // Events (such as "broker down") pile up in a client nobody polls; drain them.
-            drain(&client);
+            // Events (such as "broker down") pile up in a client nobody polls; drain them
+            // without waiting, as a successful round needs none of them.
+            drain(&client, Duration::ZERO);
             let mut out = BTreeMap::new();
             for topic in topics {
                 let metadata = client
@@ -239,7 +241,7 @@ impl KafkaClients {
                         // the request waits: serve the events first, or the first round after
                         // a bad password would only say "transport failure".
                         message: {
-                            drain(&client);
+                            drain(&client, DRAIN_WAIT);
                             match client.context().refusal() {
                                 Some(refused) => {
                                     format!("{e}; the brokers refused this client: {refused}")
