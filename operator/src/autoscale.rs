@@ -7,7 +7,10 @@
 //! count; with minReplicas 0 a lag below `activationLag` means idle (zero pods) and a lag at or
 //! above it wakes the consumer; a partition whose committed offset did not move since the last
 //! measurement while workers ran is left out (more pods would not unstick it — KEDA's
-//! `excludePersistentLag`); `paused` wins over everything.
+//! `excludePersistentLag`), except while no partition of the group moves at all, for up to
+//! [`STALL_GRACE`]: that is the whole group stalled (its commits failing while a broker is cut
+//! off or its coordinator moves), which proves nothing about the pods needed, so the count is
+//! held rather than scaled down; `paused` wins over everything.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +18,12 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::config::AutoscalingConfig;
+
+/// How long a group whose committed offsets all stand still keeps its pod count before its
+/// unmoved partitions count as stuck. Longer than Kafka takes to shrink an ISR past a cut-off
+/// replica (`replica.lag.time.max.ms`, 30 s by default) or to move a group coordinator, after
+/// which commits go through again; short against how long a poison record holds a partition.
+pub const STALL_GRACE: Duration = Duration::from_secs(60);
 
 /// A partition of a source topic.
 pub type Partition = (String, i32);
@@ -47,6 +56,9 @@ pub struct Input<'a> {
     /// Last time the current count was needed (by a scale or a measurement that asked for at
     /// least as many pods); `None` counts as now.
     pub needed_since: Option<Timestamp>,
+    /// Last measurement at which a committed offset of the group moved or nothing was stuck;
+    /// `None` counts as now.
+    pub moved_at: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -63,6 +75,8 @@ pub struct Decision {
     pub scaled: bool,
     /// The new "needed since": now when the count is needed (or changed), else unchanged.
     pub needed_since: Timestamp,
+    /// The new "moved at".
+    pub moved_at: Timestamp,
 }
 
 /// Decides the pod count; see the module documentation.
@@ -90,6 +104,20 @@ pub fn decide(input: &Input<'_>) -> Decision {
         .filter(|((topic, partition), _)| !stuck.contains(&format!("{topic}/{partition}")))
         .map(|(_, reading)| reading.lag.max(0))
         .fold(0i64, i64::saturating_add);
+    let moved = !input.workers_ran
+        || input.previous.is_none_or(|previous| {
+            input
+                .partitions
+                .iter()
+                .any(|(partition, reading)| previous.get(partition) != Some(&reading.committed))
+        });
+    let moved_at = if moved || stuck.is_empty() {
+        now
+    } else {
+        input.moved_at.unwrap_or(now)
+    };
+    let stalled_for = Duration::try_from(now.duration_since(moved_at)).unwrap_or(Duration::ZERO);
+    let stalled = !stuck.is_empty() && !moved && stalled_for < STALL_GRACE;
 
     if input.paused {
         return Decision {
@@ -99,6 +127,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             reason: "spec.paused is true: paused wins over autoscaling".to_owned(),
             scaled: input.current != 0,
             needed_since: now,
+            moved_at,
         };
     }
 
@@ -150,6 +179,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             stuck,
             scaled: true,
             needed_since: now,
+            moved_at,
         };
     }
     if target == input.current {
@@ -160,6 +190,28 @@ pub fn decide(input: &Input<'_>) -> Decision {
             stuck,
             scaled: false,
             needed_since: now,
+            moved_at,
+        };
+    }
+    if stalled {
+        let mut reason = why("wants");
+        reason.push_str(&format!(
+            "; keeps {}: no committed offset of the group moved for {}s (its commits failing \
+             or its coordinator moving), held for up to {}s before a partition counts as stuck",
+            input.current,
+            stalled_for.as_secs(),
+            STALL_GRACE.as_secs()
+        ));
+        return Decision {
+            desired: input.current,
+            scaling_lag,
+            reason,
+            stuck,
+            scaled: false,
+            // Unchanged: a stall proves no need, so once commits move again the cooldown
+            // counts from the last real one.
+            needed_since,
+            moved_at,
         };
     }
     let waited = now.duration_since(needed_since);
@@ -172,6 +224,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             stuck,
             scaled: true,
             needed_since: now,
+            moved_at,
         }
     } else {
         let left = config.cooldown.saturating_sub(cooldown);
@@ -188,6 +241,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             stuck,
             scaled: false,
             needed_since,
+            moved_at,
         }
     }
 }
@@ -246,6 +300,7 @@ mod tests {
         workers_ran: bool,
         current: i32,
         needed_since: i64,
+        moved_at: Option<i64>,
         now: i64,
         desired: i32,
         stuck: usize,
@@ -262,6 +317,7 @@ mod tests {
             workers_ran: true,
             current: 1,
             needed_since: 0,
+            moved_at: None,
             now: 15,
             desired: 1,
             stuck: 0,
@@ -364,6 +420,54 @@ mod tests {
                 ..row("moving partitions still scale while a stuck one is left out")
             },
             Row {
+                lags: vec![900, 900, 900, 0],
+                committed: vec![7, 7, 7, 0],
+                previous: Some(vec![7, 7, 7, 0]),
+                current: 3,
+                needed_since: 0,
+                moved_at: Some(0),
+                now: 59,
+                desired: 3,
+                stuck: 3,
+                ..row("a group whose commits all stand still keeps its pods through the grace")
+            },
+            Row {
+                lags: vec![900, 900, 900, 0],
+                committed: vec![7, 7, 7, 0],
+                previous: Some(vec![7, 7, 7, 0]),
+                current: 3,
+                needed_since: 0,
+                moved_at: Some(0),
+                now: 60,
+                desired: 1,
+                stuck: 3,
+                ..row("after the grace the unmoved partitions count as stuck")
+            },
+            Row {
+                lags: vec![900, 0, 0, 0],
+                committed: vec![7, 0, 0, 0],
+                previous: Some(vec![7, 0, 0, 0]),
+                current: 3,
+                needed_since: 0,
+                moved_at: None,
+                now: 100,
+                desired: 3,
+                stuck: 1,
+                ..row("a stall starts its grace at the first measurement that sees it")
+            },
+            Row {
+                lags: vec![900, 300, 0, 0],
+                committed: vec![7, 50, 0, 0],
+                previous: Some(vec![7, 20, 0, 0]),
+                current: 4,
+                needed_since: 0,
+                moved_at: Some(0),
+                now: 100,
+                desired: 3,
+                stuck: 1,
+                ..row("a partition moving elsewhere in the group ends the grace at once")
+            },
+            Row {
                 lags: vec![900, 0, 0, 0],
                 committed: vec![7, 0, 0, 0],
                 previous: None,
@@ -399,6 +503,7 @@ mod tests {
                 workers_ran: r.workers_ran,
                 current: r.current,
                 needed_since: Some(t(r.needed_since)),
+                moved_at: r.moved_at.map(t),
                 now: t(r.now),
             });
             assert_eq!(
@@ -418,6 +523,50 @@ mod tests {
     }
 
     #[test]
+    fn once_a_stall_ends_the_cooldown_counts_from_the_last_real_need() {
+        let config = config(1, 10);
+        let still = offsets(&[7, 7, 7, 0]);
+        let step = |partitions: &BTreeMap<Partition, PartitionReading>, since, moved, now| {
+            decide(&Input {
+                config: &config,
+                paused: false,
+                partitions,
+                previous: Some(&still),
+                workers_ran: true,
+                current: 3,
+                needed_since: Some(since),
+                moved_at: Some(moved),
+                now,
+            })
+        };
+        let stalled = step(
+            &readings(&[900, 900, 900, 0], &[7, 7, 7, 0]),
+            t(0),
+            t(50),
+            t(70),
+        );
+        assert_eq!(stalled.desired, 3, "{}", stalled.reason);
+        assert_eq!((stalled.needed_since, stalled.moved_at), (t(0), t(50)));
+        // Partition 1 moves (to 40 short of its end): the other two count as stuck now, and
+        // the cooldown has long passed since 3 pods were last needed.
+        let moving = readings(&[900, 40, 900, 0], &[7, 867, 7, 0]);
+        let after = step(&moving, stalled.needed_since, stalled.moved_at, t(75));
+        assert_eq!(
+            (after.desired, after.moved_at),
+            (1, t(75)),
+            "{}",
+            after.reason
+        );
+    }
+
+    #[test]
+    fn the_crd_documents_the_stall_grace_the_decision_applies() {
+        let crd = crate::crd::crd_yaml().unwrap();
+        let promise = format!("held for up to {} seconds", STALL_GRACE.as_secs());
+        assert!(crd.contains(&promise), "the CRD should say {promise:?}");
+    }
+
+    #[test]
     fn a_higher_need_during_the_cooldown_restarts_it() {
         let config = config(1, 10);
         let low = readings(&[50, 0, 0, 0], &[0; 4]);
@@ -431,6 +580,7 @@ mod tests {
                 workers_ran: true,
                 current: 4,
                 needed_since: Some(since),
+                moved_at: None,
                 now,
             })
         };

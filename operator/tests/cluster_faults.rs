@@ -4,8 +4,10 @@
 //! autoscaler never wants fewer pods than the lag needs because a measurement failed.
 //!
 //! The kwok worker pods run nothing: a committer thread in this test plays the workers,
-//! moving the group's offsets slowly, so the lag stays far above what the pods can take and
-//! no partition counts as stuck. Ignored in `make test` (one broker there).
+//! moving the group's offsets slowly, so the lag stays far above what the pods can take. A
+//! fault can stall its commits too (the cut broker holds a replica of the group's offsets
+//! partition until the ISR shrinks): the autoscaler must then hold the count, not take the
+//! unmoved partitions for stuck ones and scale down. Ignored in `make test` (one broker there).
 #![forbid(unsafe_code)]
 
 mod support;
@@ -168,6 +170,8 @@ struct Seen {
     fresh: u32,
     stale: Vec<String>,
     lowest_desired: Option<i32>,
+    /// Reads whose decision held the count because no commit of the group moved.
+    held_in_stall: u32,
 }
 
 async fn watch_while(env: &TestEnv, name: &str, fault: &mut std::process::Child, seen: &mut Seen) {
@@ -185,8 +189,16 @@ fn record(ec: &EventConsumer, seen: &mut Seen) {
         return;
     };
     seen.reads += 1;
-    if let Some(desired) = status.autoscaling.as_ref().map(|a| a.desired_replicas) {
+    if let Some(autoscaling) = status.autoscaling.as_ref() {
+        let desired = autoscaling.desired_replicas;
         seen.lowest_desired = Some(seen.lowest_desired.map_or(desired, |l| l.min(desired)));
+        if autoscaling
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no committed offset of the group moved"))
+        {
+            seen.held_in_stall += 1;
+        }
     }
     if status.dead_letters_error.is_some() {
         seen.dead_letter_errors += 1;

@@ -529,6 +529,65 @@ async fn a_stuck_partition_does_not_drive_a_scale_up() {
 }
 
 #[tokio::test]
+async fn a_group_whose_commits_all_stand_still_keeps_its_pods_until_one_moves() {
+    let env = TestEnv::new("lag-stall").await;
+    let topic = unique_name("lag-stall");
+    create_topic(&kafka_bootstrap(), &topic, 3).await;
+    let name = unique_name("stall");
+    let group = format!("{}.{name}", env.ns);
+    commit(&group, &topic, &[(0, 0), (1, 0), (2, 0)]).await;
+    for partition in 0..3 {
+        produce(&topic, partition, 50, &[]).await;
+    }
+    let _operator = env.start_operator();
+    env.apply(&manifest(
+        &name,
+        &[&topic],
+        json!({ "autoscaling": {
+            "minReplicas": 1, "maxReplicas": 3, "lagThreshold": 50, "cooldown": "2s"
+        }}),
+    ))
+    .await;
+    deployment_replicas(&env, &name, 3).await;
+    // Ready pods, and no commit moves: as when a broker holding a replica of the group's
+    // offsets is cut off and every commit times out.
+    env.status_where(&name, "all three partitions unmoved", |_, s| {
+        s.autoscaling
+            .as_ref()
+            .is_some_and(|a| a.stuck_partitions.len() == 3)
+    })
+    .await;
+    let watch_until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < watch_until {
+        let ec = env.consumers().get(&name).await.expect("the consumer");
+        let autoscaling = ec
+            .status
+            .and_then(|s| s.autoscaling)
+            .expect("status.autoscaling");
+        assert_eq!(
+            autoscaling.desired_replicas, 3,
+            "scaled down on a stall: {autoscaling:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ec = env.consumers().get(&name).await.expect("the consumer");
+    let reason = ec
+        .status
+        .and_then(|s| s.autoscaling)
+        .and_then(|a| a.reason)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("no committed offset of the group moved"),
+        "{reason}"
+    );
+
+    // One partition moves (10 of its 50): the group is not stalled, the other two count as
+    // stuck, and 40 records want one pod once the cooldown has passed.
+    commit(&group, &topic, &[(0, 10), (1, 0), (2, 0)]).await;
+    deployment_replicas(&env, &name, 1).await;
+}
+
+#[tokio::test]
 async fn the_dead_letter_count_counts_only_this_groups_records() {
     let env = TestEnv::new("lag-dlq").await;
     let topic = unique_name("lag-dlq");

@@ -245,6 +245,9 @@ pub struct EventConsumerSpec {
     /// `cooldown` without a higher need. A partition whose committed offset has not moved
     /// since the last measurement while workers run (a stuck consumer, or a message retrying
     /// for a long time) does not drive a scale-up by itself: more pods would not help it.
+    /// While no committed offset of the group moves at all (its commits failing while a
+    /// broker is cut off, or its coordinator moving), the pod count is held for up to 60
+    /// seconds instead of scaled down.
     /// `paused: true` wins over autoscaling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,

@@ -95,6 +95,8 @@ struct Target {
     workers_were_ready: bool,
     desired: Option<i32>,
     needed_since: Option<Timestamp>,
+    /// Last measurement at which the group's commits moved ([`autoscale::Input::moved_at`]).
+    moved_at: Option<Timestamp>,
     last_write: Option<Instant>,
 }
 
@@ -156,6 +158,7 @@ impl Observer {
                 if target.valid.kafka != valid.kafka {
                     target.access = None;
                     target.previous = None;
+                    target.moved_at = None;
                     target.commits = None;
                 }
                 target.valid = valid.clone();
@@ -173,6 +176,7 @@ impl Observer {
                         workers_were_ready: false,
                         desired: None,
                         needed_since: None,
+                        moved_at: None,
                         last_write: None,
                     },
                 );

@@ -34,6 +34,7 @@ impl Observer {
                                 workers_ran: target.workers_were_ready && ready_now,
                                 current,
                                 needed_since: target.needed_since,
+                                moved_at: target.moved_at,
                                 now,
                             });
                             if decision.scaled {
@@ -48,6 +49,7 @@ impl Observer {
                             };
                             target.desired = Some(decision.desired);
                             target.needed_since = Some(decision.needed_since);
+                            target.moved_at = Some(decision.moved_at);
                             new.autoscaling = Some(AutoscalingStatus {
                                 desired_replicas: decision.desired,
                                 last_scale_time,
@@ -60,6 +62,7 @@ impl Observer {
                         None => {
                             target.desired = None;
                             target.needed_since = None;
+                            target.moved_at = None;
                             new.autoscaling = None;
                         }
                     }
