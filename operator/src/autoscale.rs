@@ -560,10 +560,13 @@ mod tests {
     }
 
     #[test]
-    fn the_crd_documents_the_stall_grace_the_decision_applies() {
+    fn the_crd_and_the_readme_document_the_stall_grace_the_decision_applies() {
         let crd = crate::crd::crd_yaml().unwrap();
         let promise = format!("held for up to {} seconds", STALL_GRACE.as_secs());
         assert!(crd.contains(&promise), "the CRD should say {promise:?}");
+        let readme = include_str!("../../README.md").replace("\n  ", " ");
+        let promise = format!("held for up to {} s", STALL_GRACE.as_secs());
+        assert!(readme.contains(&promise), "the README should say {promise:?}");
     }
 
     #[test]
