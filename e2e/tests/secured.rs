@@ -518,6 +518,123 @@ async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_ex
     drop(cleanup);
 }
 
+/// `Degraded`'s reason and message when it is True.
+fn degraded(ec: &DynamicObject) -> Option<(String, String)> {
+    let conditions = ec.data["status"]["conditions"].as_array()?;
+    let degraded = conditions
+        .iter()
+        .find(|c| c["type"] == "Degraded" && c["status"] == "True")?;
+    Some((
+        degraded["reason"].as_str()?.to_owned(),
+        degraded["message"].as_str()?.to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_recovers() {
+    let Run {
+        plaintext,
+        client,
+        ns,
+        prefix,
+        mut cleanup,
+        procs,
+        ..
+    } = Run::start("e2e-acls", "acl").await;
+    let c = Consumer::new(Listener::Scram512, &prefix);
+    for topic in [&c.input, &c.output, &c.dlq] {
+        testkit::create_topic(&plaintext, topic, 1).await;
+        cleanup.topics.push(topic.clone());
+    }
+    cleanup.topics.push(format!("{}.retry.1", c.group));
+    let principal = User::Consumer.principal();
+    let acls = c.acls();
+    testkit::acl::grant(&plaintext, &principal, &acls).await;
+    start_operator(&procs, &ns);
+    let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
+    cluster::apply(&ecs, &c.manifest(&ns)).await;
+    let measured = |ec: &DynamicObject| {
+        let status = &ec.data["status"];
+        status["lag"]["error"].is_null()
+            && status["lag"]["total"].is_i64()
+            && status["deadLettersError"].is_null()
+            && degraded(ec).is_none()
+    };
+    eventually("a clean measurement with every ACL", TIMEOUT, || async {
+        measured(&ecs.get(&c.name).await.ok()?).then_some(())
+    })
+    .await;
+
+    // The operator's reads, the documented ACLs that allow each, and where their loss shows.
+    // Kafka implies Describe (all metadata and offsets need) from Read and Write alike, so
+    // the source topic's metadata goes only with both the workers' Read and the redrive's
+    // Write.
+    let literal = |resource, name: &str, operation| acl::Acl {
+        resource,
+        name: name.to_owned(),
+        pattern: acl::Pattern::Literal,
+        operation,
+    };
+    use acl::{Operation::*, ResourceType::*};
+    let producer = kafka::producer(&plaintext);
+    // Each row ends with the topic a record then goes to: a caught-up group's commits and a
+    // fully scanned dead-letter topic are not read again until something arrives.
+    let rows = [
+        (
+            vec![
+                literal(Topic, &c.input, Read),
+                literal(Topic, &c.input, Write),
+            ],
+            "lag",
+            &c.input,
+        ),
+        (vec![literal(Group, &c.group, Read)], "lag", &c.input),
+        (vec![literal(Topic, &c.dlq, Read)], "dead letters", &c.dlq),
+    ];
+    for (lost, shows_in, feed) in rows {
+        let acl = &lost[0];
+        for one in &lost {
+            assert!(acls.contains(one), "{one} is one of the documented ACLs");
+        }
+        testkit::acl::revoke(&plaintext, &principal, &lost).await;
+        kafka::produce(&producer, feed, "acl", b"{}").await;
+        let named = eventually(
+            &format!("the loss of {acl} to show in {shows_in}"),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                let ec = ecs.get(&c.name).await.ok()?;
+                match shows_in {
+                    "lag" => {
+                        let (reason, message) = degraded(&ec)?;
+                        (reason == "KafkaAuthorizationFailed").then_some(message)
+                    }
+                    _ => ec.data["status"]["deadLettersError"]
+                        .as_str()
+                        .map(str::to_owned),
+                }
+            },
+        )
+        .await;
+        eprintln!("without {acl}: {named}");
+        assert!(
+            named.contains(&acl.name),
+            "the error names {}: {named}",
+            acl.name
+        );
+        testkit::acl::grant(&plaintext, &principal, &lost).await;
+        eventually(
+            &format!("recovery once {acl} is granted"),
+            TIMEOUT,
+            || async { measured(&ecs.get(&c.name).await.ok()?).then_some(()) },
+        )
+        .await;
+    }
+    revoke_own(&plaintext, &principal, &c, &prefix).await;
+    drop(procs);
+    drop(cleanup);
+}
+
 /// The pod template annotation carrying the versions of the Secrets the pods read.
 const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
 
@@ -581,6 +698,16 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
         refused.to_lowercase().contains("authentication"),
         "the lag error names the cause: {refused}"
     );
+    let named = eventually("Degraded to name the refusal", TIMEOUT, || async {
+        let ec = ecs.get(&c.name).await.ok()?;
+        let (reason, message) = degraded(&ec)?;
+        (reason == "KafkaAuthenticationFailed").then_some(message)
+    })
+    .await;
+    assert!(
+        named.to_lowercase().contains("authentication"),
+        "Degraded names the cause: {named}"
+    );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let annotation = |d: &Deployment| {
         d.spec
@@ -604,14 +731,13 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
             procs.assert_all_running();
             let ec = ecs.get(&c.name).await.ok()?;
             let lag = &ec.data["status"]["lag"];
-            (lag["error"].is_null() && lag["total"].is_i64()).then_some(())
+            let clear = degraded(&ec).is_none();
+            (lag["error"].is_null() && lag["total"].is_i64() && clear).then_some(())
         },
     )
     .await;
-    // The reconciler notices within its recheck; a spec change makes it look at once.
-    let mut touched = c.manifest(&ns);
-    touched["metadata"]["labels"] = json!({"rotated": "yes"});
-    cluster::apply(&ecs, &touched).await;
+    // No spec change: the observer's status write that clears the error makes the reconciler
+    // look again, and it reads the Secret's new version.
     let after = eventually(
         "the pod template to change with the Secret's version",
         TIMEOUT,

@@ -566,7 +566,10 @@ mod tests {
         assert!(crd.contains(&promise), "the CRD should say {promise:?}");
         let readme = include_str!("../../README.md").replace("\n  ", " ");
         let promise = format!("held for up to {} s", STALL_GRACE.as_secs());
-        assert!(readme.contains(&promise), "the README should say {promise:?}");
+        assert!(
+            readme.contains(&promise),
+            "the README should say {promise:?}"
+        );
     }
 
     #[test]

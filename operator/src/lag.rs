@@ -12,6 +12,7 @@
 //! the number of EventConsumers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,17 @@ pub enum KafkaOpError {
         topic: String,
         message: String,
     },
+    /// A metadata request failed after the brokers refused the client's credentials or TLS.
+    #[error(
+        "reading metadata of topic {topic:?} from {servers}: {cause}; the brokers refused this \
+         client: {refused}"
+    )]
+    Refused {
+        servers: String,
+        topic: String,
+        cause: String,
+        refused: String,
+    },
     #[error("topic {topic:?} does not exist")]
     TopicMissing { topic: String },
     #[error(
@@ -73,12 +85,39 @@ pub enum KafkaOpError {
     },
     #[error("reading the committed offsets of group {group:?}: {message}")]
     Committed { group: String, message: String },
+    #[error(
+        "the brokers refuse this principal group {group:?}: an ACL is missing (Describe on \
+         it; README, Kafka security)"
+    )]
+    GroupDenied { group: String },
     #[error("reading dead-letter topic {topic:?}: {message}")]
     Scan { topic: String, message: String },
     #[error("creating topic {topic:?}: {message}")]
     CreateTopic { topic: String, message: String },
     #[error("the Kafka task stopped: {0}")]
     Task(String),
+}
+
+/// Why the brokers will not serve the operator's clients, where a user must act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessProblem {
+    /// The credentials or the TLS handshake were refused.
+    Authentication,
+    /// The principal lacks an ACL.
+    Authorization,
+}
+
+impl KafkaOpError {
+    /// The refusal this error is, if it is one (rather than an outage or a missing topic).
+    pub fn access_problem(&self) -> Option<AccessProblem> {
+        match self {
+            KafkaOpError::Refused { .. } => Some(AccessProblem::Authentication),
+            KafkaOpError::TopicDenied { .. } | KafkaOpError::GroupDenied { .. } => {
+                Some(AccessProblem::Authorization)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Offsets of one partition: the oldest retained and the next to be written.
@@ -106,6 +145,9 @@ pub fn partition_lag(marks: Watermarks, committed: Option<i64>, initial: Initial
 #[derive(Default)]
 pub struct RefusalContext {
     refused: Mutex<Option<String>>,
+    /// The brokers refused to find the group's coordinator (no Describe on the group): the
+    /// committed-offsets request then only times out.
+    group_denied: AtomicBool,
 }
 
 impl RefusalContext {
@@ -133,6 +175,7 @@ impl ClientContext for RefusalContext {
                     *refused = Some(reason.to_owned());
                 }
             }
+            Some(C::GroupAuthorizationFailed) => self.group_denied.store(true, Ordering::Relaxed),
             _ => tracing::debug!(%error, reason, "Kafka client error"),
         }
     }
@@ -234,21 +277,24 @@ impl KafkaClients {
             for topic in topics {
                 let metadata = client
                     .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
-                    .map_err(|e| KafkaOpError::Metadata {
-                        servers: servers.clone(),
-                        topic: topic.clone(),
+                    .map_err(|e| {
                         // A refusal of the credentials reaches the context as an event while
                         // the request waits: serve the events first, or the first round after
                         // a bad password would only say "transport failure".
-                        message: {
-                            drain(&client, DRAIN_WAIT);
-                            match client.context().refusal() {
-                                Some(refused) => {
-                                    format!("{e}; the brokers refused this client: {refused}")
-                                }
-                                None => e.to_string(),
-                            }
-                        },
+                        drain(&client, DRAIN_WAIT);
+                        match client.context().refusal() {
+                            Some(refused) => KafkaOpError::Refused {
+                                servers: servers.clone(),
+                                topic: topic.clone(),
+                                cause: e.to_string(),
+                                refused,
+                            },
+                            None => KafkaOpError::Metadata {
+                                servers: servers.clone(),
+                                topic: topic.clone(),
+                                message: e.to_string(),
+                            },
+                        }
                     })?;
                 client.context().accepted();
                 let denied = metadata.topics().iter().any(|t| {
@@ -319,25 +365,67 @@ impl KafkaClients {
                 group: group.clone(),
                 message,
             };
-            let consumer: BaseConsumer = config.create().map_err(|e| error(e.to_string()))?;
+            let consumer: MetadataClient = config
+                .create_with_context(RefusalContext::default())
+                .map_err(|e| error(e.to_string()))?;
             let mut list = TopicPartitionList::new();
             for (topic, partition) in &partitions {
                 list.add_partition(topic, *partition);
             }
             let committed = consumer
                 .committed_offsets(list, REQUEST_TIMEOUT)
-                .map_err(|e| error(e.to_string()))?;
-            Ok(committed
+                .map_err(|e| {
+                    // A refused coordinator lookup comes as an event (to the context, or
+                    // as a consumer error) while the request waits, and the request times
+                    // out: serve the events to tell a missing ACL from an outage.
+                    let mut denied =
+                        e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+                    for _ in 0..1000 {
+                        match consumer.poll(DRAIN_WAIT) {
+                            None => break,
+                            Some(Err(event)) => {
+                                denied |= event.rdkafka_error_code()
+                                    == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+                            }
+                            Some(Ok(_)) => {}
+                        }
+                    }
+                    if denied || consumer.context().group_denied.load(Ordering::Relaxed) {
+                        KafkaOpError::GroupDenied {
+                            group: group.clone(),
+                        }
+                    } else {
+                        error(e.to_string())
+                    }
+                })?;
+            // A partition the brokers would not answer for is an error, not "no commit":
+            // counting it from the oldest record would invent lag.
+            committed
                 .elements()
                 .iter()
                 .map(|e| {
+                    if let Err(failed) = e.error() {
+                        return Err(match failed.rdkafka_error_code() {
+                            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                                KafkaOpError::GroupDenied {
+                                    group: group.clone(),
+                                }
+                            }
+                            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                                KafkaOpError::TopicDenied {
+                                    topic: e.topic().to_owned(),
+                                }
+                            }
+                            _ => error(format!("{}/{}: {failed}", e.topic(), e.partition())),
+                        });
+                    }
                     let offset = match e.offset() {
                         Offset::Offset(offset) => Some(offset),
                         _ => None,
                     };
-                    ((e.topic().to_owned(), e.partition()), offset)
+                    Ok(((e.topic().to_owned(), e.partition()), offset))
                 })
-                .collect())
+                .collect()
         })
         .await
     }

@@ -46,7 +46,8 @@ use crate::context::{Context, FIELD_MANAGER, Scope};
 use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
 use crate::deployment::{self, MANAGED_BY};
 use crate::drift;
-use crate::observer::Observer;
+use crate::lag::AccessProblem;
+use crate::observer::{Observer, Refusal};
 use crate::status::{self, DEGRADED, Observation};
 
 /// Periodic resync of a healthy EventConsumer. Changes to it and to its Deployment trigger a
@@ -143,11 +144,16 @@ async fn reconcile_inner(ec: &EventConsumer, ctx: &Context) -> Result<Action, Er
     };
 
     // Status.
-    let status = status::compute(ec, outcome.observation(), Timestamp::now());
+    let refused = kafka_refusal(ctx.observer.refusal(ec), ec.status.as_ref());
+    let status = status::compute(ec, outcome.observation(refused.as_ref()), Timestamp::now());
     if ec.status.as_ref() != Some(&status) {
-        if let Outcome::Blocked {
-            reason, message, ..
-        } = &outcome
+        let problem = match &outcome {
+            Outcome::Blocked {
+                reason, message, ..
+            } => Some((*reason, message)),
+            Outcome::Deployed { .. } => refused.as_ref().map(|(r, m)| (*r, m)),
+        };
+        if let Some((reason, message)) = problem
             && newly_degraded(ec.status.as_ref(), &status)
         {
             warn!(%namespace, %name, reason, message, "EventConsumer cannot be carried out");
@@ -179,7 +185,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn observation(&self) -> Observation<'_> {
+    fn observation<'a>(&'a self, refused: Option<&'a (&'static str, String)>) -> Observation<'a> {
         match self {
             Outcome::Blocked {
                 reason,
@@ -194,6 +200,7 @@ impl Outcome {
             Outcome::Deployed { deployment, paused } => Observation::Deployed {
                 deployment,
                 paused: *paused,
+                refused: refused.map(|(reason, message)| (*reason, message.as_str())),
             },
         }
     }
@@ -399,6 +406,31 @@ fn backoff_delay(failures: u32) -> Duration {
     ERROR_BACKOFF_START
         .saturating_mul(1 << exponent)
         .min(ERROR_BACKOFF_MAX)
+}
+
+/// The `Degraded` reason and message for the brokers' refusal of the consumer's Kafka
+/// access, from the observer's last measurement; before its first one (after a restart),
+/// the refusal the status already reports, so a restart does not clear it unmeasured.
+fn kafka_refusal(
+    refusal: Refusal,
+    old: Option<&EventConsumerStatus>,
+) -> Option<(&'static str, String)> {
+    match refusal {
+        Refusal::Refused(AccessProblem::Authentication, message) => {
+            Some((status::KAFKA_AUTHENTICATION_FAILED, message))
+        }
+        Refusal::Refused(AccessProblem::Authorization, message) => {
+            Some((status::KAFKA_AUTHORIZATION_FAILED, message))
+        }
+        Refusal::Clear => None,
+        Refusal::Unknown => {
+            let degraded = status::condition(old?, DEGRADED)?;
+            let reason = status::KAFKA_REFUSALS
+                .into_iter()
+                .find(|r| *r == degraded.reason)?;
+            Some((reason, degraded.message.clone()))
+        }
+    }
 }
 
 fn controlled_by(deployment: &Deployment, ec: &EventConsumer) -> bool {

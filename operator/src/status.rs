@@ -17,6 +17,11 @@ use crate::deployment::selector_string;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// `Degraded` reasons of a refusal by the brokers, which the observer finds and the reconciler
+/// reports: the credentials or the TLS handshake were refused, or an ACL is missing.
+pub const KAFKA_AUTHENTICATION_FAILED: &str = "KafkaAuthenticationFailed";
+pub const KAFKA_AUTHORIZATION_FAILED: &str = "KafkaAuthorizationFailed";
+pub const KAFKA_REFUSALS: [&str; 2] = [KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED];
 
 /// The condition types the reconciler writes.
 const OWN: [&str; 3] = [READY, PROGRESSING, DEGRADED];
@@ -31,6 +36,9 @@ pub enum Observation<'a> {
     Deployed {
         deployment: &'a Deployment,
         paused: bool,
+        /// The brokers refuse the consumer's Kafka access: the `Degraded` reason (one of
+        /// [`KAFKA_REFUSALS`]) and message.
+        refused: Option<(&'a str, &'a str)>,
     },
     /// The spec cannot be carried out; `reason` and `message` say why. Any Deployment left from
     /// an earlier generation still counts for the replica numbers.
@@ -56,7 +64,9 @@ pub fn compute(
     let counts = deployment.map(Counts::of).unwrap_or_default();
 
     let conditions = match observation {
-        Observation::Deployed { paused, .. } => deployed_conditions(&counts, paused),
+        Observation::Deployed {
+            paused, refused, ..
+        } => deployed_conditions(&counts, paused, refused),
         Observation::Blocked {
             reason, message, ..
         } => [
@@ -210,7 +220,11 @@ impl Counts {
 
 type ConditionParts = (&'static str, &'static str, String, String);
 
-fn deployed_conditions(counts: &Counts, paused: bool) -> [ConditionParts; 3] {
+fn deployed_conditions(
+    counts: &Counts,
+    paused: bool,
+    refused: Option<(&str, &str)>,
+) -> [ConditionParts; 3] {
     let Counts {
         desired,
         replicas,
@@ -285,6 +299,8 @@ fn deployed_conditions(counts: &Counts, paused: bool) -> [ConditionParts; 3] {
         )
     } else if let Some(message) = &counts.replica_failure {
         (DEGRADED, TRUE, "ReplicaFailure".to_owned(), message.clone())
+    } else if let Some((reason, message)) = refused {
+        (DEGRADED, TRUE, reason.to_owned(), message.to_owned())
     } else {
         (
             DEGRADED,
@@ -342,6 +358,7 @@ mod tests {
             Observation::Deployed {
                 deployment: &d,
                 paused: false,
+                refused: None,
             },
             t0(),
         );
@@ -380,6 +397,7 @@ mod tests {
             Observation::Deployed {
                 deployment: &d,
                 paused: false,
+                refused: None,
             },
             t0(),
         );
@@ -403,6 +421,7 @@ mod tests {
             Observation::Deployed {
                 deployment: &d,
                 paused: false,
+                refused: None,
             },
             t0(),
         );
@@ -419,6 +438,7 @@ mod tests {
             Observation::Deployed {
                 deployment: &d,
                 paused: true,
+                refused: None,
             },
             t0(),
         );
@@ -447,6 +467,7 @@ mod tests {
             Observation::Deployed {
                 deployment: &d,
                 paused: false,
+                refused: None,
             },
             t0(),
         );
@@ -492,6 +513,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_by_the_brokers_degrades_a_running_consumer_with_its_reason() {
+        let ec = order_consumer();
+        let d = deployment(1, 1, 1, 1);
+        let message = "the brokers refused this client: SASL authentication error";
+        let status = compute(
+            &ec,
+            Observation::Deployed {
+                deployment: &d,
+                paused: false,
+                refused: Some((KAFKA_AUTHENTICATION_FAILED, message)),
+            },
+            t0(),
+        );
+        assert_eq!(
+            parts(&status, DEGRADED),
+            ("True".into(), KAFKA_AUTHENTICATION_FAILED.into())
+        );
+        assert_eq!(
+            condition(&status, DEGRADED).map(|c| c.message.as_str()),
+            Some(message)
+        );
+        // The Deployment itself is as specified.
+        assert_eq!(parts(&status, READY).0, "True");
+    }
+
+    #[test]
     fn transition_times_move_only_when_a_status_flips() {
         let mut ec = order_consumer();
         let d = deployment(2, 2, 1, 2);
@@ -501,6 +548,7 @@ mod tests {
                 Observation::Deployed {
                     deployment: d,
                     paused: false,
+                    refused: None,
                 },
                 now,
             )

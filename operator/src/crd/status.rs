@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct EventConsumerStatus {
     /// Latest observations: `Ready` (the wanted number of workers are ready and consuming),
     /// `Progressing` (a rollout or scale is under way) and `Degraded` (the spec cannot be
-    /// carried out, e.g. a referenced Secret is missing, or the rollout is stuck). `reason`
-    /// and `message` say why.
+    /// carried out, e.g. a referenced Secret is missing, the rollout is stuck, or the brokers
+    /// refuse the consumer's credentials or lack an ACL). `reason` and `message` say why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -72,14 +72,16 @@ impl Observer {
         access: &KafkaAccess,
         job: &Job,
         marks: &BTreeMap<String, Result<BTreeMap<i32, Watermarks>, KafkaOpError>>,
-    ) -> Result<BTreeMap<Partition, PartitionReading>, String> {
+    ) -> Result<BTreeMap<Partition, PartitionReading>, KafkaOpError> {
         let valid = &job.valid;
         let mut partitions = BTreeMap::new();
         for topic in &valid.kafka.topics {
             let Some(found) = marks.get(topic) else {
-                return Err(format!("topic {topic:?} was not looked up"));
+                return Err(KafkaOpError::Task(format!(
+                    "topic {topic:?} was not looked up"
+                )));
             };
-            let found = found.as_ref().map_err(ToString::to_string)?;
+            let found = found.as_ref().map_err(Clone::clone)?;
             for (partition, watermarks) in found {
                 partitions.insert((topic.clone(), *partition), *watermarks);
             }
@@ -97,8 +99,7 @@ impl Observer {
                         &valid.kafka.group_id,
                         partitions.keys().cloned().collect(),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let offsets: BTreeMap<Partition, Option<i64>> = partitions
                     .keys()
                     .map(|p| (p.clone(), read.get(p).copied().flatten()))

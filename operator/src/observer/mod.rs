@@ -49,7 +49,7 @@ use crate::autoscale::{self, Partition, PartitionReading};
 use crate::config::ValidConsumer;
 use crate::crd::{AutoscalingStatus, EventConsumer, EventConsumerStatus, LagStatus, PartitionLag};
 use crate::kafka::KafkaAccess;
-use crate::lag::{KafkaClients, KafkaOpError, Watermarks, partition_lag};
+use crate::lag::{AccessProblem, KafkaClients, KafkaOpError, Watermarks, partition_lag};
 use crate::metrics::Metrics;
 use dead_letters::DlqScan;
 use lag::{Commits, PodHistory, lag_status};
@@ -83,6 +83,18 @@ const COMMITS_RECHECK: Duration = Duration::from_secs(5 * 60);
 /// 1,000 caches read in the same first round do not all expire into one slow round again.
 const RECHECKS_PER_ROUND: usize = 64;
 
+/// What the last lag measurement of a consumer says about the brokers' answer to its
+/// credentials and ACLs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not measured since the operator started (or since the Kafka settings changed).
+    Unknown,
+    /// Measured, or failed for another reason (an outage): not refused.
+    Clear,
+    /// Refused: how, and the measurement's error (it never holds a credential).
+    Refused(AccessProblem, String),
+}
+
 /// What the observer keeps per EventConsumer.
 struct Target {
     valid: ValidConsumer,
@@ -97,6 +109,8 @@ struct Target {
     needed_since: Option<Timestamp>,
     /// Last measurement at which the group's commits moved ([`autoscale::Input::moved_at`]).
     moved_at: Option<Timestamp>,
+    /// Whether the brokers refused the last lag measurement.
+    refused: Refusal,
     last_write: Option<Instant>,
 }
 
@@ -142,6 +156,8 @@ struct Measured {
     dead_letters: Option<Result<i64, String>>,
     /// `Some` in retryTopics mode once the topics were checked: `Err` names the failure.
     retry: Option<Result<(), String>>,
+    /// The lag could not be measured because the brokers refused the client.
+    refused: Option<AccessProblem>,
 }
 
 impl Observer {
@@ -159,6 +175,7 @@ impl Observer {
                     target.access = None;
                     target.previous = None;
                     target.moved_at = None;
+                    target.refused = Refusal::Unknown;
                     target.commits = None;
                 }
                 target.valid = valid.clone();
@@ -177,6 +194,7 @@ impl Observer {
                         desired: None,
                         needed_since: None,
                         moved_at: None,
+                        refused: Refusal::Unknown,
                         last_write: None,
                     },
                 );
@@ -189,6 +207,18 @@ impl Observer {
         if let Ok(mut targets) = self.targets.lock() {
             targets.remove(&ObjectRef::from_obj(ec));
         }
+    }
+
+    /// Whether the brokers refused the last lag measurement of `ec`. The reconciler reports
+    /// a refusal as `Degraded`: the observer's status write that carries the error (or
+    /// clears it) triggers that reconcile.
+    pub fn refusal(&self, ec: &EventConsumer) -> Refusal {
+        let Ok(targets) = self.targets.lock() else {
+            return Refusal::Unknown;
+        };
+        targets
+            .get(&ObjectRef::from_obj(ec))
+            .map_or(Refusal::Unknown, |t| t.refused.clone())
     }
 
     /// The pod count for `valid`: 0 when paused, `spec.replicas` without autoscaling, else the
@@ -409,6 +439,7 @@ impl Observer {
             Ok(marks) => marks,
             Err(error) => {
                 warn!(servers = %access.bootstrap_servers, %error, "Kafka cluster unreachable");
+                let refused = error.access_problem();
                 let error = error.to_string();
                 return jobs
                     .into_iter()
@@ -416,6 +447,7 @@ impl Observer {
                         let measured = Measured {
                             lag: Some(Err(error.clone())),
                             dead_letters: Some(Err(error.clone())),
+                            refused,
                             ..Default::default()
                         };
                         (job, measured)
@@ -431,7 +463,9 @@ impl Observer {
                 let marks = &marks;
                 let dead_letters = &dead_letters;
                 async move {
-                    let lag = Some(self.lag_of(access, &job, marks).await);
+                    let lag = self.lag_of(access, &job, marks).await;
+                    let refused = lag.as_ref().err().and_then(KafkaOpError::access_problem);
+                    let lag = Some(lag.map_err(|e| e.to_string()));
                     let retry = self.ensure_retry_topics(access, &job.valid, marks).await;
                     let dead_letters = dead_letters
                         .get(&(
@@ -443,6 +477,7 @@ impl Observer {
                         lag,
                         dead_letters,
                         retry,
+                        refused,
                     };
                     (job, measured)
                 }

@@ -17,6 +17,13 @@ impl Observer {
         let last_write = if let Ok(mut targets) = self.targets.lock()
             && let Some(target) = targets.get_mut(&job.key)
         {
+            match (&measured.lag, measured.refused) {
+                (Some(Err(error)), Some(problem)) => {
+                    target.refused = Refusal::Refused(problem, error.clone());
+                }
+                (Some(_), _) => target.refused = Refusal::Clear,
+                (None, _) => {}
+            }
             match &measured.lag {
                 Some(Ok(partitions)) => {
                     new.lag = Some(lag_status(partitions, now));

@@ -145,6 +145,7 @@ async fn a_converged_consumer_is_reconciled_without_any_write() {
         Observation::Deployed {
             deployment: &live,
             paused: false,
+            refused: None,
         },
         Timestamp::now(),
     ));
@@ -410,4 +411,39 @@ fn error_backoff_doubles_and_is_capped() {
     assert_eq!(backoff_delay(2), Duration::from_secs(4));
     assert_eq!(backoff_delay(5), Duration::from_secs(32));
     assert_eq!(backoff_delay(100), ERROR_BACKOFF_MAX);
+}
+
+#[test]
+fn a_reported_refusal_survives_a_restart_until_the_observer_measures_again() {
+    let mut ec = order_consumer();
+    let live = Deployment::default();
+    let message = "reading metadata of topic \"t\": the brokers refused this client";
+    ec.status = Some(status::compute(
+        &ec,
+        Observation::Deployed {
+            deployment: &live,
+            paused: false,
+            refused: Some((status::KAFKA_AUTHORIZATION_FAILED, message)),
+        },
+        Timestamp::now(),
+    ));
+    let old = ec.status.as_ref();
+    assert_eq!(
+        kafka_refusal(Refusal::Unknown, old),
+        Some((status::KAFKA_AUTHORIZATION_FAILED, message.to_owned())),
+        "not measured yet: the reported refusal stays"
+    );
+    assert_eq!(
+        kafka_refusal(Refusal::Clear, old),
+        None,
+        "measured: cleared"
+    );
+    assert_eq!(
+        kafka_refusal(
+            Refusal::Refused(AccessProblem::Authentication, "refused".to_owned()),
+            old
+        ),
+        Some((status::KAFKA_AUTHENTICATION_FAILED, "refused".to_owned()))
+    );
+    assert_eq!(kafka_refusal(Refusal::Unknown, None), None);
 }
