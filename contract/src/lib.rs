@@ -421,3 +421,24 @@ mod tests {
         );
     }
 }
+
+/// Whether librdkafka's reason beside a broker transport failure names a TLS refusal: a
+/// broker rejecting the client certificate (expired, or signed by a CA it does not trust)
+/// only shows that way, as the TLS alert in the text. The worker and the operator both
+/// count such a failure as a refusal of the client, not an outage.
+pub fn transport_failure_names_tls(reason: &str) -> bool {
+    reason.contains("SSL") || reason.contains("certificate")
+}
+
+#[cfg(test)]
+mod transport_tests {
+    #[test]
+    fn a_tls_alert_names_a_refusal_and_a_plain_disconnect_does_not() {
+        assert!(super::transport_failure_names_tls(
+            "ssl://b:9097/1: SSL routines::sslv3 alert certificate expired"
+        ));
+        assert!(!super::transport_failure_names_tls(
+            "plaintext://b:9092/1: Disconnected (after 10ms in state UP)"
+        ));
+    }
+}

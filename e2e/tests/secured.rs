@@ -635,6 +635,105 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
     drop(cleanup);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_ca_or_an_expired_or_untrusted_client_certificate_degrades_until_the_secret_is_fixed()
+ {
+    let Run {
+        plaintext,
+        client,
+        ns,
+        prefix,
+        mut cleanup,
+        procs,
+        ..
+    } = Run::start("e2e-badtls", "tls").await;
+    let c = Consumer::new(Listener::Mtls, &prefix);
+    for topic in [&c.input, &c.output, &c.dlq] {
+        testkit::create_topic(&plaintext, topic, 1).await;
+        cleanup.topics.push(topic.clone());
+    }
+    cleanup.topics.push(format!("{}.retry.1", c.group));
+    let principal = User::Consumer.principal();
+    testkit::acl::grant(&plaintext, &principal, &c.acls()).await;
+    start_operator(&procs, &ns);
+    let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
+    cluster::apply(&ecs, &c.manifest(&ns)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let set = |name: &'static str, data: Value| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&json!({ "stringData": data })),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("patching Secret {name}: {e}"));
+        }
+    };
+    let cert = |name: &str| {
+        json!({
+            "tls.crt": pki_text(&format!("{name}.crt")),
+            "tls.key": pki_text(&format!("{name}.key")),
+        })
+    };
+    let clean = || async {
+        let ec = ecs.get(&c.name).await.ok()?;
+        let lag = &ec.data["status"]["lag"];
+        (lag["error"].is_null() && lag["total"].is_i64() && degraded(&ec).is_none()).then_some(())
+    };
+    eventually("a clean measurement over mutual TLS", TIMEOUT, clean).await;
+
+    let cases = [
+        (
+            "a CA that did not sign the brokers' certificates",
+            CA_SECRET,
+            json!({ "ca.crt": pki_text("rogue-ca.crt") }),
+            json!({ "ca.crt": pki_text("ca.crt") }),
+        ),
+        (
+            "an expired client certificate",
+            CERT_SECRET,
+            cert("consumer-expired"),
+            cert("consumer"),
+        ),
+        (
+            "a client certificate from another CA",
+            CERT_SECRET,
+            cert("rogue-consumer"),
+            cert("consumer"),
+        ),
+    ];
+    for (i, (what, secret, bad, good)) in cases.into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        set(secret, bad).await;
+        // The operator reads the Secrets again at its next reconcile (which the observer's
+        // status refresh brings within about a minute): a label change brings it now.
+        let mut touched = c.manifest(&ns);
+        touched["metadata"]["labels"] = json!({ "case": i.to_string() });
+        cluster::apply(&ecs, &touched).await;
+        let named = eventually(&format!("Degraded for {what}"), TIMEOUT, || async {
+            procs.assert_all_running();
+            let ec = ecs.get(&c.name).await.ok()?;
+            let (reason, message) = degraded(&ec)?;
+            (reason == "KafkaAuthenticationFailed").then_some(message)
+        })
+        .await;
+        eprintln!("with {what} (Degraded after {:?}): {named}", started.elapsed());
+        assert!(
+            named.contains("SSL") || named.contains("TLS") || named.contains("certificate"),
+            "Degraded names the TLS failure for {what}: {named}"
+        );
+        set(secret, good).await;
+        eventually(&format!("recovery after {what}"), TIMEOUT, clean).await;
+        eprintln!("recovered from {what} after {:?}", started.elapsed());
+    }
+    revoke_own(&plaintext, &principal, &c, &prefix).await;
+    drop(procs);
+    drop(cleanup);
+}
+
 /// The pod template annotation carrying the versions of the Secrets the pods read.
 const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
 

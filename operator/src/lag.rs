@@ -169,7 +169,16 @@ impl RefusalContext {
 impl ClientContext for RefusalContext {
     fn error(&self, error: KafkaError, reason: &str) {
         use RDKafkaErrorCode as C;
-        match error.rdkafka_error_code() {
+        let code = error.rdkafka_error_code();
+        // A rejected client certificate shows only as a transport failure naming the alert.
+        let tls_alert = code == Some(C::BrokerTransportFailure)
+            && eventconsumer_contract::transport_failure_names_tls(reason);
+        match code {
+            _ if tls_alert => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused = Some(reason.to_owned());
+                }
+            }
             Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL) => {
                 if let Ok(mut refused) = self.refused.lock() {
                     *refused = Some(reason.to_owned());

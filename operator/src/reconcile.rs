@@ -46,7 +46,6 @@ use crate::context::{Context, FIELD_MANAGER, Scope};
 use crate::crd::{CRD_NAME, EventConsumer, EventConsumerStatus};
 use crate::deployment::{self, MANAGED_BY};
 use crate::drift;
-use crate::lag::AccessProblem;
 use crate::observer::{Observer, Refusal};
 use crate::status::{self, DEGRADED, Observation};
 
@@ -415,13 +414,8 @@ fn kafka_refusal(
     refusal: Refusal,
     old: Option<&EventConsumerStatus>,
 ) -> Option<(&'static str, String)> {
-    match refusal {
-        Refusal::Refused(AccessProblem::Authentication, message) => {
-            Some((status::KAFKA_AUTHENTICATION_FAILED, message))
-        }
-        Refusal::Refused(AccessProblem::Authorization, message) => {
-            Some((status::KAFKA_AUTHORIZATION_FAILED, message))
-        }
+    match &refusal {
+        Refusal::Refused(_, message) => Some((refusal.reason()?, message.clone())),
         Refusal::Clear => None,
         Refusal::Unknown => {
             let degraded = status::condition(old?, DEGRADED)?;

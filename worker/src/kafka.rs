@@ -186,7 +186,7 @@ pub fn refusal_hint(error: &KafkaError, reason: &str) -> Option<&'static str> {
     use RDKafkaErrorCode as C;
     let code = error.rdkafka_error_code()?;
     let tls_alert = code == C::BrokerTransportFailure
-        && (reason.contains("SSL") || reason.contains("certificate"));
+        && eventconsumer_contract::transport_failure_names_tls(reason);
     Some(match code {
         _ if tls_alert => TLS_HINT,
         C::Authentication | C::SaslAuthenticationFailed => {

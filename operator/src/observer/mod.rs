@@ -51,6 +51,7 @@ use crate::crd::{AutoscalingStatus, EventConsumer, EventConsumerStatus, LagStatu
 use crate::kafka::KafkaAccess;
 use crate::lag::{AccessProblem, KafkaClients, KafkaOpError, Watermarks, partition_lag};
 use crate::metrics::Metrics;
+use crate::status as conditions;
 use dead_letters::DlqScan;
 use lag::{Commits, PodHistory, lag_status};
 use retry_topics::{newly_failed, retry_condition};
@@ -93,6 +94,21 @@ pub enum Refusal {
     Clear,
     /// Refused: how, and the measurement's error (it never holds a credential).
     Refused(AccessProblem, String),
+}
+
+impl Refusal {
+    /// The `Degraded` reason a refusal calls for (`None` when there is none, or not known).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Refused(AccessProblem::Authentication, _) => {
+                Some(conditions::KAFKA_AUTHENTICATION_FAILED)
+            }
+            Refusal::Refused(AccessProblem::Authorization, _) => {
+                Some(conditions::KAFKA_AUTHORIZATION_FAILED)
+            }
+            Refusal::Unknown | Refusal::Clear => None,
+        }
+    }
 }
 
 /// What the observer keeps per EventConsumer.

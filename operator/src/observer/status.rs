@@ -14,7 +14,7 @@ impl Observer {
 
         let mut new = ObserverPart::of(&old);
         let mut desired_now = None;
-        let last_write = if let Ok(mut targets) = self.targets.lock()
+        let (last_write, behind) = if let Ok(mut targets) = self.targets.lock()
             && let Some(target) = targets.get_mut(&job.key)
         {
             match (&measured.lag, measured.refused) {
@@ -24,6 +24,13 @@ impl Observer {
                 (Some(_), _) => target.refused = Refusal::Clear,
                 (None, _) => {}
             }
+            // `Degraded` (the reconciler's) still tells another refusal than this one: write
+            // (a fresh `measuredAt` at least), as the write is what makes the reconciler look.
+            let reported = conditions::condition(&old, conditions::DEGRADED)
+                .filter(|c| c.status == "True")
+                .map(|c| c.reason.as_str())
+                .filter(|r| conditions::KAFKA_REFUSALS.contains(r));
+            let behind = target.refused != Refusal::Unknown && reported != target.refused.reason();
             match &measured.lag {
                 Some(Ok(partitions)) => {
                     new.lag = Some(lag_status(partitions, now));
@@ -91,7 +98,7 @@ impl Observer {
                 }
                 None => {}
             }
-            target.last_write
+            (target.last_write, behind)
         } else {
             return;
         };
@@ -133,7 +140,7 @@ impl Observer {
                 .await;
         }
 
-        let stale = last_write.is_none_or(|at| at.elapsed() >= REFRESH);
+        let stale = behind || last_write.is_none_or(|at| at.elapsed() >= REFRESH);
         if !new.same_as(&ObserverPart::of(&old), stale) {
             match write(ctx, &job.ec, &new).await {
                 Ok(()) => {

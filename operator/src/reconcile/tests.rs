@@ -440,7 +440,10 @@ fn a_reported_refusal_survives_a_restart_until_the_observer_measures_again() {
     );
     assert_eq!(
         kafka_refusal(
-            Refusal::Refused(AccessProblem::Authentication, "refused".to_owned()),
+            Refusal::Refused(
+                crate::lag::AccessProblem::Authentication,
+                "refused".to_owned()
+            ),
             old
         ),
         Some((status::KAFKA_AUTHENTICATION_FAILED, "refused".to_owned()))
