@@ -236,7 +236,10 @@ async fn start_worker(client: &Client, procs: &Processes, pod: &Pod, root: &Path
 /// given as the chart would give them (env from the same Secrets). Returns its port.
 fn start_gateway(procs: &Processes, c: &Consumer, files: &Path) -> u16 {
     let port = free_port();
-    let ca = files.join("gateway-ca.crt");
+    // Files of its own: rewriting a shared one (truncate, then write) while another gateway's
+    // client loads it once made that gateway read an empty CA and exit.
+    let slug = c.listener.slug();
+    let ca = files.join(format!("gateway-{slug}-ca.crt"));
     std::fs::write(&ca, pki_text("ca.crt")).expect("the CA file");
     let mut cmd = Command::new(&procs::binaries().worker);
     cmd.arg("gateway")
@@ -254,7 +257,10 @@ fn start_gateway(procs: &Processes, c: &Consumer, files: &Path) -> u16 {
                 .env(env::SASL_PASSWORD, user.password());
         }
         None => {
-            let (cert, key) = (files.join("gateway.crt"), files.join("gateway.key"));
+            let (cert, key) = (
+                files.join(format!("gateway-{slug}.crt")),
+                files.join(format!("gateway-{slug}.key")),
+            );
             std::fs::write(&cert, pki_text("consumer.crt")).expect("the certificate file");
             std::fs::write(&key, pki_text("consumer.key")).expect("the key file");
             cmd.env(env::TLS_CERT_FILE, &cert)
@@ -518,6 +524,23 @@ async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_ex
     drop(cleanup);
 }
 
+/// Creates `c`'s topics (deleted by `cleanup`) and grants the consumer's principal exactly
+/// the documented ACLs; returns that principal.
+async fn own_topics_and_acls(
+    plaintext: &str,
+    cleanup: &mut system_support::Cleanup,
+    c: &Consumer,
+) -> String {
+    for topic in [&c.input, &c.output, &c.dlq] {
+        testkit::create_topic(plaintext, topic, 1).await;
+        cleanup.topics.push(topic.clone());
+    }
+    cleanup.topics.push(format!("{}.retry.1", c.group));
+    let principal = User::Consumer.principal();
+    testkit::acl::grant(plaintext, &principal, &c.acls()).await;
+    principal
+}
+
 /// `Degraded`'s reason and message when it is True.
 fn degraded(ec: &DynamicObject) -> Option<(String, String)> {
     let conditions = ec.data["status"]["conditions"].as_array()?;
@@ -542,14 +565,8 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
         ..
     } = Run::start("e2e-acls", "acl").await;
     let c = Consumer::new(Listener::Scram512, &prefix);
-    for topic in [&c.input, &c.output, &c.dlq] {
-        testkit::create_topic(&plaintext, topic, 1).await;
-        cleanup.topics.push(topic.clone());
-    }
-    cleanup.topics.push(format!("{}.retry.1", c.group));
-    let principal = User::Consumer.principal();
+    let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
     let acls = c.acls();
-    testkit::acl::grant(&plaintext, &principal, &acls).await;
     start_operator(&procs, &ns);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
@@ -648,13 +665,7 @@ async fn a_wrong_ca_or_an_expired_or_untrusted_client_certificate_degrades_until
         ..
     } = Run::start("e2e-badtls", "tls").await;
     let c = Consumer::new(Listener::Mtls, &prefix);
-    for topic in [&c.input, &c.output, &c.dlq] {
-        testkit::create_topic(&plaintext, topic, 1).await;
-        cleanup.topics.push(topic.clone());
-    }
-    cleanup.topics.push(format!("{}.retry.1", c.group));
-    let principal = User::Consumer.principal();
-    testkit::acl::grant(&plaintext, &principal, &c.acls()).await;
+    let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
     start_operator(&procs, &ns);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
@@ -720,7 +731,10 @@ async fn a_wrong_ca_or_an_expired_or_untrusted_client_certificate_degrades_until
             (reason == "KafkaAuthenticationFailed").then_some(message)
         })
         .await;
-        eprintln!("with {what} (Degraded after {:?}): {named}", started.elapsed());
+        eprintln!(
+            "with {what} (Degraded after {:?}): {named}",
+            started.elapsed()
+        );
         assert!(
             named.contains("SSL") || named.contains("TLS") || named.contains("certificate"),
             "Degraded names the TLS failure for {what}: {named}"
@@ -750,13 +764,7 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
         ..
     } = Run::start("e2e-badcreds", "bad").await;
     let c = Consumer::new(Listener::Scram512, &prefix);
-    for topic in [&c.input, &c.output, &c.dlq] {
-        testkit::create_topic(&plaintext, topic, 1).await;
-        cleanup.topics.push(topic.clone());
-    }
-    cleanup.topics.push(format!("{}.retry.1", c.group));
-    let principal = User::Consumer.principal();
-    testkit::acl::grant(&plaintext, &principal, &c.acls()).await;
+    let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
 
     // The SASL Secret holds a wrong password.
     let wrong = unique_name("wrong-password");
