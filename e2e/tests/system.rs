@@ -1019,6 +1019,10 @@ async fn helm_template_output_passes_server_side_dry_run_apply() {
             "monitoring values",
             vec!["-f".into(), ci("monitoring-values.yaml")],
         ),
+        (
+            "Secrets not watched",
+            vec!["--set".into(), "operator.watchSecrets=false".into()],
+        ),
     ];
     for (case, values) in cases {
         let mut args = vec![
@@ -1042,6 +1046,23 @@ async fn helm_template_output_passes_server_side_dry_run_apply() {
                 !is_sm
             })
             .collect();
+        // Secrets: get only, unless watched (and then the operator is told to watch them).
+        let watched = case != "Secrets not watched";
+        let verbs = if watched {
+            r#"verbs: ["get","list","watch"]"#
+        } else {
+            r#"verbs: ["get"]"#
+        };
+        let secrets_rule = rendered
+            .split("resources: [\"secrets\"]")
+            .nth(1)
+            .and_then(|rest| rest.lines().nth(1))
+            .map(str::trim);
+        assert_eq!(secrets_rule, Some(verbs), "{case}: the Secrets rule");
+        assert!(
+            rendered.contains(&format!("- --watch-secrets={watched}")),
+            "{case}: the operator's --watch-secrets matches its RBAC"
+        );
         if case == "monitoring values" {
             assert_eq!(
                 service_monitors, 1,
@@ -1143,6 +1164,9 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         ("patch", "deployments.apps", "-A", true),
         ("update", "deployments.apps", "-A", true),
         ("get", "secrets", "-A", true),
+        // The watch of Secrets' metadata (operator.watchSecrets, on by default).
+        ("list", "secrets", "-A", true),
+        ("watch", "secrets", "-A", true),
         ("create", "events.events.k8s.io", "-A", true),
         ("get", &lease_resource, &ns, true),
         ("update", &lease_resource, &ns, true),
@@ -1150,7 +1174,8 @@ async fn by_default_the_charts_service_account_may_do_cluster_wide_what_the_oper
         // Least privilege: nothing beyond.
         ("update", "eventconsumers.eventconsumer.dev", "-A", false),
         ("delete", "deployments.apps", "-A", false),
-        ("list", "secrets", "-A", false),
+        ("update", "secrets", "-A", false),
+        ("delete", "secrets", "-A", false),
         ("create", "pods", "-A", false),
         (
             "update",

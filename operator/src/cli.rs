@@ -49,6 +49,17 @@ pub struct Cli {
     )]
     pub leader_elect: bool,
 
+    /// Watch the metadata of Secrets (needs list and watch on Secrets), so a Secret an
+    /// EventConsumer names reconciles it when it changes and a rotation rolls its pods at once.
+    /// `false`: only get Secrets; a rotation then reaches the pods at the next reconcile.
+    #[arg(
+        long,
+        env = "OPERATOR_WATCH_SECRETS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub watch_secrets: bool,
+
     /// Name of the leader election Lease.
     #[arg(
         long,

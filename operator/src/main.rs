@@ -82,6 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         identity,
         leader_election,
+        watch_secrets: cli.watch_secrets,
     };
     tracing::info!(?options, "starting");
     ready.store(true, Ordering::Relaxed);

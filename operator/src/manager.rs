@@ -24,6 +24,9 @@ pub struct Options {
     pub identity: String,
     /// `None`: reconcile without electing a leader (a single replica only).
     pub leader_election: Option<LeaderElection>,
+    /// Watch the metadata of Secrets, so a rotation reaches the pods at once (see
+    /// [`run_controller`]).
+    pub watch_secrets: bool,
 }
 
 /// Where the leader Lease lives.
@@ -41,6 +44,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
         settings,
         identity,
         leader_election,
+        watch_secrets,
     } = options;
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -52,7 +56,12 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
         None => {
             metrics.leader.set(1);
             futures::join!(
-                run_controller(ctx, scope.clone(), shutdown.clone().cancelled_owned()),
+                run_controller(
+                    ctx,
+                    scope.clone(),
+                    watch_secrets,
+                    shutdown.clone().cancelled_owned()
+                ),
                 redrive::run(client, scope, identity, shutdown.cancelled_owned()),
             );
             metrics.leader.set(0);
@@ -66,6 +75,7 @@ pub async fn run(client: Client, options: Options, metrics: Metrics, shutdown: C
                         let controller = run_controller(
                             ctx.clone(),
                             scope.clone(),
+                            watch_secrets,
                             leading.clone().cancelled_owned(),
                         );
                         let redrives = redrive::run(

@@ -18,10 +18,14 @@
 //! field the operator sets; a field another manager *added* (an env var, a capability, a
 //! sidecar) is removed by replacing the spec (see [`deploy`]), with a Warning Event naming it.
 //!
-//! Requeues are bounded: an invalid spec waits for the next spec change; a missing Secret (which
-//! the operator does not watch, to avoid caching every Secret of the cluster) or a refused
-//! Deployment is checked again after [`RECHECK_EXTERNAL`]; API errors back off exponentially per
-//! object.
+//! A change to a Secret a consumer names (created, rotated, deleted) reconciles that consumer at
+//! once when the operator watches Secrets ([`run_controller`]'s `watch_secrets`, the default):
+//! it watches their metadata only, never caching a value. The new `resourceVersion` lands in the
+//! pod template, so the workers roll onto the new credentials.
+//!
+//! Requeues are bounded: an invalid spec waits for the next spec change; a missing Secret (also
+//! when Secrets are not watched) or a refused Deployment is checked again after
+//! [`RECHECK_EXTERNAL`]; API errors back off exponentially per object.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -32,7 +36,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -523,16 +527,28 @@ pub async fn check_crd_installed(client: &Client, scope: &Scope) -> Result<(), C
 /// reconcile hundreds of consumers per second.
 const RECONCILE_CONCURRENCY: u16 = 32;
 
+/// `watch_secrets`: also watch the metadata of the Secrets in `scope` (list and watch on Secrets),
+/// so a Secret's change reconciles the consumers naming it at once. Off, the operator only
+/// `get`s Secrets, and a rotation reaches the pods at the consumer's next reconcile.
 pub async fn run_controller(
     ctx: Arc<Context>,
     scope: Scope,
+    watch_secrets: bool,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let consumers: Api<EventConsumer> = scope.api(ctx.client.clone());
     let deployments: Api<Deployment> = scope.api(ctx.client.clone());
-    info!(?scope, "controller starting");
-    let controller = Controller::new(consumers, watcher::Config::default().any_semantic())
+    info!(?scope, watch_secrets, "controller starting");
+    let mut controller = Controller::new(consumers, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
+    if watch_secrets {
+        let store = controller.store();
+        // `PartialObjectMeta`: the API server sends metadata only, so no value is ever read.
+        let secrets: Api<PartialObjectMeta<Secret>> = scope.api(ctx.client.clone());
+        controller = controller.watches(secrets, watcher::Config::default(), move |secret| {
+            consumers_naming(&store.state(), &secret)
+        });
+    }
     let stop_observer = CancellationToken::new();
     let observer = tokio::spawn(Observer::run(
         ctx.clone(),
@@ -562,6 +578,25 @@ pub async fn run_controller(
         warn!(%error, "the lag observer failed");
     }
     info!("controller stopped");
+}
+
+/// The consumers (of `consumers`) that name `secret` in their Kafka settings.
+pub fn consumers_naming(
+    consumers: &[Arc<EventConsumer>],
+    secret: &impl Resource,
+) -> Vec<ObjectRef<EventConsumer>> {
+    let (Some(namespace), Some(name)) = (
+        secret.meta().namespace.as_deref(),
+        secret.meta().name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter(|ec| ec.namespace().as_deref() == Some(namespace))
+        .filter(|ec| config::referenced_secrets(ec).contains(name))
+        .map(|ec| ObjectRef::from_obj(ec.as_ref()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use eventconsumer_contract::{self as contract, env};
 use eventconsumer_operator::crd::EventConsumer;
+use eventconsumer_operator::deployment::SECRETS_ANNOTATION;
 use eventconsumer_operator::leader::Timings;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -464,6 +466,83 @@ async fn a_missing_secret_degrades_the_consumer_until_the_secret_appears() {
     );
     env.status_where(&name, "Degraded=False", |_, s| {
         condition(s, "Degraded").is_some_and(|(st, _, _)| st == "False")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rotating_or_deleting_a_secret_reaches_the_consumer_without_a_spec_change() {
+    let env = TestEnv::new("ec-rotate").await;
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "kafka-creds" },
+        "stringData": { "username": "consumer", "password": "first" }
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    // No measurements, so no status write of the observer's triggers a reconcile: only the
+    // watch on Secrets can (the periodic resync is 10 minutes away).
+    let _operator = env.start_operator_without_measurements();
+    let name = unique_name("rotate");
+    let mut manifest = order_manifest(&name);
+    manifest["spec"]["kafka"]["sasl"] = json!({
+        "mechanism": "SCRAM-SHA-512",
+        "secretRef": { "name": "kafka-creds" }
+    });
+    env.apply(&manifest).await;
+    let versions = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(SECRETS_ANNOTATION).cloned())
+    };
+    let first = env
+        .deployment_where(&name, "the Deployment naming the Secret's version", |d| {
+            versions(d).is_some()
+        })
+        .await;
+    let first = versions(&first).expect("the annotation");
+    // Settled: the pods are Ready and the Deployment's status no longer changes, so no event
+    // of the Deployment can trigger the reconcile this test waits for.
+    eventually("the Deployment to settle", TIMEOUT, || async {
+        let before = resource_version(&env.deployments().get(&name).await.ok()?);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = resource_version(&env.deployments().get(&name).await.ok()?);
+        (before == after).then_some(())
+    })
+    .await;
+
+    let patch = json!({ "stringData": { "password": "second" } });
+    let rotated = secrets
+        .patch(
+            "kafka-creds",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("rotate the Secret");
+    let rolled = env
+        .deployment_where(&name, "the pod template to name the rotated version", |d| {
+            versions(d).is_some_and(|v| v != first)
+        })
+        .await;
+    assert_eq!(
+        versions(&rolled),
+        Some(format!("kafka-creds@{}", resource_version(&rotated)))
+    );
+
+    secrets
+        .delete("kafka-creds", &DeleteParams::default())
+        .await
+        .expect("delete the Secret");
+    env.status_where(&name, "Degraded=True reason SecretNotFound", |_, s| {
+        condition(s, "Degraded")
+            .is_some_and(|(st, reason, _)| st == "True" && reason == "SecretNotFound")
     })
     .await;
 }

@@ -166,6 +166,47 @@ async fn a_converged_consumer_is_reconciled_without_any_write() {
     assert_nothing_more(&mut handle).await;
 }
 
+#[test]
+fn a_secret_change_maps_to_the_consumers_of_its_namespace_that_name_it() {
+    let sasl = |name: &str| SaslSpec {
+        mechanism: SaslMechanism::Plain,
+        secret_ref: SaslSecretRef {
+            name: name.into(),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        },
+    };
+    let mut naming = order_consumer();
+    naming.spec.kafka.sasl = Some(sasl("kafka-creds"));
+    let mut other_secret = order_consumer();
+    other_secret.metadata.name = Some("other-secret".into());
+    other_secret.spec.kafka.sasl = Some(sasl("other-creds"));
+    let mut other_namespace = order_consumer();
+    other_namespace.metadata.namespace = Some("elsewhere".into());
+    other_namespace.spec.kafka.sasl = Some(sasl("kafka-creds"));
+    let without = order_consumer();
+    let consumers: Vec<Arc<EventConsumer>> = [naming, other_secret, other_namespace, without]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let secret = |namespace: &str, name: &str| {
+        let mut secret = Secret::default();
+        secret.metadata.namespace = Some(namespace.into());
+        secret.metadata.name = Some(name.into());
+        secret
+    };
+
+    assert_eq!(
+        consumers_naming(&consumers, &secret("shop", "kafka-creds")),
+        vec![ObjectRef::new("inventory").within("shop")]
+    );
+    assert!(consumers_naming(&consumers, &secret("shop", "unrelated")).is_empty());
+    assert_eq!(
+        consumers_naming(&consumers, &secret("elsewhere", "kafka-creds")),
+        vec![ObjectRef::new("inventory").within("elsewhere")]
+    );
+}
+
 #[tokio::test]
 async fn a_missing_secret_degrades_with_a_warning_and_a_bounded_recheck() {
     let (ctx, mut handle) = test_context();

@@ -106,7 +106,18 @@ impl TestEnv {
 
     /// Runs the operator in-process, watching only this namespace, without leader election.
     pub fn start_operator(&self) -> RunningOperator {
-        self.start_operator_with(format!("op-{}", self.ns), None)
+        self.start_operator_with(format!("op-{}", self.ns), None, MEASURE_INTERVAL)
+    }
+
+    /// Like [`Self::start_operator`], but the lag observer measures only once, at start: it
+    /// then never writes a status, so nothing but the objects' own changes (and the watches on
+    /// them) triggers a reconcile within a test.
+    pub fn start_operator_without_measurements(&self) -> RunningOperator {
+        self.start_operator_with(
+            format!("op-{}", self.ns),
+            None,
+            Duration::from_secs(24 * 60 * 60),
+        )
     }
 
     /// Runs an operator replica named `identity` that campaigns for `lease` in this namespace.
@@ -118,6 +129,7 @@ impl TestEnv {
                 lease_namespace: self.ns.clone(),
                 timings,
             }),
+            MEASURE_INTERVAL,
         )
     }
 
@@ -125,6 +137,7 @@ impl TestEnv {
         &self,
         identity: String,
         leader_election: Option<LeaderElection>,
+        measure_interval: Duration,
     ) -> RunningOperator {
         let metrics = Metrics::default();
         let shutdown = CancellationToken::new();
@@ -132,10 +145,11 @@ impl TestEnv {
             scope: Scope::Namespace(self.ns.clone()),
             settings: Settings {
                 worker_image: WORKER_IMAGE.to_owned(),
-                measure_interval: MEASURE_INTERVAL,
+                measure_interval,
             },
             identity,
             leader_election,
+            watch_secrets: true,
         };
         let task = tokio::spawn(manager::run(
             self.client.clone(),
