@@ -163,16 +163,35 @@ pub fn operator(n: &Names<'_>) -> Vec<Acl> {
 /// What a DeadLetterRedrive needs besides [`worker`] and [`operator`]: replay the dead
 /// letters to the source topics in transactions under its own group and transactional id.
 pub fn redrive(n: &Names<'_>) -> Vec<Acl> {
-    use Operation::*;
-    use ResourceType::*;
-    let mut acls = vec![Acl::literal(Topic, n.dead_letter, Read)];
-    acls.extend(n.topics.iter().map(|t| Acl::literal(Topic, t, Write)));
-    acls.extend([
-        Acl::prefixed(Group, REDRIVE_ID_PREFIX, Read),
-        Acl::prefixed(TransactionalId, REDRIVE_ID_PREFIX, Write),
-        Acl::prefixed(TransactionalId, REDRIVE_ID_PREFIX, Describe),
-    ]);
+    let mut acls = vec![redrive_read(n.dead_letter)];
+    acls.extend(n.topics.iter().map(|t| redrive_write(t)));
+    acls.extend([redrive_group(), redrive_transactional_id()]);
     acls
+}
+
+/// A redrive reads the dead letters.
+pub fn redrive_read(dead_letter_topic: &str) -> Acl {
+    Acl::literal(ResourceType::Topic, dead_letter_topic, Operation::Read)
+}
+
+/// A redrive writes the replayed records back to their source topic.
+pub fn redrive_write(source_topic: &str) -> Acl {
+    Acl::literal(ResourceType::Topic, source_topic, Operation::Write)
+}
+
+/// A redrive commits its position in its own group, `eventconsumer-redrive.<uid>`.
+pub fn redrive_group() -> Acl {
+    Acl::prefixed(ResourceType::Group, REDRIVE_ID_PREFIX, Operation::Read)
+}
+
+/// A redrive's transactions use its own transactional id, `eventconsumer-redrive.<uid>`
+/// (Write implies the Describe that `init_transactions` needs).
+pub fn redrive_transactional_id() -> Acl {
+    Acl::prefixed(
+        ResourceType::TransactionalId,
+        REDRIVE_ID_PREFIX,
+        Operation::Write,
+    )
 }
 
 /// What the gateway needs: write the orders and events topics it publishes to.

@@ -41,6 +41,12 @@ const CA_SECRET: &str = "kafka-ca";
 const SASL_SECRET: &str = "kafka-user";
 const CERT_SECRET: &str = "kafka-user-cert";
 
+/// The ACLs on names every test here shares (the redrive's prefixed group and transactional
+/// id, the dead-letter scanner's group) are granted to the one principal all tests use. Every
+/// test holds this for reading; the one that revokes shared ACLs holds it for writing, so it
+/// runs alone.
+static SHARED_ACLS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// One EventConsumer and its topics, for one listener.
 struct Consumer {
     listener: Listener,
@@ -333,10 +339,12 @@ impl Run {
 }
 
 /// The operator, watching `ns` only, measuring every 2 s.
-fn start_operator(procs: &Processes, ns: &str) {
+/// `watch_secrets: false` runs the operator with `get` on Secrets only.
+fn start_operator(procs: &Processes, ns: &str, watch_secrets: bool) {
     let mut cmd = Command::new(&procs::binaries().operator);
     cmd.args([
         format!("--namespace={ns}"),
+        format!("--watch-secrets={watch_secrets}"),
         "--leader-elect=false".to_owned(),
         format!("--http-addr=127.0.0.1:{}", free_port()),
         "--measure-interval=2s".to_owned(),
@@ -352,6 +360,7 @@ fn start_operator(procs: &Processes, ns: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_exactly_the_documented_acls()
  {
+    let _shared = SHARED_ACLS.read().await;
     let Run {
         plaintext,
         client,
@@ -378,7 +387,7 @@ async fn every_secured_listener_runs_worker_gateway_operator_and_redrive_with_ex
     }
 
     // The operator, watching this namespace only, measuring every 2 s.
-    start_operator(&procs, &ns);
+    start_operator(&procs, &ns, true);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     for c in &consumers {
         cluster::apply(&ecs, &c.manifest(&ns)).await;
@@ -555,6 +564,7 @@ fn degraded(ec: &DynamicObject) -> Option<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_recovers() {
+    let _shared = SHARED_ACLS.read().await;
     let Run {
         plaintext,
         client,
@@ -567,7 +577,7 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
     let c = Consumer::new(Listener::Scram512, &prefix);
     let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
     let acls = c.acls();
-    start_operator(&procs, &ns);
+    start_operator(&procs, &ns, true);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
     let measured = |ec: &DynamicObject| {
@@ -655,6 +665,7 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_ca_or_an_expired_or_untrusted_client_certificate_degrades_until_the_secret_is_fixed()
  {
+    let _shared = SHARED_ACLS.read().await;
     let Run {
         plaintext,
         client,
@@ -666,7 +677,7 @@ async fn a_wrong_ca_or_an_expired_or_untrusted_client_certificate_degrades_until
     } = Run::start("e2e-badtls", "tls").await;
     let c = Consumer::new(Listener::Mtls, &prefix);
     let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
-    start_operator(&procs, &ns);
+    start_operator(&procs, &ns, true);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -754,6 +765,7 @@ const SECRETS_ANNOTATION: &str = "eventconsumer.dev/kafka-secrets";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_secret_recovers_and_rolls_the_pods()
  {
+    let _shared = SHARED_ACLS.read().await;
     let Run {
         plaintext,
         client,
@@ -785,7 +797,8 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
     };
     set_password(wrong.clone()).await;
 
-    start_operator(&procs, &ns);
+    // Secrets not watched: the rotation must reach the pods through the observer (below).
+    start_operator(&procs, &ns, false);
     let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
     cluster::apply(&ecs, &c.manifest(&ns)).await;
 
@@ -875,6 +888,246 @@ async fn a_wrong_password_shows_in_status_without_the_password_and_a_rotated_sec
         assert!(
             !seen.contains(&password),
             "a password appears in a log, status, Event or Deployment"
+        );
+    }
+    revoke_own(&plaintext, &principal, &c, &prefix).await;
+    drop(procs);
+    drop(cleanup);
+}
+
+/// A dead letter of `c`'s group, as a worker writes it (the headers a redrive selects by).
+async fn dead_letter(plaintext: &str, c: &Consumer) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: eventconsumer_contract::headers::DLT_CONSUMER_GROUP,
+            value: Some(c.group.as_str()),
+        })
+        .insert(Header {
+            key: eventconsumer_contract::headers::DLT_ORIGINAL_TOPIC,
+            value: Some(c.input.as_str()),
+        });
+    kafka::producer(plaintext)
+        .send(
+            FutureRecord::to(&c.dlq)
+                .key("dead")
+                .payload(b"{}".as_slice())
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing a dead letter: {e}"));
+}
+
+/// `Blocked`'s reason and message when it is True.
+fn blocked(redrive: &DynamicObject) -> Option<(String, String)> {
+    let conditions = redrive.data["status"]["conditions"].as_array()?;
+    let blocked = conditions
+        .iter()
+        .find(|c| c["type"] == "Blocked" && c["status"] == "True")?;
+    Some((
+        blocked["reason"].as_str()?.to_owned(),
+        blocked["message"].as_str()?.to_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_missing_acl_a_redrive_needs_blocks_it_by_name_and_granting_it_lets_it_finish() {
+    // Revokes ACLs other tests here rely on: runs alone.
+    let _shared = SHARED_ACLS.write().await;
+    let Run {
+        plaintext,
+        client,
+        ns,
+        prefix,
+        mut cleanup,
+        procs,
+        ..
+    } = Run::start("e2e-redrive-acls", "racl").await;
+    let c = Consumer::new(Listener::Scram512, &prefix);
+    let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
+    start_operator(&procs, &ns, true);
+    let ecs = api(&client, &ns, "EventConsumer", "eventconsumers");
+    let mut manifest = c.manifest(&ns);
+    // No workers: the dead letters are written here, and only the redrive reads them.
+    manifest["spec"]["paused"] = json!(true);
+    cluster::apply(&ecs, &manifest).await;
+    let redrives = api(&client, &ns, "DeadLetterRedrive", "deadletterredrives");
+    let (topics, group) = c.names();
+    let names = acl::Names {
+        topics: &topics,
+        group: &group,
+        output: Some(&c.output),
+        dead_letter: &c.dlq,
+        retry_topics: true,
+    };
+    let documented = acl::redrive(&names);
+    for (i, lost) in documented.iter().enumerate() {
+        // One more dead letter each time; each redrive replays all of them.
+        dead_letter(&plaintext, &c).await;
+        let replayed = i + 1;
+        assert_eq!(
+            testkit::acl::revoke(&plaintext, &principal, std::slice::from_ref(lost)).await,
+            1,
+            "{lost} was granted"
+        );
+        let name = format!("{}-{i}", c.name);
+        let redrive = json!({
+            "apiVersion": "eventconsumer.dev/v1alpha1",
+            "kind": "DeadLetterRedrive",
+            "metadata": {"name": name},
+            "spec": {"consumer": c.name, "maxRedrives": 100},
+        });
+        redrives
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(redrive).expect("a redrive"),
+            )
+            .await
+            .expect("creating the redrive");
+        let (reason, message) = eventually(
+            &format!("the redrive without {lost} to be Blocked"),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                blocked(&redrives.get(&name).await.ok()?)
+            },
+        )
+        .await;
+        eprintln!("without {lost}: {reason}: {message}");
+        assert_eq!(
+            reason, "KafkaAuthorizationFailed",
+            "without {lost}: {message}"
+        );
+        assert!(
+            message.contains(&lost.to_string()),
+            "the condition names the missing {lost}: {message}"
+        );
+        testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(lost)).await;
+        eventually(
+            &format!("the redrive to finish once {lost} is granted"),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                let r = redrives.get(&name).await.ok()?;
+                let status = &r.data["status"];
+                (status["phase"] == "Succeeded" && status["replayed"] == replayed).then_some(())
+            },
+        )
+        .await;
+    }
+    revoke_own(&plaintext, &principal, &c, &prefix).await;
+    drop(procs);
+    drop(cleanup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_missing_acl_the_gateway_needs_is_named_in_its_answer_and_granting_it_recovers() {
+    let _shared = SHARED_ACLS.read().await;
+    let Run {
+        plaintext,
+        prefix,
+        dir,
+        mut cleanup,
+        procs,
+        ..
+    } = Run::start("e2e-gateway-acls", "gacl").await;
+    let c = Consumer::new(Listener::Scram256, &prefix);
+    testkit::create_topic(&plaintext, &c.events, 1).await;
+    cleanup.topics.push(c.events.clone());
+    let principal = own_topics_and_acls(&plaintext, &mut cleanup, &c).await;
+    let port = start_gateway(&procs, &c, &dir);
+    let http = reqwest::Client::new();
+    eventually("the gateway to be ready", TIMEOUT, || async {
+        procs.assert_all_running();
+        http_ok(&http, &format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .then_some(())
+    })
+    .await;
+    let checkout = json!({
+        "customer_id": "c-1",
+        "items": [{"product_id": "SKU-1", "quantity": 1, "price": 5.0}],
+        "total": 5.0,
+    });
+    let event = json!({
+        "type": "page_view",
+        "user_id": "u-1",
+        "session_id": "s-1",
+        "payload": {"path": "/"},
+    });
+    let post = |path: &'static str, body: Value| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("http://127.0.0.1:{port}{path}"))
+                .json(&body)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .expect("an answer");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    for (lost, path, body, topic) in [
+        (
+            acl::gateway(&c.input, &c.events)[0].clone(),
+            "/checkout",
+            checkout,
+            &c.input,
+        ),
+        (
+            acl::gateway(&c.input, &c.events)[1].clone(),
+            "/events",
+            event,
+            &c.events,
+        ),
+    ] {
+        let accepted = |status: u16| (200..300).contains(&status);
+        let (status, answer) = post(path, body.clone()).await;
+        assert!(accepted(status), "{path} with every ACL: {status} {answer}");
+        let before = kafka::end_offset(&plaintext, topic).await;
+        assert_eq!(
+            testkit::acl::revoke(&plaintext, &principal, std::slice::from_ref(&lost)).await,
+            1,
+            "{lost} was granted"
+        );
+        let (status, answer) = eventually(
+            &format!("{path} to be refused without {lost}"),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                let (status, answer) = post(path, body.clone()).await;
+                (!accepted(status)).then_some((status, answer))
+            },
+        )
+        .await;
+        eprintln!("{path} without {lost}: {status} {answer}");
+        assert_eq!(status, 503, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).expect("a JSON error body");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(topic.as_str()) && message.to_lowercase().contains("authorization"),
+            "the answer names the topic and the refusal: {answer}"
+        );
+        testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&lost)).await;
+        eventually(
+            &format!("{path} to be accepted again once {lost} is granted"),
+            TIMEOUT,
+            || async {
+                procs.assert_all_running();
+                accepted(post(path, body.clone()).await.0).then_some(())
+            },
+        )
+        .await;
+        // Only the one accepted request reached the topic: the refused ones wrote nothing,
+        // then or later.
+        assert_eq!(
+            kafka::end_offset(&plaintext, topic).await - before,
+            1,
+            "{path}: records written since the ACL was revoked"
         );
     }
     revoke_own(&plaintext, &principal, &c, &prefix).await;

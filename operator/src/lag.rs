@@ -211,6 +211,24 @@ fn drain(client: &MetadataClient, wait: Duration) {
     }
 }
 
+/// Whether `error`, of a group request `consumer` made, is the brokers refusing this principal
+/// the group. A refused coordinator lookup comes as an event (to the context, or as a consumer
+/// error) while the request waits, and the request times out: the queued events are served to
+/// tell a missing ACL from an outage.
+pub fn group_refused(consumer: &BaseConsumer<RefusalContext>, error: &KafkaError) -> bool {
+    let denied =
+        |e: &KafkaError| e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
+    let mut refused = denied(error);
+    for _ in 0..1000 {
+        match consumer.poll(DRAIN_WAIT) {
+            None => break,
+            Some(Err(event)) => refused |= denied(&event),
+            Some(Ok(_)) => {}
+        }
+    }
+    refused || consumer.context().group_denied.load(Ordering::Relaxed)
+}
+
 /// Shared clients and the concurrency limit.
 pub struct KafkaClients {
     permits: Arc<Semaphore>,
@@ -384,22 +402,7 @@ impl KafkaClients {
             let committed = consumer
                 .committed_offsets(list, REQUEST_TIMEOUT)
                 .map_err(|e| {
-                    // A refused coordinator lookup comes as an event (to the context, or
-                    // as a consumer error) while the request waits, and the request times
-                    // out: serve the events to tell a missing ACL from an outage.
-                    let mut denied =
-                        e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
-                    for _ in 0..1000 {
-                        match consumer.poll(DRAIN_WAIT) {
-                            None => break,
-                            Some(Err(event)) => {
-                                denied |= event.rdkafka_error_code()
-                                    == Some(RDKafkaErrorCode::GroupAuthorizationFailed);
-                            }
-                            Some(Ok(_)) => {}
-                        }
-                    }
-                    if denied || consumer.context().group_denied.load(Ordering::Relaxed) {
+                    if group_refused(&consumer, &e) {
                         KafkaOpError::GroupDenied {
                             group: group.clone(),
                         }

@@ -180,3 +180,21 @@ pub async fn delete_topics(bootstrap: &str, topics: &[String]) {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let _ = tokio::time::timeout(Duration::from_secs(20), admin.delete_topics(&names, &opts)).await;
 }
+
+/// The end offset (high watermark) of partition 0 of `topic`.
+pub async fn end_offset(bootstrap: &str, topic: &str) -> i64 {
+    let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("a Kafka consumer");
+        consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("the end offset of {topic}: {e}"))
+            .1
+    })
+    .await
+    .expect("the watermark read")
+}

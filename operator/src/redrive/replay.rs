@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use eventconsumer_contract::acl::{self, Acl, ResourceType};
 use k8s_openapi::jiff::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -38,6 +39,8 @@ use super::resource::{DeadLetterRedriveStatus, PartitionProgress, Phase, Skipped
 use super::select::{Decision, RecordHeader, Selection, SkipReason, decide};
 use super::status::{self, StatusWriter, Written};
 use crate::kafka::KafkaAccess;
+use crate::lag::{RefusalContext, group_refused};
+use crate::status::{KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED};
 
 /// Timeout of each blocking Kafka call (metadata, watermarks, committed offsets,
 /// transaction steps): long enough for a broker under load or a coordinator election,
@@ -64,14 +67,20 @@ pub const ID_PREFIX: &str = eventconsumer_contract::acl::REDRIVE_ID_PREFIX;
 /// How long a full producer queue is given to drain before the send is tried again.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
 
+/// The redrive's consumer: its context keeps the refusals that only reach it as events.
+type DeadLetterConsumer = BaseConsumer<RefusalContext>;
+
 /// Why a redrive could not make progress against Kafka; the caller retries with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("{action}: {source}")]
+    /// `needs`: the ACLs the action takes, of which the message names those of the kind a
+    /// refusal names (topic, group, transactional id).
+    #[error("{action}: {source}{}", missing_acl(.source, .needs))]
     Kafka {
         action: String,
         #[source]
         source: KafkaError,
+        needs: Box<[Acl]>,
     },
     #[error("topic {topic:?} does not exist")]
     TopicMissing { topic: String },
@@ -91,13 +100,31 @@ pub enum ReplayError {
 
 impl ReplayError {
     fn kafka(action: impl Into<String>) -> impl FnOnce(KafkaError) -> ReplayError {
+        ReplayError::kafka_needing(action, Vec::new())
+    }
+
+    /// Like [`Self::kafka`], for an action that takes the ACLs `needs`.
+    fn kafka_needing(
+        action: impl Into<String>,
+        needs: Vec<Acl>,
+    ) -> impl FnOnce(KafkaError) -> ReplayError {
         let action = action.into();
-        move |source| ReplayError::Kafka { action, source }
+        move |source| ReplayError::Kafka {
+            action,
+            source,
+            needs: needs.into(),
+        }
     }
 
     /// CamelCase reason for the `Blocked` condition.
     pub fn reason(&self) -> &'static str {
         match self {
+            ReplayError::Kafka { source, .. } if refused_kind(source).is_some() => {
+                KAFKA_AUTHORIZATION_FAILED
+            }
+            ReplayError::Kafka { source, .. } if authentication_failed(source) => {
+                KAFKA_AUTHENTICATION_FAILED
+            }
             ReplayError::Kafka { .. } => "KafkaUnavailable",
             ReplayError::TopicMissing { .. } => "TopicMissing",
             ReplayError::PartitionGone { .. } => "PartitionGone",
@@ -109,6 +136,46 @@ impl ReplayError {
     /// True when retrying cannot help.
     pub fn is_permanent(&self) -> bool {
         matches!(self, ReplayError::PartitionGone { .. })
+    }
+}
+
+/// The kind of resource the brokers refused this principal, when `error` is such a refusal.
+fn refused_kind(error: &KafkaError) -> Option<ResourceType> {
+    use RDKafkaErrorCode as C;
+    match error.rdkafka_error_code()? {
+        C::TopicAuthorizationFailed => Some(ResourceType::Topic),
+        C::GroupAuthorizationFailed => Some(ResourceType::Group),
+        C::TransactionalIdAuthorizationFailed => Some(ResourceType::TransactionalId),
+        C::ClusterAuthorizationFailed => Some(ResourceType::Cluster),
+        _ => None,
+    }
+}
+
+fn authentication_failed(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL)
+    )
+}
+
+/// What a refusal adds to the message: the ACLs of `needs` of the refused kind.
+fn missing_acl(error: &KafkaError, needs: &[Acl]) -> String {
+    let Some(kind) = refused_kind(error) else {
+        return String::new();
+    };
+    let named: Vec<String> = needs
+        .iter()
+        .filter(|acl| acl.resource == kind)
+        .map(Acl::to_string)
+        .collect();
+    if named.is_empty() {
+        "; an ACL is missing (README, Kafka ACLs)".to_owned()
+    } else {
+        format!(
+            "; an ACL is missing: this principal needs {}",
+            named.join(" and ")
+        )
     }
 }
 
@@ -217,7 +284,7 @@ pub fn run(
         mut status,
     } = job;
     let id = format!("{ID_PREFIX}{uid}");
-    let consumer: BaseConsumer = access
+    let consumer: DeadLetterConsumer = access
         .client_config()
         .set("group.id", &id)
         .set("enable.auto.commit", "false")
@@ -225,19 +292,24 @@ pub fn run(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(RefusalContext::default())
         .map_err(ReplayError::kafka("creating the dead-letter consumer"))?;
 
     // 1. The snapshot, stored before anything is replayed.
     if status.partitions.is_empty() {
-        let partitions = partition_count(&consumer, &dead_letter_topic)?;
+        let partitions = partition_count(
+            &consumer,
+            &dead_letter_topic,
+            acl::redrive_read(&dead_letter_topic),
+        )?;
         let mut progress = Vec::new();
         for partition in 0..partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&dead_letter_topic, partition, KAFKA_TIMEOUT)
-                .map_err(ReplayError::kafka(format!(
-                    "reading the end offset of {dead_letter_topic}/{partition}"
-                )))?;
+                .map_err(ReplayError::kafka_needing(
+                    format!("reading the end offset of {dead_letter_topic}/{partition}"),
+                    vec![acl::redrive_read(&dead_letter_topic)],
+                ))?;
             progress.push(PartitionProgress {
                 partition,
                 end_offset: high,
@@ -259,7 +331,7 @@ pub fn run(
         .dead_letter_topic
         .clone()
         .unwrap_or(dead_letter_topic);
-    let now_partitions = partition_count(&consumer, &topic)?;
+    let now_partitions = partition_count(&consumer, &topic, acl::redrive_read(&topic))?;
     if let Some(gone) = status
         .partitions
         .iter()
@@ -276,7 +348,7 @@ pub fn run(
         selection.group = group.clone();
     }
     for (source, count) in selection.source_topics.iter_mut() {
-        *count = partition_count(&consumer, source)?;
+        *count = partition_count(&consumer, source, acl::redrive_write(source))?;
     }
     let end: BTreeMap<i32, i64> = status
         .partitions
@@ -299,21 +371,33 @@ pub fn run(
         .map_err(ReplayError::kafka("creating the transactional producer"))?;
     producer
         .init_transactions(KAFKA_TIMEOUT)
-        .map_err(ReplayError::kafka(format!(
-            "initialising transactions of {id} (which fences and aborts a previous instance's open transaction)"
-        )))?;
+        .map_err(ReplayError::kafka_needing(
+            format!(
+                "initialising transactions of {id} (which fences and aborts a previous instance's open transaction)"
+            ),
+            vec![acl::redrive_transactional_id()],
+        ))?;
 
     // 3. Where the last committed transaction left off.
     let mut query = TopicPartitionList::new();
     for partition in end.keys() {
         query.add_partition(&topic, *partition);
     }
-    let committed =
-        consumer
-            .committed_offsets(query, KAFKA_TIMEOUT)
-            .map_err(ReplayError::kafka(format!(
-                "reading the committed offsets of {id}"
-            )))?;
+    let committed = consumer
+        .committed_offsets(query, KAFKA_TIMEOUT)
+        .map_err(|error| {
+            // A refused group only times out; name the refusal instead.
+            let source = if group_refused(&consumer, &error) {
+                KafkaError::MetadataFetch(RDKafkaErrorCode::GroupAuthorizationFailed)
+            } else {
+                error
+            };
+            ReplayError::Kafka {
+                action: format!("reading the committed offsets of {id}"),
+                source,
+                needs: Box::new([acl::redrive_group()]),
+            }
+        })?;
     let mut positions: BTreeMap<i32, Option<i64>> = BTreeMap::new();
     let mut counts: BTreeMap<i32, Counts> = BTreeMap::new();
     for element in committed.elements_for_topic(&topic) {
@@ -369,7 +453,10 @@ pub fn run(
             }
             producer
                 .begin_transaction()
-                .map_err(ReplayError::kafka("beginning a transaction"))?;
+                .map_err(ReplayError::kafka_needing(
+                    "beginning a transaction",
+                    vec![acl::redrive_transactional_id()],
+                ))?;
             let mut moved: BTreeSet<i32> = BTreeSet::new();
             let mut read = 0;
             let started = Instant::now();
@@ -408,6 +495,7 @@ pub fn run(
                         return Err(ReplayError::Kafka {
                             action: format!("reading {topic}"),
                             source: error,
+                            needs: Box::new([acl::redrive_read(&topic)]),
                         });
                     }
                     Some(Ok(message)) => message,
@@ -480,15 +568,26 @@ pub fn run(
             if offsets.count() > 0 {
                 producer
                     .send_offsets_to_transaction(&offsets, &group, KAFKA_TIMEOUT)
-                    .map_err(ReplayError::kafka("adding the position to the transaction"))?;
+                    .map_err(ReplayError::kafka_needing(
+                        "adding the position to the transaction",
+                        vec![acl::redrive_group()],
+                    ))?;
             }
             if let Err(error) = producer.commit_transaction(KAFKA_TIMEOUT) {
                 // Best effort: a fenced or fatal producer cannot abort, and the next
                 // instance's init_transactions aborts whatever is left open.
                 let _ = producer.abort_transaction(KAFKA_TIMEOUT);
+                // The transaction ends here: whatever it did is what the refusal may be about.
+                let mut needs: Vec<Acl> = selection
+                    .source_topics
+                    .keys()
+                    .map(|t| acl::redrive_write(t))
+                    .collect();
+                needs.extend([acl::redrive_group(), acl::redrive_transactional_id()]);
                 return Err(ReplayError::Kafka {
                     action: "committing a transaction".into(),
                     source: error,
+                    needs: needs.into(),
                 });
             }
             if !moved.is_empty() || remaining.is_empty() {
@@ -531,15 +630,33 @@ fn running(group: &str, topic: &str) -> String {
     )
 }
 
-fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, ReplayError> {
+/// `needs`: the ACL that lets this principal see `topic`.
+fn partition_count(
+    consumer: &DeadLetterConsumer,
+    topic: &str,
+    needs: Acl,
+) -> Result<i32, ReplayError> {
+    let action = format!("reading the metadata of {topic}");
     let metadata = consumer
         .fetch_metadata(Some(topic), KAFKA_TIMEOUT)
-        .map_err(ReplayError::kafka(format!(
-            "reading the metadata of {topic}"
-        )))?;
+        .map_err(ReplayError::kafka_needing(
+            action.clone(),
+            vec![needs.clone()],
+        ))?;
     match metadata.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
             Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+        }
+        // Not "missing": the brokers hide a topic this principal may not describe.
+        Some(t)
+            if t.error().map(RDKafkaErrorCode::from)
+                == Some(RDKafkaErrorCode::TopicAuthorizationFailed) =>
+        {
+            Err(ReplayError::Kafka {
+                action,
+                source: KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed),
+                needs: Box::new([needs]),
+            })
         }
         _ => Err(ReplayError::TopicMissing {
             topic: topic.to_owned(),
@@ -547,7 +664,7 @@ fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<i32, ReplayEr
     }
 }
 
-fn current_position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+fn current_position(consumer: &DeadLetterConsumer, topic: &str, partition: i32) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(topic, partition)?.offset() {
         Offset::Offset(o) => Some(o),
@@ -556,7 +673,7 @@ fn current_position(consumer: &BaseConsumer, topic: &str, partition: i32) -> Opt
 }
 
 fn finish_partition(
-    consumer: &BaseConsumer,
+    consumer: &DeadLetterConsumer,
     topic: &str,
     partition: i32,
     remaining: &mut BTreeSet<i32>,
@@ -592,6 +709,7 @@ fn send(
                 return Err(ReplayError::Kafka {
                     action: format!("replaying a record to {}", back.topic),
                     source: error,
+                    needs: Box::new([acl::redrive_write(back.topic)]),
                 });
             }
         }

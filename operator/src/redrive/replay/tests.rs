@@ -42,3 +42,41 @@ fn the_totals_add_up_the_partitions_and_the_skip_reasons() {
         }
     );
 }
+
+#[test]
+fn a_refusal_by_the_brokers_blocks_as_an_authorization_failure_naming_the_acl_it_needs() {
+    let refused = |code, needs: Vec<Acl>| ReplayError::Kafka {
+        action: "reading the committed offsets of eventconsumer-redrive.u".into(),
+        source: KafkaError::MetadataFetch(code),
+        needs: needs.into(),
+    };
+    let group = refused(
+        RDKafkaErrorCode::GroupAuthorizationFailed,
+        vec![acl::redrive_group(), acl::redrive_transactional_id()],
+    );
+    assert_eq!(group.reason(), "KafkaAuthorizationFailed");
+    assert!(
+        group.to_string().ends_with(
+            "; an ACL is missing: this principal needs Read on group eventconsumer-redrive. (prefixed)"
+        ),
+        "{group}"
+    );
+    let unnamed = refused(
+        RDKafkaErrorCode::TopicAuthorizationFailed,
+        vec![acl::redrive_group()],
+    );
+    assert!(
+        unnamed
+            .to_string()
+            .ends_with("; an ACL is missing (README, Kafka ACLs)"),
+        "{unnamed}"
+    );
+    let password = refused(RDKafkaErrorCode::SaslAuthenticationFailed, Vec::new());
+    assert_eq!(password.reason(), "KafkaAuthenticationFailed");
+    let outage = refused(
+        RDKafkaErrorCode::BrokerTransportFailure,
+        vec![acl::redrive_group()],
+    );
+    assert_eq!(outage.reason(), "KafkaUnavailable");
+    assert!(!outage.to_string().contains("ACL"), "{outage}");
+}
