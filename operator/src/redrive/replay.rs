@@ -69,6 +69,37 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(50);
 
 /// The redrive's consumer: its context keeps the refusals that only reach it as events.
 type DeadLetterConsumer = BaseConsumer<RefusalContext>;
+type ReplayProducer = ThreadedProducer<DefaultProducerContext>;
+/// How long [`transaction_failed`] waits for the transaction's own error: it is known at once,
+/// and the bound keeps a hung broker from holding the redrive longer than its other steps.
+const CAUSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A failed transaction step as the error to report. A record the brokers refused (no Write
+/// on its topic) makes the transaction abortable, and the next step may fail only with an
+/// erroneous state; a commit then cannot succeed, and answers with the error that made the
+/// transaction abortable, which names the refusal. `needs`: every ACL the transaction takes.
+fn transaction_failed(
+    producer: &ReplayProducer,
+    action: &str,
+    error: KafkaError,
+    needs: Vec<Acl>,
+) -> ReplayError {
+    let abortable = matches!(&error, KafkaError::Transaction(e) if e.txn_requires_abort());
+    let mut source = error;
+    // Only in the abortable state, where the commit is sure to fail.
+    if abortable
+        && refused_kind(&source).is_none()
+        && let Err(cause) = producer.commit_transaction(CAUSE_WAIT)
+        && refused_kind(&cause).is_some()
+    {
+        source = cause;
+    }
+    ReplayError::Kafka {
+        action: action.to_owned(),
+        source,
+        needs: needs.into(),
+    }
+}
 
 /// Why a redrive could not make progress against Kafka; the caller retries with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -363,7 +394,7 @@ pub fn run(
     //    read waited for the broker to abort it at the transaction timeout (60 s by default)
     //    and failed as if Kafka were down. `init_transactions` with the same transactional id
     //    aborts the open transaction at once, and returns only when the abort is complete.
-    let producer: ThreadedProducer<DefaultProducerContext> = access
+    let producer: ReplayProducer = access
         .client_config()
         .set("transactional.id", &id)
         .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)
@@ -447,6 +478,13 @@ pub fn run(
             return Ok(Ended::Stopped);
         }
 
+        // What a transaction does: write the source topics, add the position in the group.
+        let transaction_needs: Vec<Acl> = selection
+            .source_topics
+            .keys()
+            .map(|t| acl::redrive_write(t))
+            .chain([acl::redrive_group(), acl::redrive_transactional_id()])
+            .collect();
         while !remaining.is_empty() {
             if cancel.is_cancelled() {
                 return Ok(Ended::Stopped);
@@ -568,27 +606,26 @@ pub fn run(
             if offsets.count() > 0 {
                 producer
                     .send_offsets_to_transaction(&offsets, &group, KAFKA_TIMEOUT)
-                    .map_err(ReplayError::kafka_needing(
-                        "adding the position to the transaction",
-                        vec![acl::redrive_group()],
-                    ))?;
+                    .map_err(|error| {
+                        transaction_failed(
+                            &producer,
+                            "adding the position to the transaction",
+                            error,
+                            transaction_needs.clone(),
+                        )
+                    })?;
             }
             if let Err(error) = producer.commit_transaction(KAFKA_TIMEOUT) {
+                let failed = transaction_failed(
+                    &producer,
+                    "committing a transaction",
+                    error,
+                    transaction_needs.clone(),
+                );
                 // Best effort: a fenced or fatal producer cannot abort, and the next
                 // instance's init_transactions aborts whatever is left open.
                 let _ = producer.abort_transaction(KAFKA_TIMEOUT);
-                // The transaction ends here: whatever it did is what the refusal may be about.
-                let mut needs: Vec<Acl> = selection
-                    .source_topics
-                    .keys()
-                    .map(|t| acl::redrive_write(t))
-                    .collect();
-                needs.extend([acl::redrive_group(), acl::redrive_transactional_id()]);
-                return Err(ReplayError::Kafka {
-                    action: "committing a transaction".into(),
-                    source: error,
-                    needs: needs.into(),
-                });
+                return Err(failed);
             }
             if !moved.is_empty() || remaining.is_empty() {
                 sync_positions(&mut status, &positions);
@@ -695,7 +732,7 @@ fn sync_positions(status: &mut DeadLetterRedriveStatus, positions: &BTreeMap<i32
 }
 
 fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &ReplayProducer,
     mut record: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), ReplayError> {
     loop {
