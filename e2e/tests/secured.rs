@@ -550,21 +550,21 @@ async fn own_topics_and_acls(
     principal
 }
 
+/// The reason and message of condition `type_` when it is True.
+fn true_condition(object: &DynamicObject, type_: &str) -> Option<(String, String)> {
+    let (status, reason, message) = cluster::condition(object, type_)?;
+    (status == "True").then_some((reason, message))
+}
+
 /// `Degraded`'s reason and message when it is True.
 fn degraded(ec: &DynamicObject) -> Option<(String, String)> {
-    let conditions = ec.data["status"]["conditions"].as_array()?;
-    let degraded = conditions
-        .iter()
-        .find(|c| c["type"] == "Degraded" && c["status"] == "True")?;
-    Some((
-        degraded["reason"].as_str()?.to_owned(),
-        degraded["message"].as_str()?.to_owned(),
-    ))
+    true_condition(ec, "Degraded")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_recovers() {
-    let _shared = SHARED_ACLS.read().await;
+    // Revokes the dead-letter scanner's group, which other tests here rely on: runs alone.
+    let _shared = SHARED_ACLS.write().await;
     let Run {
         plaintext,
         client,
@@ -617,6 +617,11 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
         ),
         (vec![literal(Group, &c.group, Read)], "lag", &c.input),
         (vec![literal(Topic, &c.dlq, Read)], "dead letters", &c.dlq),
+        (
+            vec![literal(Group, acl::DLQ_SCAN_GROUP, Read)],
+            "dead letters",
+            &c.dlq,
+        ),
     ];
     for (lost, shows_in, feed) in rows {
         let acl = &lost[0];
@@ -657,6 +662,47 @@ async fn each_missing_acl_the_operator_needs_is_named_in_status_and_granting_it_
         )
         .await;
     }
+
+    // Create on the retry topics' prefix matters only when one is missing: delete it.
+    let create = acl::Acl {
+        resource: Topic,
+        name: eventconsumer_contract::retry_topic_prefix(&c.group),
+        pattern: acl::Pattern::Prefixed,
+        operation: Create,
+    };
+    assert!(
+        acls.contains(&create),
+        "{create} is one of the documented ACLs"
+    );
+    testkit::acl::revoke(&plaintext, &principal, std::slice::from_ref(&create)).await;
+    let retry_topic = format!("{}.retry.1", c.group);
+    kafka::delete_topics(&plaintext, std::slice::from_ref(&retry_topic)).await;
+    let failed = eventually(
+        &format!("the loss of {create} to show in RetryTopicsReady"),
+        TIMEOUT,
+        || async {
+            procs.assert_all_running();
+            let ec = ecs.get(&c.name).await.ok()?;
+            let (status, reason, message) = cluster::condition(&ec, "RetryTopicsReady")?;
+            (status == "False" && reason == "RetryTopicCreateFailed").then_some(message)
+        },
+    )
+    .await;
+    eprintln!("without {create}: {failed}");
+    assert!(
+        failed.contains(&retry_topic) && failed.to_lowercase().contains("authoriz"),
+        "the condition names the topic and the refusal: {failed}"
+    );
+    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&create)).await;
+    eventually(
+        &format!("the retry topic created again once {create} is granted"),
+        TIMEOUT,
+        || async {
+            let ec = ecs.get(&c.name).await.ok()?;
+            (cluster::condition(&ec, "RetryTopicsReady")?.0 == "True").then_some(())
+        },
+    )
+    .await;
     revoke_own(&plaintext, &principal, &c, &prefix).await;
     drop(procs);
     drop(cleanup);
@@ -920,18 +966,6 @@ async fn dead_letter(plaintext: &str, c: &Consumer) {
         .unwrap_or_else(|(e, _)| panic!("producing a dead letter: {e}"));
 }
 
-/// `Blocked`'s reason and message when it is True.
-fn blocked(redrive: &DynamicObject) -> Option<(String, String)> {
-    let conditions = redrive.data["status"]["conditions"].as_array()?;
-    let blocked = conditions
-        .iter()
-        .find(|c| c["type"] == "Blocked" && c["status"] == "True")?;
-    Some((
-        blocked["reason"].as_str()?.to_owned(),
-        blocked["message"].as_str()?.to_owned(),
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_missing_acl_a_redrive_needs_blocks_it_by_name_and_granting_it_lets_it_finish() {
     // Revokes ACLs other tests here rely on: runs alone.
@@ -991,7 +1025,7 @@ async fn each_missing_acl_a_redrive_needs_blocks_it_by_name_and_granting_it_lets
             TIMEOUT,
             || async {
                 procs.assert_all_running();
-                blocked(&redrives.get(&name).await.ok()?)
+                true_condition(&redrives.get(&name).await.ok()?, "Blocked")
             },
         )
         .await;

@@ -483,6 +483,16 @@ impl KafkaClients {
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
                         open.remove(&partition);
                     }
+                    // The scanner's group is looked up although it never joins: its refusal
+                    // is a missing ACL of this principal, named like the lag read's.
+                    Some(Err(e))
+                        if e.rdkafka_error_code()
+                            == Some(RDKafkaErrorCode::GroupAuthorizationFailed) =>
+                    {
+                        return Err(KafkaOpError::GroupDenied {
+                            group: SCAN_GROUP.to_owned(),
+                        });
+                    }
                     Some(Err(e)) => return Err(error(e.to_string())),
                     Some(Ok(message)) => {
                         next.insert(message.partition(), message.offset().saturating_add(1));

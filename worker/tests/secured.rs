@@ -467,6 +467,69 @@ async fn each_missing_worker_acl_is_named_and_nothing_is_committed_until_it_is_g
     futures::future::join_all(runs).await;
 }
 
+/// Runs a worker with all its ACLs but Write on `topic` of `names`: it names the refused write,
+/// and, once the ACL is granted back, `settled` holds (the counts of output, dead letters and
+/// committed offsets), with `held` what must hold while it is refused.
+async fn write_refused(name: &str, lost: usize, held: (i64, i64, i64), settled: (i64, i64, i64)) {
+    let names = Names::create(name).await;
+    let plaintext = testkit::kafka_bootstrap();
+    let principal = User::Consumer.principal();
+    let mut acls = names.worker_acls();
+    let removed = acls.remove(lost);
+    assert_eq!(removed.operation, acl::Operation::Write, "{removed}");
+    testkit::acl::grant(&plaintext, &principal, &acls).await;
+    names.produce(3).await;
+    let worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
+    let line = worker
+        .wait_error(&["Kafka refused this worker's write", &removed.name])
+        .await;
+    assert!(line.contains("an ACL is missing"), "{name}: {line}");
+    let counts = || async {
+        (
+            records_in(&names.output).await,
+            records_in(&names.dlq).await,
+            names.committed().await,
+        )
+    };
+    testkit::eventually(
+        &format!("{name}: {held:?} while refused"),
+        DEADLINE,
+        || async { (counts().await == held).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(REFUSED_FOR).await;
+    assert_eq!(
+        counts().await,
+        held,
+        "{name}: still refused, nothing more moves"
+    );
+
+    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&removed)).await;
+    testkit::eventually(
+        &format!("{name}: {settled:?} once {removed} is granted"),
+        DEADLINE,
+        || async { (counts().await == settled).then_some(()) },
+    )
+    .await;
+    assert_no_password(&worker.log_text(), name);
+    drop(worker);
+    acls.push(removed);
+    testkit::acl::revoke(&plaintext, &principal, &acls).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_write_on_the_output_or_dead_letter_topic_is_named_and_loses_nothing() {
+    // acl::worker lists Write on the output topic third and on the dead-letter topic fourth.
+    // Without the output: each order fails to publish, is retried, then dead-lettered (class
+    // `publish`) beside the poison one: all 4 in the dead-letter topic, all committed.
+    let output = write_refused("acl-out", 2, (0, 4, 4), (0, 4, 4));
+    // Without the dead-letter topic: the 3 orders go out and are committed; the poison one
+    // cannot be dead-lettered, so its partition waits with its offset uncommitted, until the
+    // ACL is back.
+    let dead_letter = write_refused("acl-dlq", 3, (3, 0, 3), (3, 1, 4));
+    futures::future::join(output, dead_letter).await;
+}
+
 #[test]
 fn the_local_broker_rejects_a_consumer_without_acls() {
     // A guard for every test above: if the broker allowed everything, "exactly the documented
