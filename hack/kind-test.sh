@@ -22,6 +22,10 @@ ORDERS=40
 BURST=150
 PAGE_VIEWS=30
 VIDEOS=10
+# The chart's Kafka also listens with SASL_SSL (PLAIN) on 9094, for one consumer
+# (order-secured) that reaches it with credentials and a CA from Secrets only.
+SECURED_HOST="eventconsumer-kafka.$NS.svc"
+SECURED_FLAGS="--set kafka.secured.enabled=true --set kafka.secured.secretName=kafka-secured"
 # Free disk the run needs under Docker's root when nothing is built yet (measured on a cold
 # run: see the README's kind section); a warm run needs far less, but cannot know in advance.
 KIND_TEST_MIN_FREE_GB="${KIND_TEST_MIN_FREE_GB:-15}"
@@ -98,6 +102,73 @@ order() { # order CUSTOMER: POST one valid order; prints the order id and a newl
       -d "{\"customer_id\":\"$1\",\"items\":[{\"product_id\":\"SKU-001\",\"quantity\":2,\"price\":29.99}],\"total\":59.98}"
     echo # the body has no newline of its own
   } | sed -n 's/.*"order_id":"\([^"]*\)".*/\1/p'
+}
+
+# secured_broker DIR: a throw-away CA and a broker certificate naming SECURED_HOST (openssl),
+# and the broker's Secret (key and chain as one PEM file, its one PLAIN user) in NS.
+secured_broker() {
+  local d="$1"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=eventconsumer kind-test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$SECURED_HOST" \
+    -keyout "$d/broker.key" -out "$d/broker.csr" 2>/dev/null
+  openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile <(printf 'subjectAltName=DNS:%s\n' "$SECURED_HOST") -out "$d/broker.crt" 2>/dev/null
+  cat "$d/broker.key" "$d/broker.crt" >"$d/keystore.pem"
+  openssl rand -hex 16 >"$d/password"
+  k -n "$NS" create secret generic kafka-secured --from-file=keystore.pem="$d/keystore.pem" \
+    --from-literal=jaas="org.apache.kafka.common.security.plain.PlainLoginModule required user_consumer=\"$(cat "$d/password")\";" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+}
+
+# secured_consumer DIR: the consumer's CA and credentials Secrets, its topics, and
+# order-secured (payment, into order.secured) over SASL_SSL; waits until it is Ready.
+secured_consumer() {
+  local d="$1" topic
+  k -n "$SAMPLES_NS" create secret generic kafka-ca --from-file=ca.crt="$d/ca.crt" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null
+  k -n "$SAMPLES_NS" create secret generic kafka-user --from-literal=username=consumer \
+    --from-literal=password="$(cat "$d/password")" --dry-run=client -o yaml | k apply -f - >/dev/null
+  for topic in "order.secured 3" "order.secured.dlq 1"; do
+    k -n "$NS" exec eventconsumer-kafka-0 -c kafka -- /opt/kafka/bin/kafka-topics.sh \
+      --bootstrap-server localhost:9092 --create --if-not-exists --topic "${topic% *}" \
+      --partitions "${topic#* }" >/dev/null
+  done
+  k -n "$SAMPLES_NS" apply -f - >/dev/null <<EOF
+apiVersion: eventconsumer.dev/v1alpha1
+kind: EventConsumer
+metadata:
+  name: order-secured
+spec:
+  handler: order
+  order:
+    action: payment
+    outputTopic: order.secured
+  kafka:
+    bootstrapServers: $SECURED_HOST:9094
+    topics: [order.placed]
+    consumerGroup: secured-payment
+    sasl:
+      mechanism: PLAIN
+      secretRef:
+        name: kafka-user
+    tls:
+      caSecretRef:
+        name: kafka-ca
+  delivery:
+    deadLetterTopic: order.secured.dlq
+EOF
+  k -n "$SAMPLES_NS" wait --for=condition=Ready ec/order-secured --timeout=180s >/dev/null ||
+    { k -n "$SAMPLES_NS" get ec order-secured -o yaml >&2; return 1; }
+}
+
+# No secret value in the consumer's Deployment, its status or the operator's log.
+secured_password_nowhere() {
+  local password
+  password="$(cat "$1/password")"
+  ! { k -n "$SAMPLES_NS" get deploy order-secured -o yaml
+    k -n "$SAMPLES_NS" get ec order-secured -o yaml
+    k -n "$NS" logs -l app.kubernetes.io/component=operator --tail=-1; } | grep -qF "$password"
 }
 
 all_pods_running() {
@@ -276,10 +347,15 @@ main() {
   step "namespaces enforce the restricted Pod Security Standard"
   k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
   k label --overwrite namespace "$NS" "$SAMPLES_NS" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  step "the chart's Kafka with a SASL_SSL listener"
+  local pki
+  pki="$(mktemp -d)"
+  secured_broker "$pki"
   step "make deploy"
-  make deploy
+  make deploy HELM_EXTRA_FLAGS="$SECURED_FLAGS"
   step "make samples"
   make samples
+  check "a consumer over SASL_SSL (PLAIN, the CA and password from Secrets) is Ready" secured_consumer "$pki"
   check "every pod Running under the restricted profile" all_pods_running
   check "the operator runs two replicas and one of them holds the Lease" leader_is_an_operator_pod
   check "worker, gateway and operator pods run as UID 65532 on read-only root filesystems" pods_run_as_65532_read_only
@@ -306,6 +382,8 @@ main() {
   echo 'c-bad|{"order_id":"o-poison","customer_id":"c-bad","items":[],"total":0,"created_at":"2026-01-01T00:00:00Z"}' |
     KUBE_CONTEXT="$CTX" examples/produce.sh order.placed
   check "every order reaches all four outputs" orders_reach_outputs "$dir/orders"
+  check "every order reaches the SASL_SSL consumer's output" keys_cover order.secured "$dir/orders"
+  check "the password is in no Deployment, status or operator log" secured_password_nowhere "$pki"
   check "page views are counted right" page_views_counted "/p0=10 /p1=10 /p2=10"
   check "every video reaches video.ready" keys_cover video.ready "$dir/videos"
   check "the poison order sits in order.placed.dlq with its headers, once per order consumer" poison_in_dlq
@@ -321,7 +399,7 @@ main() {
   check "a worker killed mid-stream loses nothing" orders_reach_outputs "$dir/burst"
   traffic "$dir/rollout" "$BURST" &
   sleep 3
-  make deploy HELM_EXTRA_FLAGS="--set gateway.logLevel=debug --set operator.logLevel=debug" >/dev/null
+  make deploy HELM_EXTRA_FLAGS="$SECURED_FLAGS --set gateway.logLevel=debug --set operator.logLevel=debug" >/dev/null
   wait
   check "a helm upgrade rollout with traffic flowing loses no accepted order" orders_reach_outputs "$dir/rollout"
   check "the gateway refuses no request during its rollout" test "$(cat "$dir/rollout.refused")" -eq 0
@@ -330,7 +408,7 @@ main() {
   k -n "$SAMPLES_NS" delete ec --all --wait=true >/dev/null
   helm --kube-context "$CTX" uninstall eventconsumer -n "$NS" --wait >/dev/null
   check "helm uninstall leaves no object of the release behind" nothing_left_of_release
-  rm -rf "$dir"
+  rm -rf "$dir" "$pki"
 }
 
 main "$@"

@@ -1023,6 +1023,17 @@ async fn helm_template_output_passes_server_side_dry_run_apply() {
             "Secrets not watched",
             vec!["--set".into(), "operator.watchSecrets=false".into()],
         ),
+        (
+            "kind values with the SASL_SSL listener",
+            vec![
+                "-f".into(),
+                ci("kind-values.yaml"),
+                "--set".into(),
+                "kafka.secured.enabled=true".into(),
+                "--set".into(),
+                "kafka.secured.secretName=kafka-secured".into(),
+            ],
+        ),
     ];
     for (case, values) in cases {
         let mut args = vec![

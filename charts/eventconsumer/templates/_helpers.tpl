@@ -98,6 +98,10 @@ works from any namespace (EventConsumers usually live elsewhere).
 {{- printf "%s.%s.svc:9092" (include "eventconsumer.kafkaFullname" .) .Release.Namespace }}
 {{- end }}
 
+{{- define "eventconsumer.kafkaSecuredBootstrap" -}}
+{{- printf "%s.%s.svc:9094" (include "eventconsumer.kafkaFullname" .) .Release.Namespace }}
+{{- end }}
+
 {{- define "eventconsumer.gatewayBootstrap" -}}
 {{- if .Values.gateway.bootstrapServers }}
 {{- .Values.gateway.bootstrapServers }}
