@@ -174,12 +174,7 @@ impl ClientContext for RefusalContext {
         let tls_alert = code == Some(C::BrokerTransportFailure)
             && eventconsumer_contract::transport_failure_names_tls(reason);
         match code {
-            _ if tls_alert => {
-                if let Ok(mut refused) = self.refused.lock() {
-                    *refused = Some(reason.to_owned());
-                }
-            }
-            Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL) => {
+            _ if tls_alert || authentication_refused(&error) => {
                 if let Ok(mut refused) = self.refused.lock() {
                     *refused = Some(reason.to_owned());
                 }
@@ -209,6 +204,15 @@ fn drain(client: &MetadataClient, wait: Duration) {
             break;
         }
     }
+}
+
+/// Whether `error` is the brokers refusing this client's credentials or its TLS handshake.
+pub fn authentication_refused(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL)
+    )
 }
 
 /// Whether `error`, of a group request `consumer` made, is the brokers refusing this principal

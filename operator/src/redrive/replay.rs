@@ -39,7 +39,7 @@ use super::resource::{DeadLetterRedriveStatus, PartitionProgress, Phase, Skipped
 use super::select::{Decision, RecordHeader, Selection, SkipReason, decide};
 use super::status::{self, StatusWriter, Written};
 use crate::kafka::KafkaAccess;
-use crate::lag::{RefusalContext, group_refused};
+use crate::lag::{RefusalContext, authentication_refused, group_refused};
 use crate::status::{KAFKA_AUTHENTICATION_FAILED, KAFKA_AUTHORIZATION_FAILED};
 
 /// Timeout of each blocking Kafka call (metadata, watermarks, committed offsets,
@@ -153,7 +153,7 @@ impl ReplayError {
             ReplayError::Kafka { source, .. } if refused_kind(source).is_some() => {
                 KAFKA_AUTHORIZATION_FAILED
             }
-            ReplayError::Kafka { source, .. } if authentication_failed(source) => {
+            ReplayError::Kafka { source, .. } if authentication_refused(source) => {
                 KAFKA_AUTHENTICATION_FAILED
             }
             ReplayError::Kafka { .. } => "KafkaUnavailable",
@@ -180,14 +180,6 @@ fn refused_kind(error: &KafkaError) -> Option<ResourceType> {
         C::ClusterAuthorizationFailed => Some(ResourceType::Cluster),
         _ => None,
     }
-}
-
-fn authentication_failed(error: &KafkaError) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL)
-    )
 }
 
 /// What a refusal adds to the message: the ACLs of `needs` of the refused kind.
