@@ -195,8 +195,8 @@ pub fn refusal_hint(error: &KafkaError, reason: &str) -> Option<&'static str> {
         }
         C::SSL => TLS_HINT,
         C::TopicAuthorizationFailed => {
-            "an ACL is missing: this principal may not use a topic (Read on the source topics, \
-             Write on the output and dead-letter topics; README, Kafka ACLs)"
+            "an ACL is missing: this principal may not use a topic (Read on the source and retry \
+             topics, Write on the output, dead-letter and retry topics; README, Kafka ACLs)"
         }
         C::GroupAuthorizationFailed => {
             "an ACL is missing: this principal needs Read on its consumer group \

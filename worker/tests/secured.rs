@@ -86,18 +86,33 @@ struct Names {
     output: String,
     dlq: String,
     group: String,
+    /// `retryTopics` mode with its one retry topic (`--max-attempts 2`), and every order
+    /// failing its first attempt, so each one goes through the retry topic.
+    retry_topic: Option<String>,
 }
 
 impl Names {
     async fn create(prefix: &str) -> Names {
+        Names::create_in(prefix, false).await
+    }
+
+    /// [`Names::create`] in `retryTopics` mode, its retry topic created as the operator would.
+    async fn create_with_retry_topic(prefix: &str) -> Names {
+        Names::create_in(prefix, true).await
+    }
+
+    async fn create_in(prefix: &str, retry_topics: bool) -> Names {
         let plaintext = testkit::kafka_bootstrap();
+        let group = testkit::unique_name(&format!("{prefix}-g"));
         let names = Names {
             input: testkit::unique_name(&format!("{prefix}-in")),
             output: testkit::unique_name(&format!("{prefix}-out")),
             dlq: testkit::unique_name(&format!("{prefix}-dlq")),
-            group: testkit::unique_name(&format!("{prefix}-g")),
+            retry_topic: retry_topics.then(|| eventconsumer_contract::retry_topic(&group, 2)),
+            group,
         };
-        for topic in [&names.input, &names.output, &names.dlq] {
+        let topics = [&names.input, &names.output, &names.dlq];
+        for topic in topics.into_iter().chain(&names.retry_topic) {
             testkit::create_topic(&plaintext, topic, 1).await;
         }
         names
@@ -110,12 +125,12 @@ impl Names {
             group: &self.group,
             output: Some(&self.output),
             dead_letter: &self.dlq,
-            retry_topics: false,
+            retry_topics: self.retry_topic.is_some(),
         })
     }
 
     fn args(&self) -> Vec<String> {
-        [
+        let mut args = [
             "run",
             "--handler",
             "order",
@@ -143,7 +158,21 @@ impl Names {
             "info,librdkafka=warn",
         ]
         .map(str::to_owned)
-        .to_vec()
+        .to_vec();
+        if self.retry_topic.is_some() {
+            args.extend(
+                [
+                    "--delivery-mode",
+                    "retryTopics",
+                    "--fault-fail-percent",
+                    "100",
+                    "--fault-fail-times",
+                    "1",
+                ]
+                .map(str::to_owned),
+            );
+        }
+        args
     }
 
     /// Produces `orders` valid orders and one poison message through PLAINTEXT.
@@ -169,8 +198,13 @@ impl Names {
 
     /// The group's committed offset on the input topic (-1: none).
     async fn committed(&self) -> i64 {
+        self.committed_on(&self.input).await
+    }
+
+    /// The group's committed offset on partition 0 of `topic` (-1: none).
+    async fn committed_on(&self, topic: &str) -> i64 {
         let group = self.group.clone();
-        let input = self.input.clone();
+        let input = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", testkit::kafka_bootstrap())
@@ -528,6 +562,128 @@ async fn a_missing_write_on_the_output_or_dead_letter_topic_is_named_and_loses_n
     // ACL is back.
     let dead_letter = write_refused("acl-dlq", 3, (3, 0, 3), (3, 1, 4));
     futures::future::join(output, dead_letter).await;
+}
+
+/// In `retryTopics` mode every order here fails its first attempt, so the 3 orders and the
+/// poison message all pass through the retry topic: (output, dead letters, retry-topic
+/// records, committed on the source, committed on the retry topic).
+async fn retry_counts(names: &Names) -> (i64, i64, i64, i64, i64) {
+    let retry = names.retry_topic.as_deref().expect("retryTopics mode");
+    (
+        records_in(&names.output).await,
+        records_in(&names.dlq).await,
+        records_in(retry).await,
+        names.committed().await,
+        names.committed_on(retry).await,
+    )
+}
+
+/// Everything handled: 3 outcomes, the poison one dead-lettered from the retry topic, all
+/// offsets committed in both topics.
+const RETRIED_ALL: (i64, i64, i64, i64, i64) = (3, 1, 4, 4, 4);
+
+/// Runs a retryTopics-mode worker with all its ACLs but `lost` (its index in
+/// `acl::worker`'s list): the refusal is named in an error line with `words` and the
+/// removed ACL's topic prefix; `held` holds while refused (and stays for a while) with
+/// `/readyz` answering `ready`; once the ACL is granted back, everything is handled and the
+/// worker is ready.
+async fn retry_acl_refused(
+    name: &str,
+    lost: usize,
+    words: &[&str],
+    held: (i64, i64, i64, i64, i64),
+    ready: u16,
+) {
+    let names = Names::create_with_retry_topic(name).await;
+    let plaintext = testkit::kafka_bootstrap();
+    let principal = User::Consumer.principal();
+    let mut acls = names.worker_acls();
+    let removed = acls.remove(lost);
+    assert_eq!(removed.pattern, acl::Pattern::Prefixed, "{removed}");
+    testkit::acl::grant(&plaintext, &principal, &acls).await;
+    names.produce(3).await;
+    let worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
+    let mut all = words.to_vec();
+    all.push(&removed.name);
+    let line = worker.wait_error(&all).await;
+    assert!(line.contains("an ACL is missing"), "{name}: {line}");
+    testkit::eventually(
+        &format!("{name}: {held:?} while refused"),
+        DEADLINE,
+        || async { (retry_counts(&names).await == held).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(REFUSED_FOR).await;
+    assert_eq!(
+        retry_counts(&names).await,
+        held,
+        "{name}: nothing more moves"
+    );
+    assert_eq!(
+        worker.readyz().await,
+        Some(ready),
+        "{name}: readiness while refused"
+    );
+
+    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&removed)).await;
+    testkit::eventually(
+        &format!("{name}: all handled and ready once {removed} is granted"),
+        DEADLINE,
+        || async {
+            (retry_counts(&names).await == RETRIED_ALL && worker.readyz().await == Some(200))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_no_password(&worker.log_text(), name);
+    drop(worker);
+    acls.push(removed);
+    testkit::acl::revoke(&plaintext, &principal, &acls).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_retry_topics_mode_each_missing_retry_topic_acl_is_named_and_loses_nothing() {
+    // With every ACL the retry flow runs through.
+    let healthy = async {
+        let names = Names::create_with_retry_topic("acl-retry-ok").await;
+        let plaintext = testkit::kafka_bootstrap();
+        let principal = User::Consumer.principal();
+        let acls = names.worker_acls();
+        testkit::acl::grant(&plaintext, &principal, &acls).await;
+        names.produce(3).await;
+        let args = names.args();
+        let worker = Worker::start(
+            "acl-retry-ok",
+            &args,
+            &Credentials::good(Listener::Scram512),
+        );
+        testkit::eventually("acl-retry-ok: all handled", DEADLINE, || async {
+            (retry_counts(&names).await == RETRIED_ALL).then_some(())
+        })
+        .await;
+        drop(worker);
+        testkit::acl::revoke(&plaintext, &principal, &acls).await;
+    };
+    // acl::worker lists Read on the retry topics fifth and Write sixth.
+    // Without Read: the source is handled (each record moved to the retry topic and
+    // committed), the retry records wait, and the worker is not ready.
+    let read = retry_acl_refused(
+        "acl-retry-r",
+        4,
+        &["this principal needs Read on topic"],
+        (0, 0, 4, 4, -1),
+        503,
+    );
+    // Without Write: the first record cannot be moved, so its partition waits with nothing
+    // committed (the worker is ready: it reads, and says at each try what it cannot write).
+    let write = retry_acl_refused(
+        "acl-retry-w",
+        5,
+        &["Kafka refused this worker's write"],
+        (0, 0, 0, -1, -1),
+        200,
+    );
+    futures::future::join3(healthy, read, write).await;
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod partition;
 mod rebalance;
 pub mod retry;
 pub mod retry_topics;
+mod topic_access;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,7 @@ use crate::producer::Producer;
 use partition::{PartitionControl, PartitionHandle, WorkerContext};
 use rebalance::{ConsumerRef, drain, is_no_offset, lock_partitions};
 pub use rebalance::{LoopConsumer, LoopContext, Shared};
+use topic_access::{Change, TopicAccess};
 
 /// How often buffered messages are moved into partition queues while `recv()` is idle
 /// (all partitions paused): short enough not to add visible latency.
@@ -197,6 +199,24 @@ pub async fn run(
         metrics: metrics.clone(),
         drain: settings.shutdown_grace,
         refused: std::sync::atomic::AtomicBool::new(false),
+        assigned: std::sync::atomic::AtomicBool::new(false),
+        topic_access: TopicAccess::new(
+            settings
+                .topics
+                .iter()
+                .chain(&settings.retry_topics)
+                .cloned()
+                .collect(),
+            settings
+                .kafka
+                .clone()
+                .set(
+                    "client.id",
+                    format!("{}-read-check", settings.consumer_name),
+                )
+                .set("group.id", &settings.group_id)
+                .clone(),
+        ),
     });
     let consumer: Arc<LoopConsumer> =
         Arc::new(consumer_config(settings).create_with_context(LoopContext {
@@ -256,17 +276,17 @@ pub async fn run(
                         map.remove(&key);
                     }
                 }
-                Err(e) => match crate::kafka::refusal_hint(&e, "") {
-                    Some(hint) => {
-                        shared.refused();
-                        tracing::error!(error = %e, hint, topics = %settings.topics.join(","), group = %settings.group_id, "Kafka refused this worker");
-                    }
-                    None => tracing::warn!(error = %e, "consumer error"),
-                },
+                Err(e) => shared.consumer_error(&e, ""),
             },
             _ = tick.tick() => {
                 for handle in lock_partitions(&shared.partitions).values_mut() {
                     handle.drain_overflow();
+                }
+                if shared.topic_access.claim(Instant::now()) {
+                    tokio::task::spawn_blocking({
+                        let shared = shared.clone();
+                        move || check_topic_access(&shared)
+                    });
                 }
             }
         }
@@ -336,6 +356,28 @@ pub async fn run(
 /// Logs a warning for an output or dead-letter topic the brokers do not have. Nothing
 /// stops: with auto-creation off, sends to it fail and are retried (the partition pauses for
 /// the DLQ) until someone creates it, and this line says why up front.
+/// Runs a [`TopicAccess`] check, names what changed and updates readiness.
+fn check_topic_access(shared: &Shared) {
+    match shared.topic_access.check() {
+        Change::Same => return,
+        Change::Refused(topics) => {
+            let needs = topics
+                .iter()
+                .map(|t| format!("Read on topic {t}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::error!(
+                needs,
+                hint = "an ACL is missing: the worker reads nothing from these topics and is \
+                        not ready until it is granted (README, Kafka ACLs)",
+                "Kafka refused this worker: an ACL is missing: this principal needs {needs}"
+            );
+        }
+        Change::Cleared => tracing::info!("the brokers now let this worker read every topic"),
+    }
+    shared.update_readiness();
+}
+
 async fn warn_about_missing_topics(consumer: &Arc<LoopConsumer>, settings: &Settings) {
     let topics: Vec<(&'static str, String)> = [
         ("output", settings.output_topic.clone()),

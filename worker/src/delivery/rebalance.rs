@@ -20,9 +20,14 @@ pub struct Shared {
     pub(super) readiness: Arc<Readiness>,
     pub(super) metrics: Metrics,
     pub(super) drain: Duration,
-    /// The brokers refused this worker (credentials, TLS, an ACL): it stays not ready, even
-    /// with an empty assignment, until it is given partitions.
+    /// The brokers refused this worker (credentials, TLS, a group ACL): it stays not ready,
+    /// even with an empty assignment, until it is given partitions.
     pub(super) refused: std::sync::atomic::AtomicBool,
+    /// The group has given this member an assignment (even an empty one) since the last
+    /// revoke.
+    pub(super) assigned: std::sync::atomic::AtomicBool,
+    /// Subscribed topics the brokers refuse to let it read: not ready while there are any.
+    pub(super) topic_access: TopicAccess,
 }
 
 impl Shared {
@@ -31,6 +36,36 @@ impl Shared {
         self.refused
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.readiness.set(false);
+    }
+
+    /// Ready: assigned, not refused, and every subscribed topic readable.
+    pub(super) fn update_readiness(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.readiness.set(
+            self.assigned.load(Relaxed)
+                && !self.refused.load(Relaxed)
+                && !self.topic_access.any_refused(),
+        );
+    }
+
+    /// A Kafka error of the consumer: a topic refusal is checked topic by topic (see
+    /// [`TopicAccess`]); another refusal keeps the worker not ready; the rest is a warning.
+    pub(super) fn consumer_error(&self, error: &KafkaError, reason: &str) {
+        let hint = crate::kafka::refusal_hint(error, reason);
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) {
+            self.topic_access.suspect();
+        } else if hint.is_some() {
+            self.refused();
+        }
+        let sep = if reason.is_empty() { "" } else { ": " };
+        match hint {
+            Some(hint) => {
+                tracing::error!(target: "librdkafka", error = %error, hint, "Kafka refused this worker{sep}{reason}")
+            }
+            None => {
+                tracing::warn!(target: "librdkafka", error = %error, "consumer error{sep}{reason}")
+            }
+        }
     }
 }
 
@@ -57,14 +92,7 @@ impl ClientContext for LoopContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        match crate::kafka::refusal_hint(&error, reason) {
-            Some(hint) => {
-                // A refusal keeps the worker out of its group: make sure it is not ready.
-                self.shared.refused();
-                tracing::error!(target: "librdkafka", error = %error, hint, "Kafka refused this worker: {reason}");
-            }
-            None => tracing::warn!(target: "librdkafka", error = %error, "{reason}"),
-        }
+        self.shared.consumer_error(&error, reason);
     }
 }
 
@@ -129,6 +157,9 @@ pub(super) async fn drain(
 impl LoopContext {
     pub(super) fn on_revoke(&self, consumer: &BaseConsumer<LoopContext>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
+        shared
+            .assigned
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         shared.readiness.set(false);
         let revoked: Vec<_> = {
             let mut map = lock_partitions(&shared.partitions);
@@ -202,14 +233,14 @@ impl ConsumerContext for LoopContext {
         // A revoke clears the flag until the next assignment arrives.
         // A refused worker (see `Shared::refused`) with no partitions is not a standby but
         // locked out, so it stays not ready.
+        // So is one refused a subscribed topic (see `TopicAccess`).
         if let Rebalance::Assign(tpl) = rebalance {
             use std::sync::atomic::Ordering::Relaxed;
             if tpl.count() > 0 {
                 self.shared.refused.store(false, Relaxed);
             }
-            if !self.shared.refused.load(Relaxed) {
-                self.shared.readiness.set(true);
-            }
+            self.shared.assigned.store(true, Relaxed);
+            self.shared.update_readiness();
         }
     }
 
