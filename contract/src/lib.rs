@@ -11,7 +11,7 @@ pub mod retry;
 mod vocabulary;
 
 pub use vocabulary::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
 };
 
 /// The subcommand a consumer pod runs.
@@ -67,6 +67,10 @@ pub mod env {
     pub const DLQ_TOPIC: &str = "EC_DLQ_TOPIC";
     /// `blocking` | `retryTopics`: how failed messages wait for their next attempt.
     pub const DELIVERY_MODE: &str = "EC_DELIVERY_MODE";
+    /// `partition` | `key` | `none`: which messages may be processed at the same time.
+    pub const ORDERING: &str = "EC_ORDERING";
+    /// Messages a worker processes at the same time in `key` and `none` ordering.
+    pub const MAX_IN_FLIGHT: &str = "EC_MAX_IN_FLIGHT";
 
     /// Seconds the worker waits for in-flight work after SIGTERM.
     pub const SHUTDOWN_GRACE: &str = "EC_SHUTDOWN_GRACE";
@@ -111,6 +115,8 @@ pub mod env {
         ATTEMPT_TIMEOUT,
         DLQ_TOPIC,
         DELIVERY_MODE,
+        ORDERING,
+        MAX_IN_FLIGHT,
         SHUTDOWN_GRACE,
         HTTP_ADDR,
         LOG_LEVEL,
@@ -125,7 +131,9 @@ pub mod env {
 /// The values the enumerated settings take, as the CRD spells them and the worker's flags
 /// accept them: the names of the [`vocabulary`](crate::Handler) enums.
 pub mod values {
-    use crate::{DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage};
+    use crate::{
+        DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
+    };
 
     /// `spec.handler` / `EC_HANDLER`.
     pub const HANDLERS: &[&str] = Handler::NAMES;
@@ -139,6 +147,8 @@ pub mod values {
     pub const SASL_MECHANISMS: &[&str] = SaslMechanism::NAMES;
     /// `spec.delivery.mode` / `EC_DELIVERY_MODE`.
     pub const DELIVERY_MODES: &[&str] = DeliveryMode::NAMES;
+    /// `spec.delivery.ordering` / `EC_ORDERING`.
+    pub const ORDERINGS: &[&str] = Ordering::NAMES;
     /// The `ec-dlt-error-class` values the worker writes, which a DeadLetterRedrive can select.
     pub const ERROR_CLASSES: &[&str] = &[
         "decode",
@@ -211,6 +221,10 @@ pub mod limits {
     pub const MIN_BACKOFF_MULTIPLIER: f64 = 1.0;
     /// Largest backoff multiplier the CRD accepts.
     pub const MAX_BACKOFF_MULTIPLIER: f64 = 10.0;
+    /// Most messages one worker processes at the same time (`spec.delivery.maxInFlight`):
+    /// each holds its record (~300 B–1 MiB) and a task, so 10,000 keeps a worker within a
+    /// few hundred MiB even with large records; beyond it, add replicas.
+    pub const MAX_IN_FLIGHT: u32 = 10_000;
 }
 
 /// Defaults of settings that both the CRD and the worker's flags have. The operator always sets
@@ -233,6 +247,26 @@ pub mod defaults {
     pub const ANALYTICS_WINDOW: Duration = Duration::from_secs(5);
     /// `spec.logLevel` / `--log-level`.
     pub const LOG_LEVEL: &str = "info";
+    /// `spec.delivery.maxInFlight` / `--max-in-flight`: with a 20 ms sink call, 256 at a
+    /// time is ~12,800 messages per second per worker, more than one worker's share of a
+    /// topic usually needs, at a few MiB of records.
+    pub const MAX_IN_FLIGHT: u32 = 256;
+}
+
+/// Which orderings a handler can run with: the analytics handler counts into in-memory
+/// windows whose offsets are stored when a window is flushed, so it runs with `partition`
+/// only (concurrency would gain nothing for a counter and blur what a window holds).
+pub mod ordering {
+    use crate::{Handler, Ordering};
+
+    /// Whether `handler` runs with `ordering`.
+    pub fn fits(handler: Handler, ordering: Ordering) -> bool {
+        handler != Handler::Analytics || ordering == Ordering::Partition
+    }
+
+    /// Why not, in the words the CRD and the worker both refuse it with.
+    pub const ANALYTICS_REASON: &str = "the analytics handler counts into in-memory windows \
+        stored per partition; it runs with ordering partition only";
 }
 
 /// Kafka's own rule for topic names (`kafka.common.internals.Topic`).

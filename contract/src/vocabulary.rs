@@ -101,6 +101,25 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// Which messages a worker may process at the same time (`spec.delivery.ordering` /
+    /// `EC_ORDERING`). In every ordering an offset is committed only once every message
+    /// below it in its partition is finished.
+    #[derive(Default)]
+    pub enum Ordering {
+        // One message at a time per partition: per-key order kept, concurrency = partitions.
+        #[default]
+        #[cfg_attr(feature = "clap", value(help = "One message at a time per partition (per-key order kept)"))]
+        Partition = "partition",
+        // Messages of one key in offset order, different keys at the same time.
+        #[cfg_attr(feature = "clap", value(help = "Messages with the same key in offset order, different keys concurrently (--max-in-flight)"))]
+        Key = "key",
+        // Any messages at the same time, up to maxInFlight; no order kept.
+        #[cfg_attr(feature = "clap", value(help = "All messages concurrently up to --max-in-flight (no order kept)"))]
+        Unordered = "none",
+    }
+}
+
+vocabulary! {
     /// SASL mechanism (`spec.kafka.sasl.mechanism` / `EC_SASL_MECHANISM`), as librdkafka
     /// spells it.
     pub enum SaslMechanism {
@@ -150,6 +169,12 @@ mod tests {
             ["blocking", "retryTopics"]
         );
         assert_eq!(DeliveryMode::default(), DeliveryMode::Blocking);
+        use Ordering as Or;
+        assert_eq!(
+            names(&[Or::Partition, Or::Key, Or::Unordered]),
+            ["partition", "key", "none"]
+        );
+        assert_eq!(Or::default(), Or::Partition);
         use SaslMechanism as S;
         assert_eq!(
             names(&[S::Plain, S::ScramSha256, S::ScramSha512]),

@@ -308,6 +308,20 @@ async fn bad_consumers_are_refused_at_admission_with_the_field_named() {
         ("spec.delivery.mode", |m| {
             m["spec"]["delivery"] = json!({ "mode": "topics" });
         }),
+        ("spec.delivery.ordering", |m| {
+            m["spec"]["delivery"] = json!({ "ordering": "offset" });
+        }),
+        ("spec.delivery.ordering", |m| {
+            m["spec"]["handler"] = json!("analytics");
+            m["spec"].as_object_mut().map(|s| s.remove("order"));
+            m["spec"]["delivery"] = json!({ "ordering": "key" });
+        }),
+        ("spec.delivery.maxInFlight", |m| {
+            m["spec"]["delivery"] = json!({ "ordering": "key", "maxInFlight": 0 });
+        }),
+        ("spec.delivery.maxInFlight", |m| {
+            m["spec"]["delivery"] = json!({ "ordering": "none", "maxInFlight": 10_001 });
+        }),
         ("spec.autoscaling.maxReplicas", |m| {
             m["spec"]["autoscaling"] = json!({ "minReplicas": 4, "maxReplicas": 2 });
         }),

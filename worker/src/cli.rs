@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, VideoStage, defaults, env,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, VideoStage, defaults, env,
 };
 
 use crate::duration::parse_duration;
@@ -117,6 +117,17 @@ pub struct RunArgs {
     #[arg(long, env = env::DELIVERY_MODE, value_enum, default_value_t)]
     pub delivery_mode: DeliveryMode,
 
+    /// Which messages may be processed at the same time: `partition` one at a time per
+    /// partition; `key` the same key in offset order, different keys concurrently; `none`
+    /// any, concurrently. Offsets are committed only below the lowest unfinished message.
+    #[arg(long, env = env::ORDERING, value_enum, default_value_t)]
+    pub ordering: Ordering,
+
+    /// Messages this worker processes at the same time with `--ordering key` or `none`
+    /// (a slow key's backlog counts against it, then pauses fetching).
+    #[arg(long, env = env::MAX_IN_FLIGHT, default_value_t = defaults::MAX_IN_FLIGHT)]
+    pub max_in_flight: u32,
+
     /// Time in-flight work may take to finish after SIGTERM (seconds, or e.g. 10s).
     #[arg(
         long,
@@ -179,6 +190,7 @@ mod tests {
         assert_eq!(names::<VideoStage>(), values::VIDEO_STAGES);
         assert_eq!(names::<InitialOffset>(), values::INITIAL_OFFSETS);
         assert_eq!(names::<DeliveryMode>(), values::DELIVERY_MODES);
+        assert_eq!(names::<Ordering>(), values::ORDERINGS);
         for mode in DeliveryMode::value_variants() {
             assert_eq!(
                 mode.to_possible_value().map(|p| p.get_name().to_owned()),

@@ -13,7 +13,7 @@ use eventconsumer_contract::env;
 use rdkafka::ClientConfig;
 
 use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, OutputOf, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, OutputOf, VideoStage,
 };
 
 use crate::cli::RunArgs;
@@ -141,11 +141,38 @@ pub struct Settings {
     /// order (`<group-id>.retry.<n>`, see [`eventconsumer_contract::retry_topics`]); empty in
     /// `blocking` mode.
     pub retry_topics: Vec<String>,
+    pub ordering: Ordering,
+    /// Messages processed at the same time in `key` and `none` ordering.
+    pub max_in_flight: usize,
     pub dlq_topic: String,
     pub shutdown_grace: Duration,
     pub http_addr: SocketAddr,
     pub log_level: String,
     pub consumer_name: String,
+}
+
+/// `--ordering` against the handler, and `--max-in-flight` within the contract's bounds.
+fn ordering_settings(args: &RunArgs) -> Result<usize, ConfigError> {
+    if !eventconsumer_contract::ordering::fits(args.handler, args.ordering) {
+        return Err(invalid(
+            "--ordering",
+            env::ORDERING,
+            format!(
+                "{} is not allowed: {}",
+                args.ordering.as_str(),
+                eventconsumer_contract::ordering::ANALYTICS_REASON
+            ),
+        ));
+    }
+    let max = eventconsumer_contract::limits::MAX_IN_FLIGHT;
+    if !(1..=max).contains(&args.max_in_flight) {
+        return Err(invalid(
+            "--max-in-flight",
+            env::MAX_IN_FLIGHT,
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(usize::try_from(args.max_in_flight).unwrap_or(usize::MAX))
 }
 
 fn check_topic(flag: &'static str, env: &'static str, topic: &str) -> Result<(), ConfigError> {
@@ -263,6 +290,8 @@ impl Settings {
             ));
         }
 
+        let max_in_flight = ordering_settings(args)?;
+
         if args.shutdown_grace.is_zero() {
             return Err(invalid(
                 "--shutdown-grace",
@@ -290,6 +319,8 @@ impl Settings {
             retry,
             delivery_mode: args.delivery_mode,
             retry_topics,
+            ordering: args.ordering,
+            max_in_flight,
             dlq_topic,
             shutdown_grace: args.shutdown_grace,
             http_addr: args.http_addr,

@@ -1964,3 +1964,395 @@ async fn in_retry_topics_mode_a_crash_before_the_commit_repeats_the_attempt_and_
     }
     panic!("in 3 rounds the kill never came before the commit of the source offset");
 }
+
+// ---------------------------------------------------------------- ordering: key and none
+
+/// Where order `n` of a keyed run goes: key `c<k>` (`k = n % keys`), its `seq`-th message
+/// of that key, on partition `k % partitions` at `offset` (the topic is fresh, so offsets
+/// count from 0). The order id spells all four, so the sink knows each call's place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Place {
+    key: u32,
+    seq: u32,
+    partition: i32,
+    offset: i64,
+}
+
+impl Place {
+    fn order_id(&self) -> String {
+        format!(
+            "c{}-s{}-p{}-o{}",
+            self.key, self.seq, self.partition, self.offset
+        )
+    }
+
+    fn parse(id: &str) -> Option<Place> {
+        let mut parts = id.split('-');
+        let mut field = |prefix: char| parts.next()?.strip_prefix(prefix)?.parse::<i64>().ok();
+        Some(Place {
+            key: u32::try_from(field('c')?).ok()?,
+            seq: u32::try_from(field('s')?).ok()?,
+            partition: i32::try_from(field('p')?).ok()?,
+            offset: field('o')?,
+        })
+    }
+}
+
+/// Produces `count` orders over `keys` keys to `partitions` partitions of `topic`, in order
+/// (an idempotent producer enqueuing one by one keeps each partition's order), and returns
+/// how many went to each partition.
+async fn produce_keyed(s: &Stack, topic: &str, partitions: i32, keys: u32, count: u32) -> Vec<i64> {
+    let (bootstrap, topic) = (s.bootstrap.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .expect("bulk producer");
+        let mut next_offset = vec![0i64; usize::try_from(partitions).expect("partitions")];
+        let mut next_seq = vec![0u32; keys as usize];
+        for n in 0..count {
+            let key = n % keys;
+            let partition = i32::try_from(key).expect("key") % partitions;
+            let slot = usize::try_from(partition).expect("partition");
+            let place = Place {
+                key,
+                seq: next_seq[key as usize],
+                partition,
+                offset: next_offset[slot],
+            };
+            next_seq[key as usize] += 1;
+            next_offset[slot] += 1;
+            let (id, customer) = (place.order_id(), format!("c{key}"));
+            let value = order(&id, &customer);
+            let mut record = BaseRecord::to(&topic)
+                .key(&customer)
+                .payload(&value)
+                .partition(partition);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        assert!(
+                            matches!(
+                                e,
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                                )
+                            ),
+                            "producing to {topic}: {e}"
+                        );
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .expect("all orders produced");
+        next_offset
+    })
+    .await
+    .expect("producer thread")
+}
+
+/// A sink that waits `latency(place)` and answers 503 to the first call of the orders
+/// `fails(place)` picks, then 200; it records every call in arrival order, the places it
+/// answered 200 to, and the most calls it had open at once.
+struct OrderingSink {
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<(Place, u16)>>>,
+    done: Arc<Mutex<std::collections::HashSet<Place>>>,
+    open: Arc<AtomicU32>,
+    most_open: Arc<AtomicU32>,
+}
+
+impl OrderingSink {
+    async fn start(latency: fn(&Place) -> Duration, fails: fn(&Place) -> bool) -> OrderingSink {
+        let calls: Arc<Mutex<Vec<(Place, u16)>>> = Arc::default();
+        let done: Arc<Mutex<std::collections::HashSet<Place>>> = Arc::default();
+        let (open, most_open) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let failed_once: Arc<Mutex<std::collections::HashSet<Place>>> = Arc::default();
+        let state = (
+            calls.clone(),
+            done.clone(),
+            open.clone(),
+            most_open.clone(),
+            failed_once,
+        );
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap| {
+                let (calls, done, open, most_open, failed_once) = state.clone();
+                async move {
+                    let id = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let Some(place) = Place::parse(id) else {
+                        return StatusCode::BAD_REQUEST;
+                    };
+                    let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most_open.fetch_max(now_open, Ordering::SeqCst);
+                    tokio::time::sleep(latency(&place)).await;
+                    let fail = fails(&place) && failed_once.lock().expect("failed").insert(place);
+                    let status = if fail { 503 } else { 200 };
+                    // Recorded before the answer leaves, so before the worker can act on it.
+                    calls.lock().expect("calls").push((place, status));
+                    if !fail {
+                        done.lock().expect("done").insert(place);
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    StatusCode::from_u16(status).expect("status")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("sink listener");
+        let addr = listener.local_addr().expect("sink address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
+        OrderingSink {
+            addr,
+            calls,
+            done,
+            open,
+            most_open,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn done_count(&self) -> usize {
+        self.done.lock().expect("done").len()
+    }
+
+    /// Successful calls beyond the first for the same order (redeliveries).
+    fn duplicates(&self) -> usize {
+        let calls = self.calls.lock().expect("calls");
+        calls.iter().filter(|(_, s)| *s == 200).count() - self.done_count()
+    }
+}
+
+/// A stable pseudo-random number per order (FNV-1a of its id).
+fn spread(place: &Place) -> u64 {
+    place
+        .order_id()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+fn args_with_ordering<'a>(
+    input: &'a str,
+    group: &'a str,
+    dlq: &'a str,
+    ordering: &'a str,
+    sink: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--handler",
+        "order",
+        "--action",
+        "payment",
+        "--topics",
+        input,
+        "--group-id",
+        group,
+        "--dlq-topic",
+        dlq,
+        "--no-output",
+        "--sink-url",
+        sink,
+        "--ordering",
+        ordering,
+        "--max-attempts",
+        "5",
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_key_ordering_100000_orders_with_slow_and_failing_sink_calls_keep_each_keys_order_and_run_keys_concurrently()
+ {
+    const ORDERS: u32 = 100_000;
+    const KEYS: u32 = 1_000;
+    const PARTITIONS: i32 = 6;
+    let s = Stack::new();
+    let input = s.topic("keyed", PARTITIONS).await;
+    let dlq = s.topic("keyed-dlq", 1).await;
+    let group = testkit::unique_name("keyed");
+    // 0–3 ms per call; 1 % of the orders fail their first call (a retryable 503) and are
+    // retried in place, holding their key only.
+    let sink = OrderingSink::start(
+        |p| Duration::from_micros(spread(p) % 3_000),
+        |p| spread(p).is_multiple_of(100),
+    )
+    .await;
+    let per_partition = produce_keyed(&s, &input, PARTITIONS, KEYS, ORDERS).await;
+    let url = sink.url();
+    let mut args = args_with_ordering(&input, &group, &dlq, "key", &url);
+    args.extend(["--max-in-flight", "256", "--log-level", "warn"]);
+    let _w = Worker::start(&s.bootstrap, "keyed", &args);
+    testkit::eventually(
+        "every order handled and committed",
+        Duration::from_secs(600),
+        || async {
+            (sink.done_count() == ORDERS as usize
+                && s.committed(&group, &input, PARTITIONS).await == per_partition)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Each key's calls, in the order they were answered: the message at seq n + 1 is
+    // called only after seq n was answered 200 (its retries included).
+    let calls = sink.calls.lock().expect("calls").clone();
+    let mut next = vec![0u32; KEYS as usize];
+    for (place, status) in &calls {
+        let expected = &mut next[place.key as usize];
+        assert_eq!(
+            place.seq, *expected,
+            "key c{} was called for seq {} while seq {} was not done",
+            place.key, place.seq, expected
+        );
+        if *status == 200 {
+            *expected += 1;
+        }
+    }
+    assert!(
+        next.iter().all(|n| *n == ORDERS / KEYS),
+        "every key ran to its end"
+    );
+    let retried = calls.iter().filter(|(_, s)| *s == 503).count();
+    assert!(
+        retried > 500,
+        "about 1 % of the orders failed once: {retried}"
+    );
+    let most = sink.most_open.load(Ordering::SeqCst);
+    assert!(
+        most > 4 * PARTITIONS as u32,
+        "keys ran concurrently, beyond one call per partition: at most {most} calls were open"
+    );
+    eprintln!(
+        "key ordering: {ORDERS} orders, {retried} retried calls, up to {most} calls open at once"
+    );
+}
+
+/// One run of `kill -9` mid-stream with `ordering`: 6,000 orders over 300 keys through a
+/// 2 ms sink, the worker killed after 2,000 were answered, a new one started; every order
+/// is answered 200 at least once and every offset is committed.
+async fn kill9_loses_nothing(ordering: &str) -> (usize, usize) {
+    const ORDERS: u32 = 6_000;
+    const PARTITIONS: i32 = 3;
+    let s = Stack::new();
+    let input = s.topic(&format!("kill-{ordering}"), PARTITIONS).await;
+    let dlq = s.topic("kill-dlq", 1).await;
+    let group = testkit::unique_name(&format!("kill-{ordering}"));
+    let sink = OrderingSink::start(|_| Duration::from_millis(2), |_| false).await;
+    let per_partition = produce_keyed(&s, &input, PARTITIONS, 300, ORDERS).await;
+    let url = sink.url();
+    let mut args = args_with_ordering(&input, &group, &dlq, ordering, &url);
+    args.extend(["--max-in-flight", "64"]);
+    let mut first = Worker::start(&s.bootstrap, &format!("kill-{ordering}"), &args);
+    testkit::eventually("2,000 orders answered", DEADLINE, || async {
+        (sink.done_count() >= 2_000).then_some(())
+    })
+    .await;
+    first.kill9();
+    let open_at_kill = sink.open.load(Ordering::SeqCst) as usize;
+    let _second = Worker::start(&s.bootstrap, &format!("kill-{ordering}-2"), &args);
+    testkit::eventually(
+        &format!("{ordering}: every order answered and committed after the kill"),
+        Duration::from_secs(180),
+        || async {
+            (sink.done_count() == ORDERS as usize
+                && s.committed(&group, &input, PARTITIONS).await == per_partition)
+                .then_some(())
+        },
+    )
+    .await;
+    (sink.duplicates(), open_at_kill)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_stream_loses_nothing_in_each_ordering() {
+    let (partition, key, none) = futures::future::join3(
+        kill9_loses_nothing("partition"),
+        kill9_loses_nothing("key"),
+        kill9_loses_nothing("none"),
+    )
+    .await;
+    eprintln!(
+        "kill -9, duplicates (calls open at the kill): partition {partition:?}, key {key:?}, none {none:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_with_hundreds_of_messages_in_flight_commits_nothing_past_an_unfinished_one() {
+    const ORDERS: u32 = 3_000;
+    const PARTITIONS: i32 = 4;
+    let s = Stack::new();
+    let input = s.topic("inflight", PARTITIONS).await;
+    let dlq = s.topic("inflight-dlq", 1).await;
+    let group = testkit::unique_name("inflight");
+    // Slow and uneven (100–900 ms), so hundreds are open, finishing out of offset order.
+    let sink =
+        OrderingSink::start(|p| Duration::from_millis(100 + spread(p) % 800), |_| false).await;
+    let per_partition = produce_keyed(&s, &input, PARTITIONS, 3_000, ORDERS).await;
+    let url = sink.url();
+    let mut args = args_with_ordering(&input, &group, &dlq, "none", &url);
+    args.extend(["--max-in-flight", "400"]);
+    let _a = Worker::start(&s.bootstrap, "inflight-a", &args);
+    testkit::eventually("hundreds of calls open", DEADLINE, || async {
+        (sink.open.load(Ordering::SeqCst) >= 200).then_some(())
+    })
+    .await;
+    let b = Worker::start(&s.bootstrap, "inflight-b", &args);
+
+    // Until everything is committed: every committed position has all offsets below it
+    // answered 200 (the sink records an answer before it leaves, so before any commit).
+    let mut samples = 0;
+    let mut violations = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let committed = s.committed(&group, &input, PARTITIONS).await;
+        let done = sink.done.lock().expect("done").clone();
+        let finished = |partition: i32, offset: i64| {
+            done.iter()
+                .any(|p| p.partition == partition && p.offset == offset)
+        };
+        for (partition, position) in (0..PARTITIONS).zip(&committed) {
+            if let Some(missing) = (0..*position).find(|o| !finished(partition, *o)) {
+                violations.push(format!(
+                    "partition {partition} committed at {position}, offset {missing} unfinished"
+                ));
+            }
+        }
+        samples += 1;
+        if committed == per_partition || std::time::Instant::now() > deadline {
+            assert_eq!(committed, per_partition, "everything committed in the end");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(
+        b.log_lines()
+            .iter()
+            .any(|l| l["message"].as_str() == Some("partitions assigned")
+                && l["partitions"].as_str().is_some_and(|p| !p.is_empty())),
+        "the second worker took partitions (a rebalance happened)"
+    );
+    eprintln!(
+        "rebalance with {} calls open at most: {samples} commit samples, none past an unfinished offset, {} duplicates",
+        sink.most_open.load(Ordering::SeqCst),
+        sink.duplicates()
+    );
+}

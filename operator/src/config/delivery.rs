@@ -2,7 +2,8 @@
 //! `retryTopics` mode, the retry topics (the contract's list) that must not collide with it.
 
 use eventconsumer_contract::limits::{
-    MAX_ATTEMPTS, MAX_BACKOFF_MULTIPLIER, MAX_RETRY_TOPIC_ATTEMPTS, MIN_BACKOFF_MULTIPLIER,
+    MAX_ATTEMPTS, MAX_BACKOFF_MULTIPLIER, MAX_IN_FLIGHT, MAX_RETRY_TOPIC_ATTEMPTS,
+    MIN_BACKOFF_MULTIPLIER,
 };
 use eventconsumer_contract::{default_dlq_topic, retry_topic_collision, retry_topics};
 
@@ -112,8 +113,28 @@ pub(super) fn delivery_config(
         }
     };
 
+    if !eventconsumer_contract::ordering::fits(ec.spec.handler, delivery.ordering) {
+        return Err(ConfigError::invalid(
+            "spec.delivery.ordering",
+            format!(
+                "{} is not allowed: {}",
+                delivery.ordering.as_str(),
+                eventconsumer_contract::ordering::ANALYTICS_REASON
+            ),
+        ));
+    }
+    let max_in_flight = u32::try_from(delivery.max_in_flight).unwrap_or(0);
+    if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
+        return Err(ConfigError::invalid(
+            "spec.delivery.maxInFlight",
+            format!("must be between 1 and {MAX_IN_FLIGHT}"),
+        ));
+    }
+
     Ok(DeliveryConfig {
         mode: delivery.mode,
+        ordering: delivery.ordering,
+        max_in_flight,
         retry_topics,
         max_attempts: delivery.max_attempts,
         backoff_initial: backoff.initial.clone(),

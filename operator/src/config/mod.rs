@@ -266,6 +266,8 @@ pub struct ClientCertConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryConfig {
     pub mode: DeliveryMode,
+    pub ordering: eventconsumer_contract::Ordering,
+    pub max_in_flight: u32,
     /// In `retryTopics` mode, the retry topic of each retry in order (attempt 2 first);
     /// empty in `blocking` mode.
     pub retry_topics: Vec<String>,

@@ -38,6 +38,11 @@ pub(super) fn max_attempts() -> i32 {
     i32::try_from(defaults::MAX_ATTEMPTS).unwrap_or(i32::MAX)
 }
 
+pub(super) fn max_in_flight() -> i32 {
+    // 256 fits an i32; the CRD field is an i32 like every Kubernetes integer.
+    i32::try_from(defaults::MAX_IN_FLIGHT).unwrap_or(i32::MAX)
+}
+
 pub(super) fn attempt_timeout() -> HumanDuration {
     defaults::ATTEMPT_TIMEOUT.into()
 }

@@ -33,7 +33,7 @@ pub use values::{HumanDuration, TopicName};
 
 /// The enumerated fields, defined once in the contract (with their serde names and schemas).
 pub use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, SaslMechanism, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
 };
 use eventconsumer_contract::{default_dlq_topic, limits, retry_topics, topic};
 
@@ -160,6 +160,17 @@ fn longest_retry_suffix() -> usize {
     validation = Rule::new("has(self.delivery.deadLetterTopic) || size(self.kafka.topics) == 0 || !((self.kafka.topics[0] + '.dlq') in self.kafka.topics)")
         .message("the default dead-letter topic (the first topic + '.dlq') is itself a source topic: set spec.delivery.deadLetterTopic")
         .field_path(".kafka.topics"),
+    validation = Rule::new(format!(
+            "self.handler != '{}' || self.delivery.ordering == '{}'",
+            Handler::Analytics.as_str(),
+            Ordering::Partition.as_str()
+        ))
+        .message(kube::core::Message::Message(format!(
+            "must be {}: {}",
+            Ordering::Partition.as_str(),
+            eventconsumer_contract::ordering::ANALYTICS_REASON
+        )))
+        .field_path(".delivery.ordering"),
     validation = Rule::new(format!(
             "self.delivery.mode != '{}' || self.delivery.maxAttempts <= {}",
             DeliveryMode::RetryTopics.as_str(),
@@ -408,6 +419,32 @@ pub struct DeliverySpec {
     #[serde(default)]
     pub mode: DeliveryMode,
 
+    /// Which messages a worker may process at the same time.
+    ///
+    /// - `partition` (default): one message at a time per partition, so a partition's
+    ///   messages, and so each key's, are handled in offset order; concurrency is the number of
+    ///   partitions a worker owns. Pick it when handling is fast or order matters across keys.
+    /// - `key`: messages with the same key are handled one after another in offset order,
+    ///   messages with different keys at the same time (messages without a key at once), up
+    ///   to `maxInFlight`. Pick it for slow handlers or sinks (an HTTP call, a database) when
+    ///   only per-key order matters. In `blocking` mode a retrying message holds only its key.
+    /// - `none`: any messages at the same time, up to `maxInFlight`; no order is kept.
+    ///
+    /// In every ordering an offset is committed only once every message below it in its
+    /// partition is finished, so nothing is lost; after a crash everything above the last
+    /// commit is handled again, which with `key` or `none` can be up to `maxInFlight`
+    /// messages plus what finished in the last second. A key whose backlog waits holds
+    /// `maxInFlight` slots, and a full worker pauses fetching. Not for the analytics handler.
+    #[serde(default)]
+    pub ordering: Ordering,
+
+    /// Messages one worker processes at the same time with ordering `key` or `none`
+    /// (ignored with `partition`). The throughput of a slow sink is about
+    /// `maxInFlight / sink latency` per worker.
+    #[serde(default = "defaults::max_in_flight")]
+    #[schemars(range(min = 1, max = limits::MAX_IN_FLIGHT))]
+    pub max_in_flight: i32,
+
     /// Attempts per message, the first one included, before it is dead-lettered; the dead
     /// letter's `ec-dlt-attempts` header says how many were made. 1 means no retry. Exact as
     /// long as workers stop cleanly (a rollout, a scale-down or SIGTERM commits what finished).
@@ -441,6 +478,8 @@ impl Default for DeliverySpec {
     fn default() -> Self {
         Self {
             mode: DeliveryMode::default(),
+            ordering: Ordering::default(),
+            max_in_flight: defaults::max_in_flight(),
             max_attempts: defaults::max_attempts(),
             backoff: BackoffSpec::default(),
             attempt_timeout: defaults::attempt_timeout(),

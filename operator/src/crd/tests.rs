@@ -48,6 +48,20 @@ fn the_admission_rules_are_formatted_from_the_contract_limits() {
         Some(f64::from(limits::MAX_ATTEMPTS))
     );
     assert_eq!(
+        delivery["maxInFlight"]["maximum"].as_f64(),
+        Some(f64::from(limits::MAX_IN_FLIGHT))
+    );
+    let ordering = spec["x-kubernetes-validations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["fieldPath"] == ".delivery.ordering")
+        .unwrap();
+    assert_eq!(
+        ordering["rule"],
+        "self.handler != 'analytics' || self.delivery.ordering == 'partition'"
+    );
+    assert_eq!(
         delivery["backoff"]["properties"]["multiplier"]["maximum"].as_f64(),
         Some(limits::MAX_BACKOFF_MULTIPLIER)
     );

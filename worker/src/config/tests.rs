@@ -260,3 +260,50 @@ fn bad_combinations_are_refused() {
         }))
     );
 }
+
+#[test]
+fn ordering_defaults_to_partition_and_concurrent_orderings_are_refused_for_analytics() {
+    let s = parse(&["--handler", "order", "--action", "email"]).unwrap();
+    assert_eq!(s.ordering, Ordering::Partition);
+    assert_eq!(
+        s.max_in_flight,
+        eventconsumer_contract::defaults::MAX_IN_FLIGHT as usize
+    );
+    let s = parse(&[
+        "--handler",
+        "order",
+        "--action",
+        "email",
+        "--ordering",
+        "key",
+    ])
+    .unwrap();
+    assert_eq!(s.ordering, Ordering::Key);
+    let err = parse(&["--handler", "analytics", "--ordering", "none"]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("--ordering") && text.contains(env::ORDERING) && text.contains("analytics"),
+        "{text}"
+    );
+}
+
+#[test]
+fn max_in_flight_outside_its_bounds_is_refused_naming_flag_and_variable() {
+    let max = eventconsumer_contract::limits::MAX_IN_FLIGHT;
+    for bad in ["0".to_owned(), (max + 1).to_string()] {
+        let err = parse(&[
+            "--handler",
+            "order",
+            "--action",
+            "email",
+            "--max-in-flight",
+            &bad,
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--max-in-flight") && text.contains(env::MAX_IN_FLIGHT),
+            "{text}"
+        );
+    }
+}

@@ -191,6 +191,8 @@ pub async fn run(
         },
         metrics: metrics.clone(),
         tally: tally.clone(),
+        ordering: settings.ordering,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
     });
     let shared = Arc::new(Shared {
         partitions: Mutex::new(HashMap::new()),

@@ -1,25 +1,31 @@
 //! One task per owned partition: takes that partition's messages in order, runs the
 //! handler with retries, dead-letters what fails for good, and releases offsets.
 //!
-//! Concurrency comes from partitions running side by side; a partition's own messages
-//! never overlap, which is what keeps per-key order. In-flight work is bounded by the
-//! small queue in front of each task: when it is full the dispatcher buffers what
-//! librdkafka already fetched and pauses the partition (see [`PauseGate`]).
+//! With `ordering: partition` a partition's own messages never overlap, which keeps per-key
+//! order, and concurrency comes from partitions running side by side. With `key` or `none`
+//! the task begins each message in offset order (so the offset tracker knows it as
+//! unfinished) and runs it in a task of its own, holding one of the worker's `maxInFlight`
+//! permits; in `key` mode a message first waits for the one before it with the same key
+//! (see [`KeyLanes`]). No offset is stored past an unfinished message in any mode. In-flight
+//! work is bounded by the small queue in front of each task and by the permits: when the
+//! queue is full the dispatcher buffers what librdkafka already fetched and pauses the
+//! partition (see [`PauseGate`]).
 //!
 //! Stopping has two strengths: *soft* (a revoke or SIGTERM: let the attempt in progress
 //! finish, take no new message, and give up a message that is only waiting — for its next
-//! retry or for an unavailable DLQ) and *hard* (the drain time is up: abandon the current
-//! message at its next await point). Either way an unfinished message keeps its offset
-//! unstored and is redelivered to the partition's next owner.
+//! retry, for an unavailable DLQ or for its key's turn) and *hard* (the drain time is up:
+//! abandon the current message at its next await point). Either way an unfinished message
+//! keeps its offset unstored and is redelivered to the partition's next owner.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use eventconsumer_contract::Ordering;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::message::{Message, OwnedMessage};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::dlq::{self, DlqWriter, SourceRecord};
@@ -95,6 +101,11 @@ pub struct WorkerContext {
     pub retry_topics: Option<RetryTopics>,
     pub metrics: Metrics,
     pub tally: Arc<crate::delivery::Tally>,
+    /// Which messages may run at the same time.
+    pub ordering: Ordering,
+    /// The worker's `maxInFlight` permits (`key` and `none` ordering): one per message begun
+    /// and not finished, across its partitions.
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// The dispatcher's side of a partition task.
@@ -195,27 +206,33 @@ async fn run(
     hard: CancellationToken,
 ) {
     let writes = Arc::new(Semaphore::new(MAX_PENDING_RETRY_WRITES));
-    loop {
+    // `key` and `none` ordering: the messages running in tasks of their own.
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut lanes = KeyLanes::default();
+    'messages: loop {
         if soft.is_cancelled() {
             break;
         }
+        while running.try_join_next().is_some() {}
         // The queue is usually not empty at full speed: take from it without registering
         // with the stop token (a lock per message). Only an empty queue waits, and that is
-        // when batched offset stores are handed over.
+        // when batched offset stores are handed over (again each time a concurrent message
+        // finishes while it waits, so an idle partition's position is not left behind).
         let msg = match rx.try_recv() {
             Ok(m) => m,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
+            Err(mpsc::error::TryRecvError::Empty) => loop {
                 offsets::flush(&offsets, &*control);
                 tokio::select! {
                     biased;
-                    _ = soft.cancelled() => break,
+                    _ = soft.cancelled() => break 'messages,
                     m = rx.recv() => match m {
-                        Some(m) => m,
-                        None => break,
+                        Some(m) => break m,
+                        None => break 'messages,
                     },
+                    Some(_) = running.join_next(), if !running.is_empty() => {}
                 }
-            }
+            },
         };
         // Not begun yet, so a stop while waiting leaves the message to the next owner.
         // (The cheap check first: the select registers with both tokens.)
@@ -235,15 +252,55 @@ async fn run(
             hard: &hard,
             soft: &soft,
         };
-        if let Some(topics) = &ctx.retry_topics {
-            process_once(&ctx, topics, &msg, &writes, task).await;
+        if ctx.ordering == Ordering::Partition {
+            let begun = begin(&ctx, &msg, task);
+            process_begun(&ctx, &msg, &writes, task, begun).await;
         } else {
-            process(&ctx, &msg, task).await;
+            // A permit first, so a worker at maxInFlight stops taking messages (its queue
+            // fills and the partition pauses) instead of holding more.
+            let permit = match ctx.in_flight.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    offsets::flush(&offsets, &*control);
+                    tokio::select! {
+                        biased;
+                        _ = soft.cancelled() => break,
+                        _ = hard.cancelled() => break,
+                        p = ctx.in_flight.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    }
+                }
+            };
+            let Begun(ack, in_flight) = begin(&ctx, &msg, task);
+            let turn = match ctx.ordering {
+                Ordering::Key => lanes.join(msg.key()),
+                Ordering::Partition | Ordering::Unordered => Turn::now(),
+            };
+            running.spawn(run_concurrently(
+                Concurrent {
+                    ctx: ctx.clone(),
+                    offsets: offsets.clone(),
+                    gate: gate.clone(),
+                    control: control.clone(),
+                    soft: soft.clone(),
+                    hard: hard.clone(),
+                    writes: writes.clone(),
+                    permit,
+                },
+                msg,
+                turn,
+                Begun(ack, in_flight),
+            ));
         }
         if hard.is_cancelled() {
             break;
         }
     }
+    // Messages running concurrently finish their attempt (or give up on a hard stop), and
+    // those waiting for their key's turn give up, before the tracker is sealed.
+    while running.join_next().await.is_some() {}
     // Retry-topic writes still in flight finish (or give up on a stop) before the drain
     // seals the tracker, so what they finished is stored.
     let all = u32::try_from(MAX_PENDING_RETRY_WRITES).unwrap_or(u32::MAX);
@@ -254,6 +311,126 @@ async fn run(
     }
     // Before the drain seals the tracker: what finished is stored.
     offsets::flush(&offsets, &*control);
+}
+
+/// What a message running in a task of its own owns (`key` and `none` ordering).
+struct Concurrent {
+    ctx: Arc<WorkerContext>,
+    offsets: SharedOffsets,
+    gate: Arc<PauseGate>,
+    control: Arc<dyn PartitionControl>,
+    soft: CancellationToken,
+    hard: CancellationToken,
+    writes: Arc<Semaphore>,
+    /// Returned to the worker's `maxInFlight` when the message is finished or given up.
+    permit: OwnedSemaphorePermit,
+}
+
+/// Waits for the message's turn (its key's previous message finished), then processes it as
+/// the partition mode would; a stop while waiting gives it up, unstored.
+async fn run_concurrently(owned: Concurrent, msg: OwnedMessage, turn: Turn, begun: Begun) {
+    let Concurrent {
+        ctx,
+        offsets,
+        gate,
+        control,
+        soft,
+        hard,
+        writes,
+        permit: _permit,
+    } = owned;
+    let Turn { after, done } = turn;
+    if let Some(after) = after {
+        tokio::select! {
+            biased;
+            _ = hard.cancelled() => return,
+            _ = soft.cancelled() => {
+                tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key_text(&msg), "stopped while waiting for its key's turn; it will be redelivered");
+                return;
+            }
+            // An error means the previous message's task ended without a word: finished
+            // or given up, either way its turn is over.
+            _ = after => {}
+        }
+    }
+    let task = Task {
+        offsets: &offsets,
+        gate: &gate,
+        control: &control,
+        hard: &hard,
+        soft: &soft,
+    };
+    process_begun(&ctx, &msg, &writes, task, begun).await;
+    drop(done);
+}
+
+/// Processes a begun message in the consumer's delivery mode.
+async fn process_begun(
+    ctx: &Arc<WorkerContext>,
+    msg: &OwnedMessage,
+    writes: &Arc<Semaphore>,
+    task: Task<'_>,
+    begun: Begun,
+) {
+    match &ctx.retry_topics {
+        Some(topics) => process_once(ctx, topics, msg, writes, task, begun).await,
+        None => process(ctx, msg, task, begun).await,
+    }
+}
+
+/// `key` ordering: for each key, the signal its last begun message gives when it is done.
+/// A message waits for its predecessor's signal and leaves its own for the next one, so the
+/// messages of a key run one after another in offset order, each waiting in its own task.
+/// Messages without a key have no order to keep and run at once.
+#[derive(Default)]
+struct KeyLanes {
+    last: HashMap<Vec<u8>, oneshot::Receiver<()>>,
+    /// Size at which finished lanes are swept out (doubles with the live ones).
+    sweep_at: usize,
+}
+
+/// Where a message stands in its key's lane: what it waits for, and what it signals (by
+/// being dropped) when it is done.
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    fn now() -> Turn {
+        Turn {
+            after: None,
+            done: None,
+        }
+    }
+}
+
+/// Smallest sweep threshold: below it the map is small enough to keep finished lanes.
+const MIN_LANE_SWEEP: usize = 1024;
+
+impl KeyLanes {
+    fn join(&mut self, key: Option<&[u8]>) -> Turn {
+        let Some(key) = key else {
+            return Turn::now();
+        };
+        let (done, signal) = oneshot::channel();
+        let after = self.last.insert(key.to_vec(), signal);
+        if self.last.len() > self.sweep_at.max(MIN_LANE_SWEEP) {
+            // A lane whose last message is done holds a closed receiver: drop it.
+            self.last
+                .retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            self.sweep_at = self.last.len() * 2;
+        }
+        Turn {
+            after,
+            done: Some(done),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.last.len()
+    }
 }
 
 /// Retry-topic writes a partition may have in flight (retryTopics mode) before it waits for
@@ -306,18 +483,17 @@ impl Drop for InFlight {
     }
 }
 
-/// The prologue both delivery modes share: the message is begun in the offset tracker (its
-/// ack) and counted in flight.
-fn begin<'m>(
-    ctx: &WorkerContext,
-    msg: &'m OwnedMessage,
-    task: Task<'_>,
-) -> (Ack, InFlight, KeyText<'m>) {
+/// A message begun in the offset tracker (its ack) and counted in flight.
+struct Begun(Ack, InFlight);
+
+/// The prologue every delivery mode and ordering shares, run in offset order by the
+/// partition task: the message is begun in the offset tracker and counted in flight.
+fn begin(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>) -> Begun {
     let ack = Ack::begin(task.offsets, msg.offset(), task.control.clone());
-    (ack, InFlight::start(&ctx.metrics.in_flight), key_text(msg))
+    Begun(ack, InFlight::start(&ctx.metrics.in_flight))
 }
 
-async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>) {
+async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun: Begun) {
     let Task {
         offsets,
         control,
@@ -328,7 +504,8 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>) {
     // Batched positions of earlier messages go out before this one can make the task wait
     // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
     let flush_earlier = || offsets::flush(offsets, &**control);
-    let (ack, _in_flight, key) = begin(ctx, msg, task);
+    let Begun(ack, _in_flight) = begun;
+    let key = key_text(msg);
     let m = &ctx.metrics;
     let attempted = retry::run(
         &ctx.policy,
@@ -437,6 +614,7 @@ async fn process_once(
     msg: &OwnedMessage,
     writes: &Arc<Semaphore>,
     task: Task<'_>,
+    begun: Begun,
 ) {
     let Task {
         offsets,
@@ -448,7 +626,8 @@ async fn process_once(
     // Batched positions of earlier messages go out before this one can make the task wait
     // (a backoff, an unavailable DLQ or retry topic): they must not wait with it.
     let flush_earlier = || offsets::flush(offsets, &**control);
-    let (ack, in_flight, key) = begin(ctx, msg, task);
+    let Begun(ack, in_flight) = begun;
+    let key = key_text(msg);
     let m = &ctx.metrics;
     let state = match topics.attempt_of(msg.topic()) {
         None => RetryState::fresh(msg),
