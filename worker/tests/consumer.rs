@@ -2245,6 +2245,77 @@ async fn in_key_ordering_100000_orders_with_slow_and_failing_sink_calls_keep_eac
     );
 }
 
+/// `eventconsumer_messages_in_flight` of the worker at `addr`.
+async fn messages_in_flight(addr: SocketAddr) -> Option<u64> {
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("eventconsumer_messages_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_key_ordering_max_in_flight_bounds_the_calls_and_a_worker_holds_as_many_again_waiting() {
+    // Every call takes 100 ms and 20 keys repeat over 600 orders, so messages wait for
+    // their key's turn all the time: the sink must see at most (and reach) 8 calls at once,
+    // and the worker must hold more than 8 messages (the waiting ones do not take call
+    // slots) but never more than 16 (what waits is bounded too: fetching pauses).
+    const ORDERS: u32 = 600;
+    const MAX: u64 = 8;
+    const PARTITIONS: i32 = 3;
+    let s = Stack::new();
+    let input = s.topic("held", PARTITIONS).await;
+    let dlq = s.topic("held-dlq", 1).await;
+    let group = testkit::unique_name("held");
+    let sink = OrderingSink::start(|_| Duration::from_millis(100), |_| false).await;
+    let per_partition = produce_keyed(&s, &input, PARTITIONS, 20, ORDERS).await;
+    let url = sink.url();
+    let mut args = args_with_ordering(&input, &group, &dlq, "key", &url);
+    let max = MAX.to_string();
+    args.extend(["--max-in-flight", &max]);
+    let w = Worker::start(&s.bootstrap, "held", &args);
+    let addr = testkit::eventually("the worker's HTTP address", DEADLINE, || async {
+        w.http_addr()
+    })
+    .await;
+    let mut most_held = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(held) = messages_in_flight(addr).await {
+            most_held = most_held.max(held);
+        }
+        if sink.done_count() == ORDERS as usize
+            && s.committed(&group, &input, PARTITIONS).await == per_partition
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "every order answered and committed within 120 s ({} answered)",
+            sink.done_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let most_open = u64::from(sink.most_open.load(Ordering::SeqCst));
+    assert_eq!(most_open, MAX, "calls open at once, at most");
+    assert!(
+        most_held > MAX && most_held <= 2 * MAX,
+        "messages held at most: {most_held} (calls: {MAX})"
+    );
+    // Each key's calls in offset order, as in every key-ordering test.
+    let calls = sink.calls.lock().expect("calls").clone();
+    let mut next = [0u32; 20];
+    for (place, _) in &calls {
+        assert_eq!(place.seq, next[place.key as usize], "key c{}", place.key);
+        next[place.key as usize] += 1;
+    }
+    eprintln!("maxInFlight {MAX}: {most_open} calls open at most, {most_held} messages held");
+}
+
 /// One run of `kill -9` mid-stream with `ordering`: 6,000 orders over 300 keys through a
 /// 2 ms sink, the worker killed after 2,000 were answered, a new one started; every order
 /// is answered 200 at least once and every offset is committed.

@@ -432,15 +432,18 @@ pub struct DeliverySpec {
     ///
     /// In every ordering an offset is committed only once every message below it in its
     /// partition is finished, so nothing is lost; after a crash everything above the last
-    /// commit is handled again, which with `key` or `none` can be up to `maxInFlight`
-    /// messages plus what finished in the last second. A key whose backlog waits holds
-    /// `maxInFlight` slots, and a full worker pauses fetching. Not for the analytics handler.
+    /// commit is handled again, which with `key` or `none` can be up to twice `maxInFlight`
+    /// messages plus what finished in the last second. Besides the `maxInFlight` messages
+    /// being handled a worker holds as many again waiting for their key's turn; when it holds
+    /// that many it pauses fetching, so a slow key's backlog never grows memory. Not for the
+    /// analytics handler.
     #[serde(default)]
     pub ordering: Ordering,
 
-    /// Messages one worker processes at the same time with ordering `key` or `none`
-    /// (ignored with `partition`). The throughput of a slow sink is about
-    /// `maxInFlight / sink latency` per worker.
+    /// Messages one worker handles at the same time with ordering `key` or `none` (ignored
+    /// with `partition`): the calls a slow sink sees at once. The throughput of a slow sink
+    /// is at most `maxInFlight / sink latency` per worker (see the README's benchmark for
+    /// what a worker's CPU allows).
     #[serde(default = "defaults::max_in_flight")]
     #[schemars(range(min = 1, max = limits::MAX_IN_FLIGHT))]
     pub max_in_flight: i32,

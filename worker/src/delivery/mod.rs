@@ -193,6 +193,11 @@ pub async fn run(
         tally: tally.clone(),
         ordering: settings.ordering,
         in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
+        held: Arc::new(tokio::sync::Semaphore::new(
+            settings
+                .max_in_flight
+                .saturating_mul(partition::HELD_PER_CALL),
+        )),
     });
     let shared = Arc::new(Shared {
         partitions: Mutex::new(HashMap::new()),

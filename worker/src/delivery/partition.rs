@@ -4,12 +4,13 @@
 //! With `ordering: partition` a partition's own messages never overlap, which keeps per-key
 //! order, and concurrency comes from partitions running side by side. With `key` or `none`
 //! the task begins each message in offset order (so the offset tracker knows it as
-//! unfinished) and runs it in a task of its own, holding one of the worker's `maxInFlight`
-//! permits; in `key` mode a message first waits for the one before it with the same key
-//! (see [`KeyLanes`]). No offset is stored past an unfinished message in any mode. In-flight
-//! work is bounded by the small queue in front of each task and by the permits: when the
-//! queue is full the dispatcher buffers what librdkafka already fetched and pauses the
-//! partition (see [`PauseGate`]).
+//! unfinished) and runs it in a task of its own, holding one of the worker's
+//! [`HELD_PER_CALL`] × `maxInFlight` permits to be held at all; in `key` mode it first waits
+//! for the one before it with the same key (see [`KeyLanes`]), then for one of the
+//! `maxInFlight` call permits. No offset is stored past an unfinished message in any mode.
+//! In-flight work is bounded by the small queue in front of each task and by the permits:
+//! when the queue is full the dispatcher buffers what librdkafka already fetched and pauses
+//! the partition (see [`PauseGate`]).
 //!
 //! Stopping has two strengths: *soft* (a revoke or SIGTERM: let the attempt in progress
 //! finish, take no new message, and give up a message that is only waiting — for its next
@@ -103,10 +104,20 @@ pub struct WorkerContext {
     pub tally: Arc<crate::delivery::Tally>,
     /// Which messages may run at the same time.
     pub ordering: Ordering,
-    /// The worker's `maxInFlight` permits (`key` and `none` ordering): one per message begun
-    /// and not finished, across its partitions.
+    /// The worker's `maxInFlight` permits (`key` and `none` ordering): one per message being
+    /// handled (its key's turn has come), across its partitions.
     pub in_flight: Arc<Semaphore>,
+    /// [`HELD_PER_CALL`] × `maxInFlight` permits (`key` and `none` ordering): one per message
+    /// begun and not finished, waiting for its turn or handled, across its partitions.
+    pub held: Arc<Semaphore>,
 }
+
+/// Messages a worker holds per `maxInFlight` slot (`key` and `none` ordering): as many
+/// waiting for their key's turn as are being handled. With only `maxInFlight` held, the
+/// messages waiting behind a busy key took slots from calls: 1,000 keys and 256 slots kept
+/// ~200 calls open of 256 (the ordering benchmark); twice as many held keeps the calls full
+/// while a slow key's backlog still pauses the partition rather than growing.
+pub const HELD_PER_CALL: usize = 2;
 
 /// The dispatcher's side of a partition task.
 pub struct PartitionHandle {
@@ -256,9 +267,9 @@ async fn run(
             let begun = begin(&ctx, &msg, task);
             process_begun(&ctx, &msg, &writes, task, begun).await;
         } else {
-            // A permit first, so a worker at maxInFlight stops taking messages (its queue
-            // fills and the partition pauses) instead of holding more.
-            let permit = match ctx.in_flight.clone().try_acquire_owned() {
+            // A permit first, so a worker holding all it may stops taking messages (its
+            // queue fills and the partition pauses) instead of holding more.
+            let held = match ctx.held.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) => {
                     offsets::flush(&offsets, &*control);
@@ -266,7 +277,7 @@ async fn run(
                         biased;
                         _ = soft.cancelled() => break,
                         _ = hard.cancelled() => break,
-                        p = ctx.in_flight.clone().acquire_owned() => match p {
+                        p = ctx.held.clone().acquire_owned() => match p {
                             Ok(p) => p,
                             Err(_) => break,
                         },
@@ -287,7 +298,7 @@ async fn run(
                     soft: soft.clone(),
                     hard: hard.clone(),
                     writes: writes.clone(),
-                    permit,
+                    _held: held,
                 },
                 msg,
                 turn,
@@ -322,23 +333,27 @@ struct Concurrent {
     soft: CancellationToken,
     hard: CancellationToken,
     writes: Arc<Semaphore>,
-    /// Returned to the worker's `maxInFlight` when the message is finished or given up.
-    permit: OwnedSemaphorePermit,
+    /// Returned to the worker's held permits when the message is finished or given up
+    /// (kept only for its drop).
+    _held: OwnedSemaphorePermit,
+}
+
+impl Concurrent {
+    fn task(&self) -> Task<'_> {
+        Task {
+            offsets: &self.offsets,
+            gate: &self.gate,
+            control: &self.control,
+            hard: &self.hard,
+            soft: &self.soft,
+        }
+    }
 }
 
 /// Waits for the message's turn (its key's previous message finished), then processes it as
 /// the partition mode would; a stop while waiting gives it up, unstored.
 async fn run_concurrently(owned: Concurrent, msg: OwnedMessage, turn: Turn, begun: Begun) {
-    let Concurrent {
-        ctx,
-        offsets,
-        gate,
-        control,
-        soft,
-        hard,
-        writes,
-        permit: _permit,
-    } = owned;
+    let (ctx, soft, hard) = (&owned.ctx, &owned.soft, &owned.hard);
     let Turn { after, done } = turn;
     if let Some(after) = after {
         tokio::select! {
@@ -353,14 +368,23 @@ async fn run_concurrently(owned: Concurrent, msg: OwnedMessage, turn: Turn, begu
             _ = after => {}
         }
     }
-    let task = Task {
-        offsets: &offsets,
-        gate: &gate,
-        control: &control,
-        hard: &hard,
-        soft: &soft,
+    // Then one of the `maxInFlight` slots; waiting for it is still only waiting.
+    let _slot = match ctx.in_flight.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => tokio::select! {
+            biased;
+            _ = hard.cancelled() => return,
+            _ = soft.cancelled() => {
+                tracing::info!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key_text(&msg), "stopped while waiting for a free maxInFlight slot; it will be redelivered");
+                return;
+            }
+            p = ctx.in_flight.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        },
     };
-    process_begun(&ctx, &msg, &writes, task, begun).await;
+    process_begun(ctx, &msg, &owned.writes, owned.task(), begun).await;
     drop(done);
 }
 

@@ -282,7 +282,8 @@ impl PartitionControl for ConsumerRef {
             consumer.resume(&tpl)
         };
         match result {
-            Ok(()) => tracing::info!(topic, partition, paused, "partition fetch paused/resumed"),
+            // Debug: a partition ahead of a slow sink flips many times a second.
+            Ok(()) => tracing::debug!(topic, partition, paused, "partition fetch paused/resumed"),
             Err(e) => tracing::debug!(topic, partition, paused, error = %e, "pause/resume refused"),
         }
     }

@@ -191,10 +191,16 @@ impl OrderHandler {
             return Ok(Outcome::Done);
         }
         let event = outcome(self.action, &order, total_cents);
-        let body = serde_json::to_vec(&event)
+        let mut body = serde_json::to_vec(&event)
             .map_err(|e| events::EventError::Decode(format!("cannot encode the outcome: {e}")))?;
         if let Some(sink) = &self.sink {
-            sink.post(order.order_id.as_ref(), body.clone()).await?;
+            // The body is copied only when the output topic needs it too.
+            let copy = if self.output_topic.is_some() {
+                body.clone()
+            } else {
+                std::mem::take(&mut body)
+            };
+            sink.post(order.order_id.as_ref(), copy).await?;
         }
         if let Some(topic) = &self.output_topic {
             self.producer
