@@ -501,54 +501,107 @@ async fn each_missing_worker_acl_is_named_and_nothing_is_committed_until_it_is_g
     futures::future::join_all(runs).await;
 }
 
-/// Runs a worker with all its ACLs but Write on `topic` of `names`: it names the refused write,
-/// and, once the ACL is granted back, `settled` holds (the counts of output, dead letters and
-/// committed offsets), with `held` what must hold while it is refused.
-async fn write_refused(name: &str, lost: usize, held: (i64, i64, i64), settled: (i64, i64, i64)) {
-    let names = Names::create(name).await;
-    let plaintext = testkit::kafka_bootstrap();
-    let principal = User::Consumer.principal();
-    let mut acls = names.worker_acls();
-    let removed = acls.remove(lost);
-    assert_eq!(removed.operation, acl::Operation::Write, "{removed}");
-    testkit::acl::grant(&plaintext, &principal, &acls).await;
-    names.produce(3).await;
-    let worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
-    let line = worker
-        .wait_error(&["Kafka refused this worker's write", &removed.name])
-        .await;
-    assert!(line.contains("an ACL is missing"), "{name}: {line}");
-    let counts = || async {
-        (
-            records_in(&names.output).await,
-            records_in(&names.dlq).await,
-            names.committed().await,
-        )
-    };
-    testkit::eventually(
-        &format!("{name}: {held:?} while refused"),
-        DEADLINE,
-        || async { (counts().await == held).then_some(()) },
-    )
-    .await;
-    tokio::time::sleep(REFUSED_FOR).await;
-    assert_eq!(
-        counts().await,
-        held,
-        "{name}: still refused, nothing more moves"
-    );
+/// One ACL taken away from a worker and granted back: `lost` is its index in
+/// `acl::worker`'s list and `is_lost` says what it must be (a guard against a reordered
+/// list); the refusal is named in an error line with `words` and the removed ACL's name;
+/// `held` holds while refused (and stays for a while), with `/readyz` answering `ready`
+/// when given; once granted, `settled` holds (and `/readyz` answers 200 when `ready` was
+/// given).
+struct Refusal<'a, C> {
+    name: &'a str,
+    names: Names,
+    lost: usize,
+    is_lost: fn(&acl::Acl) -> bool,
+    words: &'a [&'a str],
+    held: C,
+    settled: C,
+    ready: Option<u16>,
+}
 
-    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&removed)).await;
-    testkit::eventually(
-        &format!("{name}: {settled:?} once {removed} is granted"),
-        DEADLINE,
-        || async { (counts().await == settled).then_some(()) },
+impl<C: PartialEq + std::fmt::Debug + Copy> Refusal<'_, C> {
+    async fn run(self, counts: impl AsyncFn(&Names) -> C) {
+        let Refusal {
+            name,
+            names,
+            lost,
+            is_lost,
+            words,
+            held,
+            settled,
+            ready,
+        } = self;
+        let plaintext = testkit::kafka_bootstrap();
+        let principal = User::Consumer.principal();
+        let mut acls = names.worker_acls();
+        let removed = acls.remove(lost);
+        assert!(is_lost(&removed), "{name}: removed {removed}");
+        testkit::acl::grant(&plaintext, &principal, &acls).await;
+        names.produce(3).await;
+        let worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
+        let mut all = words.to_vec();
+        all.push(&removed.name);
+        let line = worker.wait_error(&all).await;
+        assert!(line.contains("an ACL is missing"), "{name}: {line}");
+        testkit::eventually(
+            &format!("{name}: {held:?} while refused"),
+            DEADLINE,
+            || async { (counts(&names).await == held).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(REFUSED_FOR).await;
+        assert_eq!(
+            counts(&names).await,
+            held,
+            "{name}: still refused, nothing more moves"
+        );
+        if let Some(ready) = ready {
+            assert_eq!(
+                worker.readyz().await,
+                Some(ready),
+                "{name}: readiness while refused"
+            );
+        }
+
+        testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&removed)).await;
+        testkit::eventually(
+            &format!("{name}: {settled:?} once {removed} is granted"),
+            DEADLINE,
+            || async {
+                let is_ready = ready.is_none() || worker.readyz().await == Some(200);
+                (counts(&names).await == settled && is_ready).then_some(())
+            },
+        )
+        .await;
+        assert_no_password(&worker.log_text(), name);
+        drop(worker);
+        acls.push(removed);
+        testkit::acl::revoke(&plaintext, &principal, &acls).await;
+    }
+}
+
+/// (output records, dead letters, committed offsets) of `names`.
+async fn counts(names: &Names) -> (i64, i64, i64) {
+    (
+        records_in(&names.output).await,
+        records_in(&names.dlq).await,
+        names.committed().await,
     )
+}
+
+/// Runs a worker with all its ACLs but the Write at `lost`: see [`Refusal`].
+async fn write_refused(name: &str, lost: usize, held: (i64, i64, i64), settled: (i64, i64, i64)) {
+    Refusal {
+        name,
+        names: Names::create(name).await,
+        lost,
+        is_lost: |a| a.operation == acl::Operation::Write,
+        words: &["Kafka refused this worker's write"],
+        held,
+        settled,
+        ready: None,
+    }
+    .run(counts)
     .await;
-    assert_no_password(&worker.log_text(), name);
-    drop(worker);
-    acls.push(removed);
-    testkit::acl::revoke(&plaintext, &principal, &acls).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -582,11 +635,8 @@ async fn retry_counts(names: &Names) -> (i64, i64, i64, i64, i64) {
 /// offsets committed in both topics.
 const RETRIED_ALL: (i64, i64, i64, i64, i64) = (3, 1, 4, 4, 4);
 
-/// Runs a retryTopics-mode worker with all its ACLs but `lost` (its index in
-/// `acl::worker`'s list): the refusal is named in an error line with `words` and the
-/// removed ACL's topic prefix; `held` holds while refused (and stays for a while) with
-/// `/readyz` answering `ready`; once the ACL is granted back, everything is handled and the
-/// worker is ready.
+/// Runs a retryTopics-mode worker with all its ACLs but the retry-topic one at `lost`:
+/// see [`Refusal`]; once granted, everything is handled and the worker is ready.
 async fn retry_acl_refused(
     name: &str,
     lost: usize,
@@ -594,51 +644,18 @@ async fn retry_acl_refused(
     held: (i64, i64, i64, i64, i64),
     ready: u16,
 ) {
-    let names = Names::create_with_retry_topic(name).await;
-    let plaintext = testkit::kafka_bootstrap();
-    let principal = User::Consumer.principal();
-    let mut acls = names.worker_acls();
-    let removed = acls.remove(lost);
-    assert_eq!(removed.pattern, acl::Pattern::Prefixed, "{removed}");
-    testkit::acl::grant(&plaintext, &principal, &acls).await;
-    names.produce(3).await;
-    let worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
-    let mut all = words.to_vec();
-    all.push(&removed.name);
-    let line = worker.wait_error(&all).await;
-    assert!(line.contains("an ACL is missing"), "{name}: {line}");
-    testkit::eventually(
-        &format!("{name}: {held:?} while refused"),
-        DEADLINE,
-        || async { (retry_counts(&names).await == held).then_some(()) },
-    )
-    .await;
-    tokio::time::sleep(REFUSED_FOR).await;
-    assert_eq!(
-        retry_counts(&names).await,
+    Refusal {
+        name,
+        names: Names::create_with_retry_topic(name).await,
+        lost,
+        is_lost: |a| a.pattern == acl::Pattern::Prefixed,
+        words,
         held,
-        "{name}: nothing more moves"
-    );
-    assert_eq!(
-        worker.readyz().await,
-        Some(ready),
-        "{name}: readiness while refused"
-    );
-
-    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&removed)).await;
-    testkit::eventually(
-        &format!("{name}: all handled and ready once {removed} is granted"),
-        DEADLINE,
-        || async {
-            (retry_counts(&names).await == RETRIED_ALL && worker.readyz().await == Some(200))
-                .then_some(())
-        },
-    )
+        settled: RETRIED_ALL,
+        ready: Some(ready),
+    }
+    .run(retry_counts)
     .await;
-    assert_no_password(&worker.log_text(), name);
-    drop(worker);
-    acls.push(removed);
-    testkit::acl::revoke(&plaintext, &principal, &acls).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

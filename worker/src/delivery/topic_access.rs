@@ -39,9 +39,16 @@ pub struct TopicAccess {
     refused: Mutex<BTreeSet<String>>,
     /// An authorization error was seen since the last check.
     suspected: AtomicBool,
-    /// A check runs now (they run on a blocking thread, one at a time).
-    checking: AtomicBool,
-    last_check: Mutex<Option<Instant>>,
+    /// Whether a check runs now (they run on a blocking thread, one at a time) and when the
+    /// last one ended, under one lock so claiming a check is one step.
+    checks: Mutex<Checks>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Checks {
+    /// None runs; the last one ended then (`None`: never checked).
+    Idle(Option<Instant>),
+    Running,
 }
 
 /// What a check found, against what was known before it.
@@ -63,8 +70,7 @@ impl TopicAccess {
             client: Mutex::new(None),
             refused: Mutex::new(BTreeSet::new()),
             suspected: AtomicBool::new(false),
-            checking: AtomicBool::new(false),
-            last_check: Mutex::new(None),
+            checks: Mutex::new(Checks::Idle(None)),
         }
     }
 
@@ -80,10 +86,17 @@ impl TopicAccess {
     /// Whether a check is due now (suspected, or topics refused and [`RECHECK`] passed), and
     /// if so claims it: the caller must then run [`TopicAccess::check`].
     pub fn claim(&self, now: Instant) -> bool {
-        let recheck = self.any_refused()
-            && lock(&self.last_check).is_none_or(|at| now.duration_since(at) >= RECHECK);
+        let refused = self.any_refused();
+        let mut checks = lock(&self.checks);
+        let Checks::Idle(last) = *checks else {
+            return false;
+        };
+        let recheck = refused && last.is_none_or(|at| now.duration_since(at) >= RECHECK);
         let due = self.suspected.load(Relaxed) || recheck;
-        due && !self.checking.swap(true, Relaxed)
+        if due {
+            *checks = Checks::Running;
+        }
+        due
     }
 
     /// Asks the brokers about every subscribed topic (blocking: run it off the runtime).
@@ -96,8 +109,7 @@ impl TopicAccess {
                 Change::Same
             }
         };
-        *lock(&self.last_check) = Some(Instant::now());
-        self.checking.store(false, Relaxed);
+        *lock(&self.checks) = Checks::Idle(Some(Instant::now()));
         change
     }
 
@@ -194,8 +206,7 @@ mod tests {
         assert!(!access.claim(t0), "one check at a time");
         access.suspected.store(false, Relaxed);
         access.record(set(&["in"]));
-        *lock(&access.last_check) = Some(t0);
-        access.checking.store(false, Relaxed);
+        *lock(&access.checks) = Checks::Idle(Some(t0));
         assert!(!access.claim(t0), "refused, but checked just now");
         assert!(access.claim(t0 + RECHECK), "refused: checked again");
     }
