@@ -29,6 +29,7 @@ pub mod orders;
 pub mod proc;
 pub mod progress;
 pub mod report;
+pub mod slow_sink;
 pub mod stats;
 
 use std::path::PathBuf;

@@ -52,6 +52,12 @@ pub fn order(i: u64, order_id: &str, poison: bool) -> (String, String) {
     (customer, value)
 }
 
+/// The key of message `i` of the ordering benchmark: one of `keys` keys, spread evenly
+/// and in no pattern, so keys and partitions interleave as real traffic does.
+pub fn spread_key(i: u64, keys: u64) -> String {
+    format!("key-{:06}", mix(i) % keys.max(1))
+}
+
 /// Order id of benchmark order `i`: unique across runs through `run_tag`.
 pub fn bench_order_id(run_tag: &str, i: u64) -> String {
     format!("ord-{run_tag}-{i:010}")

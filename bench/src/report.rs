@@ -16,6 +16,8 @@ pub struct Sample {
     pub startup_s: Option<f64>,
     /// Messages/s from ready to done.
     pub rate_after_startup: Option<f64>,
+    /// What the slow sink saw, for the contenders that call it.
+    pub sink: Option<crate::slow_sink::SinkStats>,
 }
 
 /// Every run of one contender.
@@ -50,8 +52,25 @@ pub struct Context<'a> {
     pub partitions: i32,
     pub runs: usize,
     pub preload: Duration,
+    /// The ordering benchmark's workload, when it ran.
+    pub sink: Option<SinkContext>,
     pub scale: Option<&'a anyhow::Result<ScaleReport>>,
     pub idle: Option<&'a anyhow::Result<Idle>>,
+}
+
+/// The ordering benchmark's workload.
+pub struct SinkContext {
+    pub messages: u64,
+    pub keys: u64,
+    pub latency: Duration,
+    pub max_in_flight: usize,
+}
+
+impl SinkContext {
+    /// What `max_in_flight` calls at once can give at best: `maxInFlight / latency`.
+    pub fn ideal_rate(&self) -> f64 {
+        self.max_in_flight as f64 / self.latency.as_secs_f64()
+    }
 }
 
 pub fn mib(kib: u64) -> f64 {
@@ -78,6 +97,19 @@ fn show(s: Option<Spread>, digits: usize) -> String {
 pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
     let mut md = vec!["# eventconsumer benchmark".to_owned(), String::new()];
     md.extend(ctx.machine.iter().cloned());
+    if rows.iter().all(|r| r.contender.calls_sink()) {
+        // Only the ordering benchmark ran.
+        md.push(format!(
+            "- Command: `make bench` (`target/release/bench`), the ordering contenders only; {} runs each, interleaved, fresh consumer group each run",
+            ctx.runs
+        ));
+        scale_and_idle(&mut md, ctx);
+        if let Some(sink) = &ctx.sink {
+            ordering(&mut md, ctx.partitions, sink, rows);
+        }
+        md.push(String::new());
+        return md.join("\n");
+    }
     md.push(format!(
         "- Workload: {} valid `OrderPlaced` JSON messages (~300 B) on {} partitions, preloaded in {:.1}s; {} runs per contender, interleaved, fresh consumer group each run, one process at a time",
         ctx.messages,
@@ -100,7 +132,7 @@ pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
     };
     let raw = median(Contender::Ceiling);
     let same = median(Contender::SameWork);
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.contender.calls_sink()) {
         let Some(rate) = r.rate() else { continue };
         let x = |base: Option<f64>| {
             base.map_or("–".to_owned(), |b| format!("{:.2}", rate.median / b))
@@ -123,6 +155,9 @@ pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
     md.push(String::new());
     targets(&mut md, &median);
     scale_and_idle(&mut md, ctx);
+    if let Some(sink) = &ctx.sink {
+        ordering(&mut md, ctx.partitions, sink, rows);
+    }
     md.push(String::new());
     md.join("\n")
 }
@@ -260,4 +295,77 @@ fn scale_and_idle(md: &mut Vec<String>, ctx: &Context<'_>) {
             fmt_ms(s.reconcile_p99_s)
         ));
     }
+}
+
+/// The ordering benchmark: a slow sink, one call per message, three ways of calling it.
+fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[Row]) {
+    let ideal = sink.ideal_rate();
+    md.push(String::new());
+    md.push("## Ordering: a slow sink".to_owned());
+    md.push(String::new());
+    md.push(format!(
+        "Each message is one HTTP POST to a local sink that answers after {} ms ({} partitions, {} keys, {} messages; `maxInFlight` / `maxConcurrency` {}, so at best {:.0} msg/s). The worker validates each order and posts its outcome; the Parallel Consumer posts the record as read. Rates are messages ÷ (ready → committed), so a JVM's start-up is not counted against it; CPU is the contender's process, the sink's is not counted.",
+        sink.latency.as_millis(),
+        partitions,
+        sink.keys,
+        sink.messages,
+        sink.max_in_flight,
+        ideal
+    ));
+    md.push(String::new());
+    md.push("Medians with (min–max) over the runs.".to_owned());
+    md.push(String::new());
+    md.push("| contender | messages | msg/s after start-up | × partition | × ideal | sink calls | calls open at most | CPU µs/msg | peak RSS MiB |".to_owned());
+    md.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned());
+    let median = |c: Contender| {
+        rows.iter()
+            .find(|r| r.contender == c)
+            .and_then(|r| r.spread(|s| s.rate_after_startup))
+            .map(|s| s.median)
+    };
+    let partition = median(Contender::SinkPartition);
+    for r in rows.iter().filter(|r| r.contender.calls_sink()) {
+        let Some(rate) = r.spread(|s| s.rate_after_startup) else {
+            continue;
+        };
+        let sink_field = |f: fn(&crate::slow_sink::SinkStats) -> u64| {
+            r.spread(|s| s.sink.as_ref().map(|k| f(k) as f64))
+        };
+        md.push(format!(
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
+            r.contender.label(),
+            r.messages,
+            rate.show(0),
+            partition.map_or("–".to_owned(), |p| format!("{:.1}", rate.median / p)),
+            rate.median / ideal,
+            show(sink_field(|k| k.requests), 0),
+            show(sink_field(|k| k.peak_open), 0),
+            show(r.cpu_us_per_msg(), 1),
+            show(r.spread(|s| Some(s.rss_mib)), 0),
+        ));
+    }
+    md.push(String::new());
+    let key = median(Contender::SinkKey);
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let mut target = |text: &str, r: Option<f64>, at_least: Option<f64>| {
+        md.push(match (at_least, r) {
+            (Some(t), Some(r)) => format!("- {text} — {}: {}", fmt_ratio(Some(r)), verdict(r >= t)),
+            _ => format!("- {text} — {}", fmt_ratio(r)),
+        });
+    };
+    target(
+        "`ordering: key` ≥ 50× `ordering: partition`",
+        ratio(key, partition),
+        Some(50.0),
+    );
+    target(
+        "`ordering: key` ≥ 0.8× the ideal maxInFlight / latency",
+        key.map(|k| k / ideal),
+        Some(0.8),
+    );
+    target(
+        "(for reference) `ordering: key` vs the Parallel Consumer in KEY order",
+        ratio(key, median(Contender::SinkParallelKey)),
+        None,
+    );
 }

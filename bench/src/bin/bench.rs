@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use eventconsumer_bench::contenders::{self, Bins, Contender, Setup};
+use eventconsumer_bench::contenders::{self, Bins, Contender, Setup, SinkSetup};
 use eventconsumer_bench::report::{self, Idle, Row, Sample, mib};
+use eventconsumer_bench::slow_sink::SlowSink;
 use eventconsumer_bench::{
     bootstrap, kafka, machine, metrics, operator_scale, orders, proc, repo_root, sibling_binary,
 };
@@ -49,9 +50,27 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ceiling,kafka-perf,same-work,ours,spring1,spring6,franz,seed,seed1s,failure,failure-retry-topics,spring-failure6,spring-retry-topics1,spring-retry-topics6,franz-failure"
+        default_value = "ceiling,kafka-perf,same-work,ours,spring1,spring6,franz,seed,seed1s,failure,failure-retry-topics,spring-failure6,spring-retry-topics1,spring-retry-topics6,franz-failure,sink-partition,sink-key,sink-parallel-key"
     )]
     contenders: Vec<Contender>,
+    /// Ordering benchmark: messages on its keyed topic, read by the concurrent contenders
+    /// (`sink-key`, `sink-parallel-key`).
+    #[arg(long, default_value_t = 100_000)]
+    sink_messages: u64,
+    /// Messages `sink-partition` reads: one call at a time per partition is slow and steady,
+    /// so a prefix measures it (the table says how many).
+    #[arg(long, default_value_t = 6_000)]
+    sink_partition_messages: u64,
+    /// Distinct keys of the ordering benchmark's topic.
+    #[arg(long, default_value_t = 1_000)]
+    sink_keys: u64,
+    /// How long the slow sink takes to answer each call.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    sink_latency: Duration,
+    /// Calls in flight per contender (`maxInFlight` of the worker, `maxConcurrency` of the
+    /// Parallel Consumer).
+    #[arg(long, default_value_t = 512)]
+    sink_max_in_flight: usize,
     /// EventConsumers of the operator scale test (0: skip it; it needs the control plane).
     #[arg(long, default_value_t = 1000)]
     scale_consumers: usize,
@@ -83,6 +102,8 @@ struct Args {
     franzgo_bin: Option<PathBuf>,
     #[arg(long)]
     spring_jar: Option<PathBuf>,
+    #[arg(long)]
+    parallel_jar: Option<PathBuf>,
     /// Kafka's jars, for ConsumerPerformance [default: `$KAFKA_HOME/libs`].
     #[arg(long, env = "KAFKA_HOME_LIBS")]
     kafka_libs: Option<PathBuf>,
@@ -198,6 +219,11 @@ fn bins(args: &Args) -> anyhow::Result<Bins> {
         } else {
             PathBuf::new()
         },
+        parallel_jar: if uses(&[C::SinkParallelKey]) {
+            built(&args.parallel_jar, "parallel-orders.jar")?
+        } else {
+            PathBuf::new()
+        },
         kafka_libs,
     })
 }
@@ -215,8 +241,14 @@ fn main() -> anyhow::Result<()> {
     let topic = format!("bench.orders.{stamp}");
     kafka::create_topic(&bootstrap, &topic, args.partitions, false)?;
     let tag = stamp.to_string();
-    eprintln!("bench: preloading {} messages into {topic}", args.messages);
-    let preload = kafka::produce(&bootstrap, &topic, args.messages, |i| {
+    // The ordering benchmark alone reads its own topic: nothing to preload here.
+    let messages = if args.contenders.iter().all(|c| c.calls_sink()) {
+        0
+    } else {
+        args.messages
+    };
+    eprintln!("bench: preloading {messages} messages into {topic}");
+    let preload = kafka::produce(&bootstrap, &topic, messages, |i| {
         orders::order(i, &orders::bench_order_id(&tag, i), false)
     })?;
     eprintln!("bench: preloaded in {:.1}s", preload.as_secs_f64());
@@ -225,18 +257,46 @@ fn main() -> anyhow::Result<()> {
         .map(|(lo, _)| *lo)
         .collect();
 
+    // The ordering benchmark's keyed topic and slow sink, when one of its contenders runs.
+    let sink_run = if args.contenders.iter().any(|c| c.calls_sink()) {
+        let sink = SlowSink::start(args.sink_latency)?;
+        let sink_topic = format!("bench.sink.{stamp}");
+        kafka::create_topic(&bootstrap, &sink_topic, args.partitions, false)?;
+        eprintln!(
+            "bench: preloading {} messages over {} keys into {sink_topic}",
+            args.sink_messages, args.sink_keys
+        );
+        kafka::produce(&bootstrap, &sink_topic, args.sink_messages, |i| {
+            let (_, value) = orders::order(i, &orders::bench_order_id(&tag, i), false);
+            (orders::spread_key(i, args.sink_keys), value)
+        })?;
+        let low: Vec<i64> = kafka::watermarks(&bootstrap, &sink_topic)?
+            .iter()
+            .map(|(lo, _)| *lo)
+            .collect();
+        Some((sink, sink_topic, low))
+    } else {
+        None
+    };
+
     let mut rows: Vec<Row> = args
         .contenders
         .iter()
         .map(|c| Row {
             contender: *c,
             messages: match c {
-                Contender::Seed => args.seed_messages,
-                c if c.blocking_failure() => args.failure_messages,
-                _ => None,
-            }
-            .unwrap_or(args.messages)
-            .min(args.messages),
+                Contender::SinkPartition => args.sink_partition_messages.min(args.sink_messages),
+                c if c.calls_sink() => args.sink_messages,
+                Contender::Seed => args
+                    .seed_messages
+                    .unwrap_or(args.messages)
+                    .min(args.messages),
+                c if c.blocking_failure() => args
+                    .failure_messages
+                    .unwrap_or(args.messages)
+                    .min(args.messages),
+                _ => args.messages,
+            },
             samples: Vec::new(),
         })
         .collect();
@@ -247,12 +307,30 @@ fn main() -> anyhow::Result<()> {
         low: &low,
         logs: &logs,
         timeout,
+        sink: None,
     };
+    let sink_setup = sink_run.as_ref().map(|(sink, topic, low)| Setup {
+        topic,
+        low,
+        sink: Some(SinkSetup {
+            url: &sink.url,
+            max_in_flight: args.sink_max_in_flight,
+        }),
+        ..setup
+    });
     for run in 1..=args.runs {
         for row in &mut rows {
             let c = row.contender;
+            let (setup, sink) = match (&sink_setup, &sink_run) {
+                (Some(s), Some((sink, _, _))) if c.calls_sink() => {
+                    sink.reset();
+                    (*s, Some(sink))
+                }
+                _ => (setup, None),
+            };
             let m = contenders::run_once(c, row.messages, run, setup)
                 .with_context(|| format!("{} run {run}", c.slug()))?;
+            let sink = sink.map(SlowSink::stats);
             let wall = m.wall.as_secs_f64();
             let rate = row.messages as f64 / wall;
             let startup_s = m.ready.map(|r| r.as_secs_f64()).filter(|r| *r < wall);
@@ -270,7 +348,16 @@ fn main() -> anyhow::Result<()> {
                 rss_mib: mib(m.peak_rss_kib),
                 startup_s,
                 rate_after_startup,
+                sink,
             });
+            if let Some(sink) = sink {
+                eprintln!(
+                    "bench: {} run {run}: the sink answered {} calls, at most {} at once",
+                    c.slug(),
+                    sink.requests,
+                    sink.peak_open
+                );
+            }
         }
     }
 
@@ -294,6 +381,9 @@ fn main() -> anyhow::Result<()> {
     let idle = (!args.no_idle).then(|| idle_worker(&bins, &bootstrap, &logs));
     if !args.keep_topic {
         let _ = kafka::delete_topics(&bootstrap, &[&topic]);
+        if let Some((_, sink_topic, _)) = &sink_run {
+            let _ = kafka::delete_topics(&bootstrap, &[sink_topic]);
+        }
     }
 
     let md = report::render(
@@ -303,6 +393,12 @@ fn main() -> anyhow::Result<()> {
             partitions: args.partitions,
             runs: args.runs,
             preload,
+            sink: sink_run.as_ref().map(|_| report::SinkContext {
+                messages: args.sink_messages,
+                keys: args.sink_keys,
+                latency: args.sink_latency,
+                max_in_flight: args.sink_max_in_flight,
+            }),
             scale: scale.as_ref(),
             idle: idle.as_ref(),
         },

@@ -7,6 +7,7 @@
 pub mod ceilings;
 pub mod franzgo;
 pub mod seed;
+pub mod sink;
 pub mod spring;
 pub mod worker;
 
@@ -53,6 +54,13 @@ pub enum Contender {
     SpringRetryTopics6,
     /// franz-go with the failure mix: in-place retries 100 ms apart, then the DLQ.
     FranzFailure,
+    /// Our worker calling the slow sink, `ordering: partition` (one call per partition).
+    SinkPartition,
+    /// Our worker calling the slow sink, `ordering: key`, `maxInFlight` calls at once.
+    SinkKey,
+    /// The Confluent Parallel Consumer calling the slow sink, `KEY` order, the same
+    /// concurrency.
+    SinkParallelKey,
 }
 
 impl Contender {
@@ -77,6 +85,9 @@ impl Contender {
             Contender::SpringRetryTopics1 => "Spring, failure mix, @RetryableTopic, concurrency 1",
             Contender::SpringRetryTopics6 => "Spring, failure mix, @RetryableTopic, concurrency 6",
             Contender::FranzFailure => "franz-go, failure mix, in-place retries",
+            Contender::SinkPartition => "the worker, `ordering: partition`",
+            Contender::SinkKey => "**the worker, `ordering: key`**",
+            Contender::SinkParallelKey => "Confluent Parallel Consumer, `KEY` order",
         }
     }
 
@@ -92,6 +103,15 @@ impl Contender {
         matches!(
             self,
             Contender::Failure | Contender::SpringFailure6 | Contender::FranzFailure
+        )
+    }
+
+    /// Contenders of the ordering benchmark: they read the keyed topic and call the slow
+    /// sink.
+    pub fn calls_sink(self) -> bool {
+        matches!(
+            self,
+            Contender::SinkPartition | Contender::SinkKey | Contender::SinkParallelKey
         )
     }
 }
@@ -114,6 +134,8 @@ pub struct Bins {
     pub seedloop: PathBuf,
     pub franzgo: PathBuf,
     pub spring_jar: PathBuf,
+    /// The Parallel Consumer contender (`bench/parallel`).
+    pub parallel_jar: PathBuf,
     /// Kafka's jars (`$KAFKA_HOME/libs`), for ConsumerPerformance.
     pub kafka_libs: PathBuf,
 }
@@ -129,6 +151,15 @@ pub struct Setup<'a> {
     pub low: &'a [i64],
     pub logs: &'a Path,
     pub timeout: Duration,
+    /// The slow sink, for the contenders that call it.
+    pub sink: Option<SinkSetup<'a>>,
+}
+
+/// The slow sink of the ordering benchmark and the concurrency every contender gets.
+#[derive(Clone, Copy)]
+pub struct SinkSetup<'a> {
+    pub url: &'a str,
+    pub max_in_flight: usize,
 }
 
 impl Setup<'_> {
@@ -198,6 +229,9 @@ pub fn run_once(
         | Contender::SpringRetryTopics1
         | Contender::SpringRetryTopics6 => spring::launch(c, &group, setup),
         Contender::Franz | Contender::FranzFailure => franzgo::launch(c, &group, setup),
+        Contender::SinkPartition | Contender::SinkKey | Contender::SinkParallelKey => {
+            sink::launch(c, &group, setup)?
+        }
     };
     let Launch {
         mut cmd,
@@ -240,6 +274,17 @@ pub fn run_once(
         let _ = kafka::delete_topics(setup.bootstrap, &names);
     }
     let measured = measured?;
+    if let Some(p) = &progress {
+        // A consumer that stops by itself before its group committed everything has no
+        // rate to report: the run fails rather than leaving its row out.
+        let committed = p.source_committed()?;
+        anyhow::ensure!(
+            committed >= i64::try_from(n)?,
+            "{} stopped before its group committed the messages ({committed} of {n}; log: {})",
+            c.slug(),
+            log.display()
+        );
+    }
     if let Some(status) = measured.status
         && !status.success()
         && exits
