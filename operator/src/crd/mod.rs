@@ -349,8 +349,8 @@ pub struct OrderOptions {
     pub output_topic: Option<TopicName>,
 
     /// Optional HTTP endpoint every valid order is POSTed to, with the order id as idempotency
-    /// key. 2xx succeeds; 408, 429, 5xx and timeouts are retried; other 4xx go to the
-    /// dead-letter topic.
+    /// key. 2xx succeeds; 408, 429, 5xx and timeouts are retried; any other status goes to
+    /// the dead-letter topic, a redirect included (none is followed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")

