@@ -273,7 +273,11 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.class(), "sink-rejected");
-        assert_eq!(followed.load(Ordering::SeqCst), 0, "the redirect was followed");
+        assert_eq!(
+            followed.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
     }
 
     #[test]
