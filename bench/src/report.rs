@@ -315,8 +315,8 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
     md.push(String::new());
     md.push("Medians with (min–max) over the runs.".to_owned());
     md.push(String::new());
-    md.push("| contender | messages | msg/s after start-up | × partition | × ideal | sink calls | calls open at most | CPU µs/msg | peak RSS MiB |".to_owned());
-    md.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned());
+    md.push("| contender | messages | msg/s after start-up | × partition | × ideal | sink calls | calls open at most | sink's answer ms (mean) | CPU µs/msg | peak RSS MiB |".to_owned());
+    md.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|".to_owned());
     let median = |c: Contender| {
         rows.iter()
             .find(|r| r.contender == c)
@@ -332,7 +332,7 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
             r.spread(|s| s.sink.as_ref().map(|k| f(k) as f64))
         };
         md.push(format!(
-            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} |",
             r.contender.label(),
             r.messages,
             rate.show(0),
@@ -340,6 +340,10 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
             rate.median / ideal,
             show(sink_field(|k| k.requests), 0),
             show(sink_field(|k| k.peak_open), 0),
+            show(
+                r.spread(|s| s.sink.and_then(|k| k.mean_served_s()).map(|m| m * 1e3)),
+                2
+            ),
             show(r.cpu_us_per_msg(), 1),
             show(r.spread(|s| Some(s.rss_mib)), 0),
         ));
@@ -362,6 +366,17 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
         "`ordering: key` ≥ 0.8× the ideal maxInFlight / latency",
         key.map(|k| k / ideal),
         Some(0.8),
+    );
+    let served = rows
+        .iter()
+        .find(|r| r.contender == Contender::SinkKey)
+        .and_then(|r| r.spread(|s| s.sink.and_then(|k| k.mean_served_s())))
+        .map(|s| s.median);
+    target(
+        "(for reference) `ordering: key` vs maxInFlight / the sink's measured mean answer time",
+        key.zip(served)
+            .map(|(k, m)| k * m / sink.max_in_flight as f64),
+        None,
     );
     target(
         "(for reference) `ordering: key` vs the Parallel Consumer in KEY order",

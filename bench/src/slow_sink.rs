@@ -26,6 +26,9 @@ struct Counters {
     requests: AtomicU64,
     open: AtomicU64,
     peak_open: AtomicU64,
+    /// Microseconds from each handler's start to its answer, summed: the latency the sink
+    /// really served (a timer fires at its deadline or after it, never before).
+    served_us: AtomicU64,
 }
 
 /// A running sink; it stops when dropped.
@@ -41,14 +44,26 @@ pub struct SinkStats {
     pub requests: u64,
     /// Requests held open at once, at most.
     pub peak_open: u64,
+    /// Microseconds the sink took to answer, summed over the requests.
+    pub served_us: u64,
+}
+
+impl SinkStats {
+    /// The sink's mean answer time in seconds (`None` before any request).
+    pub fn mean_served_s(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.served_us as f64 / 1e6 / self.requests as f64)
+    }
 }
 
 async fn answer(State((counters, latency)): State<(Arc<Counters>, Duration)>) -> StatusCode {
+    let started = std::time::Instant::now();
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let open = counters.open.fetch_add(1, Ordering::Relaxed) + 1;
     counters.peak_open.fetch_max(open, Ordering::Relaxed);
     tokio::time::sleep(latency).await;
     counters.open.fetch_sub(1, Ordering::Relaxed);
+    let served = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counters.served_us.fetch_add(served, Ordering::Relaxed);
     StatusCode::NO_CONTENT
 }
 
@@ -93,12 +108,14 @@ impl SlowSink {
     pub fn reset(&self) {
         self.counters.requests.store(0, Ordering::Relaxed);
         self.counters.peak_open.store(0, Ordering::Relaxed);
+        self.counters.served_us.store(0, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> SinkStats {
         SinkStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             peak_open: self.counters.peak_open.load(Ordering::Relaxed),
+            served_us: self.counters.served_us.load(Ordering::Relaxed),
         }
     }
 }
@@ -136,12 +153,15 @@ mod tests {
         let stats = sink.stats();
         assert_eq!(stats.requests, 4);
         assert!((1..=4).contains(&stats.peak_open), "{stats:?}");
+        let mean = stats.mean_served_s().unwrap_or_default();
+        assert!(mean >= 0.050, "served no faster than its latency: {mean}");
         sink.reset();
         assert_eq!(
             sink.stats(),
             SinkStats {
                 requests: 0,
-                peak_open: 0
+                peak_open: 0,
+                served_us: 0
             }
         );
         Ok(())
