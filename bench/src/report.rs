@@ -85,6 +85,19 @@ fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or("not measured".to_owned(), |r| format!("{r:.2}×"))
 }
 
+/// `a / b` when both were measured.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    a.zip(b).map(|(a, b)| a / b)
+}
+
+/// One line of a targets list: the ratio, and met or missed when it has a threshold.
+fn target_line(text: &str, r: Option<f64>, at_least: Option<f64>) -> String {
+    match (at_least, r) {
+        (Some(t), Some(r)) => format!("- {text} — {}: {}", fmt_ratio(Some(r)), verdict(r >= t)),
+        _ => format!("- {text} — {}", fmt_ratio(r)),
+    }
+}
+
 fn fmt_ms(s: Option<f64>) -> String {
     s.map_or("–".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
 }
@@ -103,13 +116,19 @@ pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
             "- Command: `make bench` (`target/release/bench`), the ordering contenders only; {} runs each, interleaved, fresh consumer group each run",
             ctx.runs
         ));
-        scale_and_idle(&mut md, ctx);
-        if let Some(sink) = &ctx.sink {
-            ordering(&mut md, ctx.partitions, sink, rows);
-        }
-        md.push(String::new());
-        return md.join("\n");
+    } else {
+        throughput(&mut md, ctx, rows);
     }
+    scale_and_idle(&mut md, ctx);
+    if let Some(sink) = &ctx.sink {
+        ordering(&mut md, ctx.partitions, sink, rows);
+    }
+    md.push(String::new());
+    md.join("\n")
+}
+
+/// The throughput table of every contender but the ordering benchmark's, and its targets.
+fn throughput(md: &mut Vec<String>, ctx: &Context<'_>, rows: &[Row]) {
     md.push(format!(
         "- Workload: {} valid `OrderPlaced` JSON messages (~300 B) on {} partitions, preloaded in {:.1}s; {} runs per contender, interleaved, fresh consumer group each run, one process at a time",
         ctx.messages,
@@ -153,13 +172,7 @@ pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
     md.push(String::new());
     md.push("## Targets".to_owned());
     md.push(String::new());
-    targets(&mut md, &median);
-    scale_and_idle(&mut md, ctx);
-    if let Some(sink) = &ctx.sink {
-        ordering(&mut md, ctx.partitions, sink, rows);
-    }
-    md.push(String::new());
-    md.join("\n")
+    targets(md, &median);
 }
 
 fn best(median: &impl Fn(Contender) -> Option<f64>, of: &[Contender]) -> Option<f64> {
@@ -168,12 +181,8 @@ fn best(median: &impl Fn(Contender) -> Option<f64>, of: &[Contender]) -> Option<
 
 fn targets(md: &mut Vec<String>, median: &impl Fn(Contender) -> Option<f64>) {
     use Contender as C;
-    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let mut target = |text: &str, r: Option<f64>, at_least: Option<f64>| {
-        md.push(match (at_least, r) {
-            (Some(t), Some(r)) => format!("- {text} — {}: {}", fmt_ratio(Some(r)), verdict(r >= t)),
-            _ => format!("- {text} — {}", fmt_ratio(r)),
-        });
+        md.push(target_line(text, r, at_least));
     };
     let ours = median(C::Ours);
     let spring = best(median, &[C::Spring1, C::Spring6]);
@@ -350,12 +359,8 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
     }
     md.push(String::new());
     let key = median(Contender::SinkKey);
-    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let mut target = |text: &str, r: Option<f64>, at_least: Option<f64>| {
-        md.push(match (at_least, r) {
-            (Some(t), Some(r)) => format!("- {text} — {}: {}", fmt_ratio(Some(r)), verdict(r >= t)),
-            _ => format!("- {text} — {}", fmt_ratio(r)),
-        });
+        md.push(target_line(text, r, at_least));
     };
     target(
         "`ordering: key` ≥ 50× `ordering: partition`",

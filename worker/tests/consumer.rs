@@ -192,6 +192,16 @@ fn json_of(m: &OwnedMessage) -> serde_json::Value {
     serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON record")
 }
 
+/// Serves `app` (a test sink) on a free port of 127.0.0.1 for the rest of the test.
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("sink listener");
+    let addr = listener.local_addr().expect("sink address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
+    addr
+}
+
 fn order(order_id: &str, customer: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "order_id": order_id,
@@ -389,11 +399,7 @@ async fn start_sink(script: Vec<u16>) -> Sink {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("sink listener");
-    let addr = listener.local_addr().expect("sink address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
+    let addr = serve(app).await;
     Sink {
         addr,
         keys,
@@ -2111,11 +2117,7 @@ impl OrderingSink {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("sink listener");
-        let addr = listener.local_addr().expect("sink address");
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("sink server") });
+        let addr = serve(app).await;
         OrderingSink {
             addr,
             calls,

@@ -169,6 +169,49 @@ fn idle_worker(bins: &Bins, bootstrap: &str, logs: &std::path::Path) -> anyhow::
     result
 }
 
+/// Creates `topic` and fills it with `n` messages made by `make`: the time it took and the
+/// low watermarks (index = partition).
+fn preload_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    make: impl Fn(u64) -> (String, String),
+) -> anyhow::Result<(Duration, Vec<i64>)> {
+    kafka::create_topic(bootstrap, topic, partitions, false)?;
+    eprintln!("bench: preloading {n} messages into {topic}");
+    let took = kafka::produce(bootstrap, topic, n, make)?;
+    eprintln!("bench: preloaded in {:.1}s", took.as_secs_f64());
+    let low = kafka::watermarks(bootstrap, topic)?
+        .iter()
+        .map(|(lo, _)| *lo)
+        .collect();
+    Ok((took, low))
+}
+
+/// The ordering benchmark's slow sink and keyed topic.
+struct SinkRun {
+    sink: SlowSink,
+    topic: String,
+    low: Vec<i64>,
+    max_in_flight: usize,
+}
+
+impl SinkRun {
+    /// `base` pointed at the keyed topic and the sink.
+    fn setup<'a>(&'a self, base: Setup<'a>) -> Setup<'a> {
+        Setup {
+            topic: &self.topic,
+            low: &self.low,
+            sink: Some(SinkSetup {
+                url: &self.sink.url,
+                max_in_flight: self.max_in_flight,
+            }),
+            ..base
+        }
+    }
+}
+
 fn bins(args: &Args) -> anyhow::Result<Bins> {
     let hint =
         "`cargo build --release -p eventconsumer-worker -p eventconsumer-bench` (make bench does)";
@@ -239,7 +282,6 @@ fn main() -> anyhow::Result<()> {
     let machine = machine::describe();
 
     let topic = format!("bench.orders.{stamp}");
-    kafka::create_topic(&bootstrap, &topic, args.partitions, false)?;
     let tag = stamp.to_string();
     // The ordering benchmark alone reads its own topic: nothing to preload here.
     let messages = if args.contenders.iter().all(|c| c.calls_sink()) {
@@ -247,34 +289,29 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.messages
     };
-    eprintln!("bench: preloading {messages} messages into {topic}");
-    let preload = kafka::produce(&bootstrap, &topic, messages, |i| {
+    let (preload, low) = preload_topic(&bootstrap, &topic, args.partitions, messages, |i| {
         orders::order(i, &orders::bench_order_id(&tag, i), false)
     })?;
-    eprintln!("bench: preloaded in {:.1}s", preload.as_secs_f64());
-    let low: Vec<i64> = kafka::watermarks(&bootstrap, &topic)?
-        .iter()
-        .map(|(lo, _)| *lo)
-        .collect();
 
     // The ordering benchmark's keyed topic and slow sink, when one of its contenders runs.
     let sink_run = if args.contenders.iter().any(|c| c.calls_sink()) {
-        let sink = SlowSink::start(args.sink_latency)?;
-        let sink_topic = format!("bench.sink.{stamp}");
-        kafka::create_topic(&bootstrap, &sink_topic, args.partitions, false)?;
-        eprintln!(
-            "bench: preloading {} messages over {} keys into {sink_topic}",
-            args.sink_messages, args.sink_keys
-        );
-        kafka::produce(&bootstrap, &sink_topic, args.sink_messages, |i| {
-            let (_, value) = orders::order(i, &orders::bench_order_id(&tag, i), false);
-            (orders::spread_key(i, args.sink_keys), value)
-        })?;
-        let low: Vec<i64> = kafka::watermarks(&bootstrap, &sink_topic)?
-            .iter()
-            .map(|(lo, _)| *lo)
-            .collect();
-        Some((sink, sink_topic, low))
+        let topic = format!("bench.sink.{stamp}");
+        let (_, low) = preload_topic(
+            &bootstrap,
+            &topic,
+            args.partitions,
+            args.sink_messages,
+            |i| {
+                let (_, value) = orders::order(i, &orders::bench_order_id(&tag, i), false);
+                (orders::spread_key(i, args.sink_keys), value)
+            },
+        )?;
+        Some(SinkRun {
+            sink: SlowSink::start(args.sink_latency)?,
+            topic,
+            low,
+            max_in_flight: args.sink_max_in_flight,
+        })
     } else {
         None
     };
@@ -309,22 +346,13 @@ fn main() -> anyhow::Result<()> {
         timeout,
         sink: None,
     };
-    let sink_setup = sink_run.as_ref().map(|(sink, topic, low)| Setup {
-        topic,
-        low,
-        sink: Some(SinkSetup {
-            url: &sink.url,
-            max_in_flight: args.sink_max_in_flight,
-        }),
-        ..setup
-    });
     for run in 1..=args.runs {
         for row in &mut rows {
             let c = row.contender;
-            let (setup, sink) = match (&sink_setup, &sink_run) {
-                (Some(s), Some((sink, _, _))) if c.calls_sink() => {
-                    sink.reset();
-                    (*s, Some(sink))
+            let (setup, sink) = match &sink_run {
+                Some(r) if c.calls_sink() => {
+                    r.sink.reset();
+                    (r.setup(setup), Some(&r.sink))
                 }
                 _ => (setup, None),
             };
@@ -381,8 +409,8 @@ fn main() -> anyhow::Result<()> {
     let idle = (!args.no_idle).then(|| idle_worker(&bins, &bootstrap, &logs));
     if !args.keep_topic {
         let _ = kafka::delete_topics(&bootstrap, &[&topic]);
-        if let Some((_, sink_topic, _)) = &sink_run {
-            let _ = kafka::delete_topics(&bootstrap, &[sink_topic]);
+        if let Some(r) = &sink_run {
+            let _ = kafka::delete_topics(&bootstrap, &[&r.topic]);
         }
     }
 
