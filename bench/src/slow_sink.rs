@@ -4,12 +4,13 @@
 //!
 //! It runs on its own thread and Tokio runtime inside the bench process, so its CPU is not
 //! counted in a contender's (the bench measures the contender's process alone). It counts
-//! the requests and the most it held open at once: the concurrency a contender reached.
+//! the requests and the most it held open at once: the concurrency a contender reached; and
+//! it times its answers, which gives the contender's sustained rate (see [`STEADY`]).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -21,6 +22,14 @@ use axum::routing::post;
 /// second keeps its accept loop answering while the first parses a burst of requests.
 const SINK_THREADS: usize = 2;
 
+/// The share of a run's answers, by answer time, that measures the sustained rate: the
+/// first tenth is the contender filling its calls after the start (a fetch, a JVM warming)
+/// and the last tenth the tail it drains, neither of which `maxInFlight / latency` is about.
+pub const STEADY: (f64, f64) = (0.1, 0.9);
+
+/// Fewest answers for a sustained rate: below it the middle of a run is a few calls wide.
+const STEADY_MIN_ANSWERS: usize = 100;
+
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
@@ -29,6 +38,8 @@ struct Counters {
     /// Microseconds from each handler's start to its answer, summed: the latency the sink
     /// really served (a timer fires at its deadline or after it, never before).
     served_us: AtomicU64,
+    /// When each answer was given (about 16 bytes a call: 1.6 MB per 100,000).
+    answered: Mutex<Vec<Instant>>,
 }
 
 /// A running sink; it stops when dropped.
@@ -46,6 +57,10 @@ pub struct SinkStats {
     pub peak_open: u64,
     /// Microseconds the sink took to answer, summed over the requests.
     pub served_us: u64,
+    /// Answers between the [`STEADY`] shares of the run and the microseconds between them
+    /// (0 and 0 below [`STEADY_MIN_ANSWERS`]).
+    pub steady_calls: u64,
+    pub steady_us: u64,
 }
 
 impl SinkStats {
@@ -53,10 +68,38 @@ impl SinkStats {
     pub fn mean_served_s(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.served_us as f64 / 1e6 / self.requests as f64)
     }
+
+    /// Calls answered per second in the middle of the run ([`STEADY`]), `None` when too
+    /// few were answered to tell.
+    pub fn steady_rate(&self) -> Option<f64> {
+        (self.steady_us > 0).then(|| self.steady_calls as f64 * 1e6 / self.steady_us as f64)
+    }
+}
+
+fn lock(answered: &Mutex<Vec<Instant>>) -> std::sync::MutexGuard<'_, Vec<Instant>> {
+    answered.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The answers between the [`STEADY`] shares of `answered` (sorted here: two threads push)
+/// and the microseconds between the first and the last of them.
+fn steady(answered: &mut [Instant]) -> (u64, u64) {
+    if answered.len() < STEADY_MIN_ANSWERS {
+        return (0, 0);
+    }
+    answered.sort_unstable();
+    let at = |share: f64| ((answered.len() - 1) as f64 * share).round() as usize;
+    let (from, to) = (at(STEADY.0), at(STEADY.1));
+    let us = answered[to]
+        .saturating_duration_since(answered[from])
+        .as_micros();
+    (
+        u64::try_from(to - from).unwrap_or(u64::MAX),
+        u64::try_from(us).unwrap_or(u64::MAX),
+    )
 }
 
 async fn answer(State((counters, latency)): State<(Arc<Counters>, Duration)>) -> StatusCode {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     counters.requests.fetch_add(1, Ordering::Relaxed);
     let open = counters.open.fetch_add(1, Ordering::Relaxed) + 1;
     counters.peak_open.fetch_max(open, Ordering::Relaxed);
@@ -64,6 +107,7 @@ async fn answer(State((counters, latency)): State<(Arc<Counters>, Duration)>) ->
     counters.open.fetch_sub(1, Ordering::Relaxed);
     let served = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     counters.served_us.fetch_add(served, Ordering::Relaxed);
+    lock(&counters.answered).push(Instant::now());
     StatusCode::NO_CONTENT
 }
 
@@ -109,13 +153,17 @@ impl SlowSink {
         self.counters.requests.store(0, Ordering::Relaxed);
         self.counters.peak_open.store(0, Ordering::Relaxed);
         self.counters.served_us.store(0, Ordering::Relaxed);
+        lock(&self.counters.answered).clear();
     }
 
     pub fn stats(&self) -> SinkStats {
+        let (steady_calls, steady_us) = steady(&mut lock(&self.counters.answered));
         SinkStats {
             requests: self.counters.requests.load(Ordering::Relaxed),
             peak_open: self.counters.peak_open.load(Ordering::Relaxed),
             served_us: self.counters.served_us.load(Ordering::Relaxed),
+            steady_calls,
+            steady_us,
         }
     }
 }
@@ -127,7 +175,7 @@ mod tests {
     #[test]
     fn the_sink_answers_after_its_latency_and_counts_what_it_held_open() -> anyhow::Result<()> {
         let sink = SlowSink::start(Duration::from_millis(50))?;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let posts: Vec<_> = (0..4)
             .map(|_| {
                 let addr = sink.url["http://".len()..].split('/').next().unwrap_or_default().to_owned();
@@ -161,9 +209,36 @@ mod tests {
             SinkStats {
                 requests: 0,
                 peak_open: 0,
-                served_us: 0
+                served_us: 0,
+                steady_calls: 0,
+                steady_us: 0,
             }
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_sustained_rate_counts_the_middle_of_the_run_and_not_its_start_or_its_tail() {
+        // 1,001 answers: 100 in the first second (a slow start), then one per millisecond
+        // for 800 ms, then 100 more over the next 10 s (a tail).
+        let t0 = Instant::now();
+        let mut answered: Vec<Instant> = (0..100)
+            .map(|i| t0 + Duration::from_millis(10 * i))
+            .chain((0..=800).map(|i| t0 + Duration::from_millis(1_000 + i)))
+            .chain((1..=100).map(|i| t0 + Duration::from_millis(1_800 + 100 * i)))
+            .rev()
+            .collect();
+        let (calls, us) = steady(&mut answered);
+        assert_eq!((calls, us), (800, 800_000));
+        let stats = SinkStats {
+            requests: 1_001,
+            peak_open: 1,
+            served_us: 0,
+            steady_calls: calls,
+            steady_us: us,
+        };
+        assert_eq!(stats.steady_rate(), Some(1_000.0));
+        let mut few: Vec<Instant> = (0..99).map(|_| t0).collect();
+        assert_eq!(steady(&mut few), (0, 0));
     }
 }

@@ -380,10 +380,12 @@ fn main() -> anyhow::Result<()> {
             });
             if let Some(sink) = sink {
                 eprintln!(
-                    "bench: {} run {run}: the sink answered {} calls, at most {} at once",
+                    "bench: {} run {run}: the sink answered {} calls, at most {} at once, {} calls/s sustained",
                     c.slug(),
                     sink.requests,
-                    sink.peak_open
+                    sink.peak_open,
+                    sink.steady_rate()
+                        .map_or("–".to_owned(), |r| format!("{r:.0}"))
                 );
             }
         }
