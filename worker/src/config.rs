@@ -64,7 +64,7 @@ fn invalid(flag: &'static str, env: &'static str, reason: impl Into<String>) -> 
 pub enum HandlerSettings {
     Order {
         action: OrderAction,
-        sink_url: Option<reqwest::Url>,
+        sink_url: Option<url::Url>,
         /// `false` with `--no-output` (a testing aid): publish no outcome event.
         publish: bool,
     },
@@ -410,7 +410,7 @@ fn handler_settings(args: &RunArgs) -> Result<HandlerSettings, ConfigError> {
             let sink_url = match args.sink_url.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(text) => {
-                    let url = reqwest::Url::parse(text).map_err(|e| {
+                    let url = url::Url::parse(text).map_err(|e| {
                         invalid("--sink-url", env::SINK_URL, format!("{text:?}: {e}"))
                     })?;
                     if !matches!(url.scheme(), "http" | "https") {

@@ -10,6 +10,7 @@
 pub mod analytics;
 pub mod fault;
 pub mod order;
+pub mod sink;
 pub mod video;
 
 use std::time::Duration;
@@ -116,7 +117,7 @@ impl Handler {
         consumer_name: &str,
         retry: &RetrySettings,
         producer: Producer,
-    ) -> Result<Handler, reqwest::Error> {
+    ) -> Result<Handler, sink::SinkSetupError> {
         let (settings, fault) = settings.split_fault();
         let kind = match settings {
             HandlerSettings::Order {
@@ -126,7 +127,7 @@ impl Handler {
             } => Kind::Order(order::OrderHandler::new(
                 *action,
                 publish.then_some(output_topic),
-                sink_url.clone(),
+                sink_url.as_ref(),
                 retry.attempt_timeout,
                 producer,
             )?),
