@@ -350,7 +350,9 @@ pub struct OrderOptions {
 
     /// Optional HTTP endpoint every valid order is POSTed to, with the order id as idempotency
     /// key. 2xx succeeds; 408, 429, 5xx and timeouts are retried; any other status goes to
-    /// the dead-letter topic, a redirect included (none is followed).
+    /// the dead-letter topic, a redirect included (none is followed). HTTPS is checked
+    /// against Mozilla's roots; the endpoint is called directly (`HTTP_PROXY` and
+    /// `HTTPS_PROXY` are not used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
