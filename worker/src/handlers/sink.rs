@@ -8,8 +8,9 @@
 //! called directly.
 //!
 //! Built on hyper-util's pooled client rather than reqwest (which wraps it): reqwest parses
-//! the URL again on every call for its redirect layer even when redirects are off, which
-//! was ~12 % of the worker's CPU in the ordering benchmark (a slow sink, 20,000 calls/s).
+//! the URL again on every call for its redirect layer even when redirects are off, and
+//! wraps each call in its retry and redirect futures; in the ordering benchmark (512 calls
+//! open to a 20 ms sink) the worker's CPU per message went from 65 to 31 µs without them.
 
 use std::time::Duration;
 
