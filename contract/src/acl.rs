@@ -120,6 +120,8 @@ pub struct Names<'a> {
     pub dead_letter: &'a str,
     /// `retryTopics` mode: the group's retry topics `<group>.retry.<n>` are read and written.
     pub retry_topics: bool,
+    /// `exactlyOnce` semantics: the workers' transactional ids `<group>.tx.<pod>` are used.
+    pub exactly_once: bool,
 }
 
 /// What the workers need: join and commit in the group, read the source topics, write the
@@ -137,6 +139,14 @@ pub fn worker(n: &Names<'_>) -> Vec<Acl> {
         let prefix = crate::retry_topic_prefix(n.group);
         acls.push(Acl::prefixed(Topic, &prefix, Read));
         acls.push(Acl::prefixed(Topic, &prefix, Write));
+    }
+    if n.exactly_once {
+        // Write implies the Describe that `init_transactions` needs.
+        acls.push(Acl::prefixed(
+            TransactionalId,
+            &crate::semantics::transactional_id_prefix(n.group),
+            Write,
+        ));
     }
     acls
 }
@@ -211,6 +221,7 @@ pub fn readme_table() -> String {
         output: Some("<output topic>"),
         dead_letter: "<dead-letter topic>",
         retry_topics: true,
+        exactly_once: true,
     };
     let mut out = String::from("| who | operation | resource | name |\n|---|---|---|---|\n");
     for (who, acls) in [
@@ -261,6 +272,7 @@ mod tests {
             output: None,
             dead_letter: "in.dlq",
             retry_topics: false,
+            exactly_once: false,
         };
         let plain = worker(&names).len() + operator(&names).len();
         names.retry_topics = true;
@@ -271,5 +283,28 @@ mod tests {
             .collect();
         assert_eq!(with_retry.len(), plain + 3, "{with_retry:?}");
         assert!(with_retry.contains(&"Create on topic g.retry. (prefixed)".to_owned()));
+    }
+
+    #[test]
+    fn exactly_once_adds_write_on_the_groups_transactional_ids_and_nothing_for_the_operator() {
+        let topics = ["in".to_owned()];
+        let mut names = Names {
+            topics: &topics,
+            group: "g",
+            output: Some("out"),
+            dead_letter: "in.dlq",
+            retry_topics: false,
+            exactly_once: false,
+        };
+        let (workers, operator_acls) = (worker(&names).len(), operator(&names).len());
+        names.exactly_once = true;
+        let with: Vec<String> = worker(&names).iter().map(|a| a.to_string()).collect();
+        assert_eq!(with.len(), workers + 1, "{with:?}");
+        assert!(
+            with.contains(&"Write on transactional id g.tx. (prefixed)".to_owned()),
+            "{with:?}"
+        );
+        assert_eq!(operator(&names).len(), operator_acls);
+        assert!(crate::semantics::transactional_id("g", "pod-1").starts_with("g.tx."));
     }
 }

@@ -11,7 +11,8 @@ pub mod retry;
 mod vocabulary;
 
 pub use vocabulary::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, Semantics,
+    VideoStage,
 };
 
 /// The subcommand a consumer pod runs.
@@ -71,6 +72,8 @@ pub mod env {
     pub const ORDERING: &str = "EC_ORDERING";
     /// Messages a worker processes at the same time in `key` and `none` ordering.
     pub const MAX_IN_FLIGHT: &str = "EC_MAX_IN_FLIGHT";
+    /// `atLeastOnce` | `exactlyOnce`: whether outputs and offsets go in Kafka transactions.
+    pub const SEMANTICS: &str = "EC_SEMANTICS";
 
     /// Seconds the worker waits for in-flight work after SIGTERM.
     pub const SHUTDOWN_GRACE: &str = "EC_SHUTDOWN_GRACE";
@@ -117,6 +120,7 @@ pub mod env {
         DELIVERY_MODE,
         ORDERING,
         MAX_IN_FLIGHT,
+        SEMANTICS,
         SHUTDOWN_GRACE,
         HTTP_ADDR,
         LOG_LEVEL,
@@ -132,7 +136,8 @@ pub mod env {
 /// accept them: the names of the [`vocabulary`](crate::Handler) enums.
 pub mod values {
     use crate::{
-        DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
+        DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, Semantics,
+        VideoStage,
     };
 
     /// `spec.handler` / `EC_HANDLER`.
@@ -149,6 +154,8 @@ pub mod values {
     pub const DELIVERY_MODES: &[&str] = DeliveryMode::NAMES;
     /// `spec.delivery.ordering` / `EC_ORDERING`.
     pub const ORDERINGS: &[&str] = Ordering::NAMES;
+    /// `spec.delivery.semantics` / `EC_SEMANTICS`.
+    pub const SEMANTICS: &[&str] = Semantics::NAMES;
     /// The `ec-dlt-error-class` values the worker writes, which a DeadLetterRedrive can select.
     pub const ERROR_CLASSES: &[&str] = &[
         "decode",
@@ -267,6 +274,50 @@ pub mod ordering {
     /// Why not, in the words the CRD and the worker both refuse it with.
     pub const ANALYTICS_REASON: &str = "the analytics handler counts into in-memory windows \
         stored per partition; it runs with ordering partition only";
+}
+
+/// Exactly-once delivery: which consumers can have it, and the transactional id a worker uses.
+///
+/// A worker in `exactlyOnce` mode writes its outputs, dead letters and retry records and
+/// commits its offsets in Kafka transactions. An HTTP sink is outside Kafka: a call made in a
+/// transaction that is then aborted cannot be taken back, so a consumer with a sink is refused.
+pub mod semantics {
+    use crate::{Ordering, Semantics};
+
+    /// Whether a consumer with (`true`) or without an HTTP sink runs with `semantics`.
+    pub fn fits_sink(semantics: Semantics, has_sink: bool) -> bool {
+        semantics != Semantics::ExactlyOnce || !has_sink
+    }
+
+    /// Why not, in the words the CRD and the worker both refuse it with.
+    pub const SINK_REASON: &str = "an HTTP sink is outside Kafka's transactions (a call \
+        cannot be taken back when its transaction aborts); use atLeastOnce with a sink that \
+        deduplicates by the Idempotency-Key header";
+
+    /// Whether `semantics` runs with `ordering`: a transaction commits a partition's outputs
+    /// with one position, below its lowest unfinished message, so messages of a partition
+    /// must finish in offset order.
+    pub fn fits_ordering(semantics: Semantics, ordering: Ordering) -> bool {
+        semantics != Semantics::ExactlyOnce || ordering == Ordering::Partition
+    }
+
+    /// Why not, in the words the CRD and the worker both refuse it with.
+    pub const ORDERING_REASON: &str = "a transaction commits a partition's outputs with one \
+        position, below its lowest unfinished message; with key or none ordering a message \
+        can finish above one that is still retrying, and a crash would redo its committed \
+        output, so exactlyOnce runs with ordering partition only";
+
+    /// What every transactional id of a group's workers starts with (the ACL's prefix).
+    pub fn transactional_id_prefix(group_id: &str) -> String {
+        format!("{group_id}.tx.")
+    }
+
+    /// The transactional id of the worker `instance` (its pod name) of `group_id`: stable
+    /// across restarts of the pod's container, so a restarted worker fences the transaction
+    /// its killed predecessor left open at once.
+    pub fn transactional_id(group_id: &str, instance: &str) -> String {
+        format!("{}{instance}", transactional_id_prefix(group_id))
+    }
 }
 
 /// Kafka's own rule for topic names (`kafka.common.internals.Topic`).

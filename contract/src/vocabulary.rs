@@ -120,6 +120,20 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// What a crash may do to the outputs (`spec.delivery.semantics` / `EC_SEMANTICS`).
+    #[derive(Default)]
+    pub enum Semantics {
+        // Offsets committed after the work: after a crash recent messages are handled again.
+        #[default]
+        #[cfg_attr(feature = "clap", value(help = "Commit offsets after the work; after a crash the last uncommitted messages are handled again"))]
+        AtLeastOnce = "atLeastOnce",
+        // Outputs, dead letters, retry records and offsets in one Kafka transaction.
+        #[cfg_attr(feature = "clap", value(help = "Outputs, dead letters, retry records and offsets in Kafka transactions (readers use read_committed)"))]
+        ExactlyOnce = "exactlyOnce",
+    }
+}
+
+vocabulary! {
     /// SASL mechanism (`spec.kafka.sasl.mechanism` / `EC_SASL_MECHANISM`), as librdkafka
     /// spells it.
     pub enum SaslMechanism {
@@ -175,6 +189,11 @@ mod tests {
             ["partition", "key", "none"]
         );
         assert_eq!(Or::default(), Or::Partition);
+        assert_eq!(
+            names(&[Semantics::AtLeastOnce, Semantics::ExactlyOnce]),
+            ["atLeastOnce", "exactlyOnce"]
+        );
+        assert_eq!(Semantics::default(), Semantics::AtLeastOnce);
         use SaslMechanism as S;
         assert_eq!(
             names(&[S::Plain, S::ScramSha256, S::ScramSha512]),

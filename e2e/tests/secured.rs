@@ -86,6 +86,7 @@ impl Consumer {
             output: Some(&self.output),
             dead_letter: &self.dlq,
             retry_topics: true,
+            exactly_once: false,
         };
         let mut acls = acl::worker(&names);
         acls.extend(acl::operator(&names));
@@ -995,6 +996,7 @@ async fn each_missing_acl_a_redrive_needs_blocks_it_by_name_and_granting_it_lets
         output: Some(&c.output),
         dead_letter: &c.dlq,
         retry_topics: true,
+        exactly_once: false,
     };
     let documented = acl::redrive(&names);
     for (i, lost) in documented.iter().enumerate() {

@@ -369,6 +369,7 @@ pub fn env_vars(consumer: &ValidConsumer) -> Vec<EnvVar> {
     vars.push(value(env::DLQ_TOPIC, &delivery.dead_letter_topic));
     vars.push(value(env::DELIVERY_MODE, delivery.mode.as_str()));
     vars.push(value(env::ORDERING, delivery.ordering.as_str()));
+    vars.push(value(env::SEMANTICS, delivery.semantics.as_str()));
     vars.push(value(
         env::MAX_IN_FLIGHT,
         &delivery.max_in_flight.to_string(),

@@ -298,6 +298,16 @@ async fn bad_consumers_are_refused_at_admission_with_the_field_named() {
         ("spec.order.sinkUrl", |m| {
             m["spec"]["order"]["sinkUrl"] = json!("ftp://sink")
         }),
+        ("spec.delivery.semantics", |m| {
+            m["spec"]["order"]["sinkUrl"] = json!("http://sink:8080/orders");
+            m["spec"]["delivery"] = json!({ "semantics": "exactlyOnce" });
+        }),
+        ("spec.delivery.semantics", |m| {
+            m["spec"]["delivery"] = json!({ "semantics": "exactly-once" });
+        }),
+        ("spec.delivery.semantics", |m| {
+            m["spec"]["delivery"] = json!({ "semantics": "exactlyOnce", "ordering": "none" });
+        }),
         ("spec.replicas", |m| m["spec"]["replicas"] = json!(-1)),
         ("spec.kafka", |m| {
             m["spec"].as_object_mut().map(|s| s.remove("kafka"));

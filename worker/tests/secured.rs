@@ -126,6 +126,7 @@ impl Names {
             output: Some(&self.output),
             dead_letter: &self.dlq,
             retry_topics: self.retry_topic.is_some(),
+            exactly_once: false,
         })
     }
 

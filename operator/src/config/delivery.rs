@@ -5,7 +5,7 @@ use eventconsumer_contract::limits::{
     MAX_ATTEMPTS, MAX_BACKOFF_MULTIPLIER, MAX_IN_FLIGHT, MAX_RETRY_TOPIC_ATTEMPTS,
     MIN_BACKOFF_MULTIPLIER,
 };
-use eventconsumer_contract::{default_dlq_topic, retry_topic_collision, retry_topics};
+use eventconsumer_contract::{default_dlq_topic, retry_topic_collision, retry_topics, semantics};
 
 use super::*;
 
@@ -123,6 +123,28 @@ pub(super) fn delivery_config(
             ),
         ));
     }
+    let has_sink = ec.spec.order.as_ref().is_some_and(|o| o.sink_url.is_some());
+    if !semantics::fits_sink(delivery.semantics, has_sink) {
+        return Err(ConfigError::invalid(
+            "spec.delivery.semantics",
+            format!(
+                "{} is not allowed with spec.order.sinkUrl: {}",
+                delivery.semantics.as_str(),
+                semantics::SINK_REASON
+            ),
+        ));
+    }
+    if !semantics::fits_ordering(delivery.semantics, delivery.ordering) {
+        return Err(ConfigError::invalid(
+            "spec.delivery.semantics",
+            format!(
+                "{} is not allowed with ordering {}: {}",
+                delivery.semantics.as_str(),
+                delivery.ordering.as_str(),
+                semantics::ORDERING_REASON
+            ),
+        ));
+    }
     let max_in_flight = u32::try_from(delivery.max_in_flight).unwrap_or(0);
     if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
         return Err(ConfigError::invalid(
@@ -135,6 +157,7 @@ pub(super) fn delivery_config(
         mode: delivery.mode,
         ordering: delivery.ordering,
         max_in_flight,
+        semantics: delivery.semantics,
         retry_topics,
         max_attempts: delivery.max_attempts,
         backoff_initial: backoff.initial.clone(),

@@ -268,6 +268,7 @@ pub struct DeliveryConfig {
     pub mode: DeliveryMode,
     pub ordering: eventconsumer_contract::Ordering,
     pub max_in_flight: u32,
+    pub semantics: eventconsumer_contract::Semantics,
     /// In `retryTopics` mode, the retry topic of each retry in order (attempt 2 first);
     /// empty in `blocking` mode.
     pub retry_topics: Vec<String>,

@@ -176,6 +176,16 @@ fn bad_values_are_refused_with_the_field_named() {
                 order.sink_url = Some("ftp://example".into());
             }
         }),
+        ("spec.delivery.semantics", |ec| {
+            if let Some(order) = ec.spec.order.as_mut() {
+                order.sink_url = Some("http://sink:8080/orders".into());
+            }
+            ec.spec.delivery.semantics = eventconsumer_contract::Semantics::ExactlyOnce;
+        }),
+        ("spec.delivery.semantics", |ec| {
+            ec.spec.delivery.ordering = eventconsumer_contract::Ordering::Key;
+            ec.spec.delivery.semantics = eventconsumer_contract::Semantics::ExactlyOnce;
+        }),
         ("spec.replicas", |ec| ec.spec.replicas = -1),
         ("spec.image", |ec| ec.spec.image = Some("has space".into())),
         ("spec.logLevel", |ec| ec.spec.log_level = String::new()),

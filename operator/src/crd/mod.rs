@@ -33,7 +33,8 @@ pub use values::{HumanDuration, TopicName};
 
 /// The enumerated fields, defined once in the contract (with their serde names and schemas).
 pub use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, SaslMechanism, Semantics,
+    VideoStage,
 };
 use eventconsumer_contract::{default_dlq_topic, limits, retry_topics, topic};
 
@@ -171,6 +172,27 @@ fn longest_retry_suffix() -> usize {
             eventconsumer_contract::ordering::ANALYTICS_REASON
         )))
         .field_path(".delivery.ordering"),
+    validation = Rule::new(format!(
+            "self.delivery.semantics != '{}' || !has(self.order) || !has(self.order.sinkUrl)",
+            Semantics::ExactlyOnce.as_str()
+        ))
+        .message(kube::core::Message::Message(format!(
+            "must be {} with spec.order.sinkUrl: {}",
+            Semantics::AtLeastOnce.as_str(),
+            eventconsumer_contract::semantics::SINK_REASON
+        )))
+        .field_path(".delivery.semantics"),
+    validation = Rule::new(format!(
+            "self.delivery.semantics != '{}' || self.delivery.ordering == '{}'",
+            Semantics::ExactlyOnce.as_str(),
+            Ordering::Partition.as_str()
+        ))
+        .message(kube::core::Message::Message(format!(
+            "must be {} with ordering key or none: {}",
+            Semantics::AtLeastOnce.as_str(),
+            eventconsumer_contract::semantics::ORDERING_REASON
+        )))
+        .field_path(".delivery.semantics"),
     validation = Rule::new(format!(
             "self.delivery.mode != '{}' || self.delivery.maxAttempts <= {}",
             DeliveryMode::RetryTopics.as_str(),
@@ -450,6 +472,25 @@ pub struct DeliverySpec {
     #[schemars(range(min = 1, max = limits::MAX_IN_FLIGHT))]
     pub max_in_flight: i32,
 
+    /// What a crash (kill -9, OOM kill, node loss) may do to what the consumer writes.
+    ///
+    /// - `atLeastOnce` (default): offsets are committed after the work, every second. After a
+    ///   crash the messages since the last commit are handled again, so outputs and dead
+    ///   letters of about the last second can be written twice; readers deduplicate (by
+    ///   `order_id`, or the analytics window's `window_start`).
+    /// - `exactlyOnce`: each worker writes its outputs, dead letters and retry-topic records
+    ///   and commits the offsets of the messages that caused them in one Kafka transaction,
+    ///   about every 100 ms (transactional id `<consumerGroup>.tx.<pod name>`). After a crash
+    ///   the open transaction is aborted and its messages handled again, so a reader with
+    ///   `isolation.level=read_committed` sees each output exactly once; a reader with
+    ///   `read_uncommitted` (Kafka's Java default) can still see the aborted copies. An
+    ///   analytics window's counts and its offsets commit together, so a crash never counts
+    ///   an event twice. A failed write aborts the transaction and the worker starts over from
+    ///   the last commit. Needs Write on the transactional ids `<consumerGroup>.tx.*` (README,
+    ///   Kafka ACLs). Not with `spec.order.sinkUrl`: an HTTP call cannot be rolled back.
+    #[serde(default)]
+    pub semantics: Semantics,
+
     /// Attempts per message, the first one included, before it is dead-lettered; the dead
     /// letter's `ec-dlt-attempts` header says how many were made. 1 means no retry. Exact as
     /// long as workers stop cleanly (a rollout, a scale-down or SIGTERM commits what finished).
@@ -485,6 +526,7 @@ impl Default for DeliverySpec {
             mode: DeliveryMode::default(),
             ordering: Ordering::default(),
             max_in_flight: defaults::max_in_flight(),
+            semantics: Semantics::default(),
             max_attempts: defaults::max_attempts(),
             backoff: BackoffSpec::default(),
             attempt_timeout: defaults::attempt_timeout(),
