@@ -125,8 +125,38 @@ async fn consume(settings: Settings) -> anyhow::Result<bool> {
     )
     .await?;
     tracing::info!(%addr, "health and metrics server listening");
-    let summary = crate::delivery::run(&settings, metrics, readiness, stop).await;
+    let mut backoff = REWIND_BACKOFF_MIN;
+    let summary = loop {
+        let started = std::time::Instant::now();
+        let summary =
+            crate::delivery::run(&settings, metrics.clone(), readiness.clone(), stop.clone()).await;
+        match &summary {
+            // exactlyOnce: the transaction was aborted; start over from the committed offsets.
+            Ok(s) if s.rewind && !stop.is_cancelled() => {
+                if started.elapsed() > REWIND_BACKOFF_RESET {
+                    backoff = REWIND_BACKOFF_MIN;
+                }
+                tracing::warn!(
+                    restart_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                    "starting over from the last committed offsets"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => break summary,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(REWIND_BACKOFF_MAX);
+            }
+            _ => break summary,
+        }
+    };
     http_stop.cancel();
     let _ = server.await;
     Ok(summary?.clean)
 }
+
+/// `exactlyOnce`: the wait before the loop starts over after an aborted transaction, doubling
+/// while it keeps happening (a missing topic, a refused ACL) up to the maximum, and back to
+/// the minimum after a run that lasted the reset time.
+const REWIND_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const REWIND_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+const REWIND_BACKOFF_RESET: std::time::Duration = std::time::Duration::from_secs(60);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, VideoStage, defaults, env,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, Semantics, VideoStage, defaults,
+    env,
 };
 
 use crate::duration::parse_duration;
@@ -128,6 +129,16 @@ pub struct RunArgs {
     #[arg(long, env = env::MAX_IN_FLIGHT, default_value_t = defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: u32,
 
+    /// `atLeastOnce` commits offsets after the work; `exactlyOnce` writes outputs, dead
+    /// letters, retry records and the offsets in Kafka transactions (not with --sink-url).
+    #[arg(long, env = env::SEMANTICS, value_enum, default_value_t)]
+    pub semantics: Semantics,
+
+    /// `exactlyOnce`: the transactional id, stable across restarts of this instance
+    /// [default: <group-id>.tx.<host name> (the pod's name)].
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+
     /// Time in-flight work may take to finish after SIGTERM (seconds, or e.g. 10s).
     #[arg(
         long,
@@ -191,6 +202,7 @@ mod tests {
         assert_eq!(names::<InitialOffset>(), values::INITIAL_OFFSETS);
         assert_eq!(names::<DeliveryMode>(), values::DELIVERY_MODES);
         assert_eq!(names::<Ordering>(), values::ORDERINGS);
+        assert_eq!(names::<Semantics>(), values::SEMANTICS);
         for mode in DeliveryMode::value_variants() {
             assert_eq!(
                 mode.to_possible_value().map(|p| p.get_name().to_owned()),

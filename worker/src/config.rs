@@ -13,7 +13,7 @@ use eventconsumer_contract::env;
 use rdkafka::ClientConfig;
 
 use eventconsumer_contract::{
-    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, OutputOf, VideoStage,
+    DeliveryMode, Handler, InitialOffset, OrderAction, Ordering, OutputOf, Semantics, VideoStage,
 };
 
 use crate::cli::RunArgs;
@@ -144,11 +144,70 @@ pub struct Settings {
     pub ordering: Ordering,
     /// Messages processed at the same time in `key` and `none` ordering.
     pub max_in_flight: usize,
+    /// `exactlyOnce`: the transactional id; `None` at least once.
+    pub transactional_id: Option<String>,
     pub dlq_topic: String,
     pub shutdown_grace: Duration,
     pub http_addr: SocketAddr,
     pub log_level: String,
     pub consumer_name: String,
+}
+
+/// `--semantics` against the sink, and the transactional id of `exactlyOnce`: the flag's, or
+/// `<group-id>.tx.<host name>` (a pod's host name is its name, kept across container restarts).
+fn transactional_id(args: &RunArgs, group_id: &str) -> Result<Option<String>, ConfigError> {
+    use eventconsumer_contract::semantics;
+    if !semantics::fits_sink(args.semantics, args.sink_url.is_some()) {
+        return Err(invalid(
+            "--semantics",
+            env::SEMANTICS,
+            format!(
+                "{} is not allowed with --sink-url: {}",
+                args.semantics.as_str(),
+                semantics::SINK_REASON
+            ),
+        ));
+    }
+    if !semantics::fits_ordering(args.semantics, args.ordering) {
+        return Err(invalid(
+            "--semantics",
+            env::SEMANTICS,
+            format!(
+                "{} is not allowed with --ordering {}: {}",
+                args.semantics.as_str(),
+                args.ordering.as_str(),
+                semantics::ORDERING_REASON
+            ),
+        ));
+    }
+    if args.semantics != Semantics::ExactlyOnce {
+        return Ok(None);
+    }
+    let instance = match args.transactional_id.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "--semantics",
+                env::SEMANTICS,
+                "exactlyOnce: --transactional-id must not be empty",
+            ));
+        }
+        Some(id) => return Ok(Some(id.to_owned())),
+        None => std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty()),
+    };
+    match instance {
+        Some(instance) => Ok(Some(eventconsumer_contract::semantics::transactional_id(
+            group_id, &instance,
+        ))),
+        None => Err(invalid(
+            "--semantics",
+            env::SEMANTICS,
+            "exactlyOnce needs a stable transactional id and the host name is unknown: set --transactional-id",
+        )),
+    }
 }
 
 /// `--ordering` against the handler, and `--max-in-flight` within the contract's bounds.
@@ -291,6 +350,7 @@ impl Settings {
         }
 
         let max_in_flight = ordering_settings(args)?;
+        let transactional_id = transactional_id(args, &group_id)?;
 
         if args.shutdown_grace.is_zero() {
             return Err(invalid(
@@ -321,6 +381,7 @@ impl Settings {
             retry_topics,
             ordering: args.ordering,
             max_in_flight,
+            transactional_id,
             dlq_topic,
             shutdown_grace: args.shutdown_grace,
             http_addr: args.http_addr,

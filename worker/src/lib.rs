@@ -17,3 +17,4 @@ pub mod offsets;
 pub mod producer;
 pub mod telemetry;
 pub mod testing;
+pub mod transactions;

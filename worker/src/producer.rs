@@ -4,12 +4,15 @@
 //! delivery loop stores an input offset only after everything the message caused is
 //! durable. Idempotence stops the producer's own retries from duplicating records.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+
+use crate::transactions::{Entered, Pending, Transactions};
 
 /// Why a record was not acknowledged. Always worth retrying: the broker or topic may
 /// come back.
@@ -25,7 +28,18 @@ pub struct PublishError {
 pub struct Producer {
     inner: FutureProducer,
     delivery_timeout: Duration,
+    /// `exactlyOnce`: the open transaction every send goes into.
+    txn: Option<Arc<Transactions>>,
 }
+
+/// How long a transaction may stay open before the broker aborts it, at least: a worker
+/// killed with one open blocks its partitions' next owner until then (a restarted container,
+/// same transactional id, aborts it at once). Short, since a transaction normally lives for
+/// one commit interval; never below the delivery timeout, which librdkafka requires.
+const MIN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the transaction calls (init, offsets, commit, abort) may take.
+pub const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shortest delivery timeout librdkafka accepts usefully; below it sends fail before a
 /// single broker round trip on a busy machine.
@@ -56,7 +70,48 @@ impl Producer {
         Ok(Producer {
             inner: config.create()?,
             delivery_timeout,
+            txn: None,
         })
+    }
+
+    /// A transactional producer with `transactional_id`, initialised (fencing an earlier
+    /// producer with the same id and aborting what it left open) and in a transaction.
+    /// Blocks for broker round trips: call it off the async threads.
+    pub fn transactional(
+        base: &ClientConfig,
+        delivery_timeout: Duration,
+        transactional_id: &str,
+    ) -> Result<(Producer, Arc<Transactions>), rdkafka::error::KafkaError> {
+        use rdkafka::producer::Producer as _;
+        let delivery_timeout = delivery_timeout.max(MIN_DELIVERY_TIMEOUT);
+        let mut config = base.clone();
+        config.set("transactional.id", transactional_id).set(
+            "transaction.timeout.ms",
+            delivery_timeout
+                .max(MIN_TRANSACTION_TIMEOUT)
+                .as_millis()
+                .to_string(),
+        );
+        let mut producer = Producer::new(&config, delivery_timeout)?;
+        producer.inner.init_transactions(TRANSACTION_CALL_TIMEOUT)?;
+        producer.inner.begin_transaction()?;
+        let txn = Arc::new(Transactions::default());
+        producer.txn = Some(txn.clone());
+        Ok((producer, txn))
+    }
+
+    /// The librdkafka producer, for the transaction calls of the delivery loop.
+    pub fn client(&self) -> &FutureProducer {
+        &self.inner
+    }
+
+    /// `exactlyOnce`: holds the open transaction for a piece of work that writes (see
+    /// [`crate::transactions`]); `None` (at once) at least once.
+    pub async fn enter(&self) -> Option<Entered> {
+        match &self.txn {
+            Some(t) => Some(t.enter().await),
+            None => None,
+        }
     }
 
     /// Publishes one record and waits for the broker's acknowledgement.
@@ -74,12 +129,15 @@ impl Producer {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
+        // In a transaction a send that fails, or is dropped unfinished, spoils it.
+        let pending = Pending::start(self.txn.as_ref());
         // Queue-full waits count against the same budget as delivery.
-        match self
+        let sent = self
             .inner
             .send(record, Timeout::After(self.delivery_timeout))
-            .await
-        {
+            .await;
+        pending.done(&sent.as_ref().map(|_| ()).map_err(|(e, _)| e));
+        match sent {
             Ok(_) => Ok(()),
             Err((e, _)) => {
                 if let Some(hint) = crate::kafka::refusal_hint(&e, "") {

@@ -5,7 +5,7 @@
 //! dead-letter topics, committed offsets, exit codes. A missing stack makes every test
 //! fail saying how to start it (`make dev-up && . .dev/env`). Waits poll with deadlines.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -2427,5 +2427,225 @@ async fn a_rebalance_with_hundreds_of_messages_in_flight_commits_nothing_past_an
         "rebalance with {} calls open at most: {samples} commit samples, none past an unfinished offset, {} duplicates",
         sink.most_open.load(Ordering::SeqCst),
         sink.duplicates()
+    );
+}
+
+// ---------------------------------------------------------------- exactly once
+
+/// Produces `n` orders `o-<from + i>` spread over the partitions (every 1,000th a poison
+/// message, dead-lettered); enqueues a chunk at a time and waits for its acknowledgements.
+/// Returns the ids expected in the output and the poison count.
+async fn produce_orders_fast(
+    s: &Stack,
+    topic: &str,
+    from: usize,
+    n: usize,
+) -> (Vec<String>, usize) {
+    let p = s.producer();
+    let mut ids = Vec::with_capacity(n);
+    let mut poison = 0;
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(20_000) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let id = format!("o-{i:07}");
+            let value = if i % 1000 == 999 {
+                poison += 1;
+                b"{\"order_id\": 7}".to_vec()
+            } else {
+                ids.push(id.clone());
+                order(&id, &format!("c-{}", i % 97))
+            };
+            let record = FutureRecord::to(topic).key(&id).payload(&value);
+            acks.push(p.send_result(record).expect("producer queue has room"));
+        }
+        for ack in acks {
+            ack.await
+                .expect("delivery future")
+                .unwrap_or_else(|(e, _)| panic!("cannot produce to {topic}: {e}"));
+        }
+    }
+    (ids, poison)
+}
+
+/// Reads `topic` from the beginning with `isolation.level=read_committed` (what the README
+/// tells readers of an exactlyOnce consumer to set), counting the records per value of the
+/// JSON string `field` (the DLQ's records by their source partition/offset headers when
+/// `field` is empty), until `want` distinct values arrived, then 2 s longer for duplicates.
+async fn count_committed(
+    s: &Stack,
+    topic: &str,
+    field: &'static str,
+    want: usize,
+) -> HashMap<String, usize> {
+    let bootstrap = s.bootstrap.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", testkit::unique_name("eos-reader"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("reader");
+        let md = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut settle = None;
+        loop {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let key = if field.is_empty() {
+                    let (p, o) = original_position(&m.detach());
+                    format!("{p}/{o}")
+                } else {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON");
+                    v[field].as_str().expect("the id field").to_owned()
+                };
+                *counts.entry(key).or_default() += 1;
+            }
+            if settle.is_none() && counts.len() >= want {
+                settle = Some(std::time::Instant::now());
+            }
+            if settle.is_some_and(|s| s.elapsed() > Duration::from_secs(2)) {
+                return counts;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out reading {topic}: {} of {want} distinct values",
+                counts.len()
+            );
+        }
+    })
+    .await
+    .expect("reader thread")
+}
+
+/// What a reader saw against what was expected: (missing, duplicated records).
+fn missing_and_duplicates(counts: &HashMap<String, usize>, expected: &[String]) -> (usize, usize) {
+    let missing = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .count();
+    let expected: HashSet<&String> = expected.iter().collect();
+    let extra = counts.keys().filter(|k| !expected.contains(k)).count();
+    assert_eq!(extra, 0, "records nobody produced");
+    let duplicates = counts.values().map(|n| n - 1).sum();
+    (missing, duplicates)
+}
+
+/// Sum of the committed offsets of `group` on `topic`.
+async fn committed_total(s: &Stack, group: &str, topic: &str, partitions: i32) -> i64 {
+    s.committed(group, topic, partitions)
+        .await
+        .iter()
+        .map(|o| (*o).max(0))
+        .sum()
+}
+
+/// Two order workers in one group, `semantics`, over `orders` orders on 6 partitions; one of
+/// them is killed with SIGKILL `kills` times, each time once the group has committed
+/// `orders / (kills + 2)` more, and restarted like a container (same transactional id).
+/// Returns (expected ids, poison count, output counts, dead-letter counts, kill log).
+async fn orders_through_kills(
+    semantics: &str,
+    orders: usize,
+    kills: usize,
+) -> (
+    Vec<String>,
+    usize,
+    HashMap<String, usize>,
+    HashMap<String, usize>,
+) {
+    let s = Stack::new();
+    let input = s.topic("eos-orders", 6).await;
+    let output = s.topic("eos-emails", 3).await;
+    let dlq = s.topic("eos-orders-dlq", 1).await;
+    let group = testkit::unique_name("eos");
+    let (ids, poison) = produce_orders_fast(&s, &input, 0, orders).await;
+    let ids_of = |w: usize| format!("{group}.w{w}");
+    let (tx0, tx1) = (ids_of(0), ids_of(1));
+    let worker = |w: usize, tx: &str| {
+        let mut args = order_args(&input, &group, &output, &dlq);
+        args.extend(["--semantics", semantics, "--transactional-id", tx]);
+        Worker::start(&s.bootstrap, &format!("eos-{semantics}-{w}"), &args)
+    };
+    let mut workers = [worker(0, &tx0), worker(1, &tx1)];
+    let step = i64::try_from(orders / (kills + 2)).expect("small");
+    let mut last = 0;
+    for kill in 0..kills {
+        let target = last + step;
+        let reached = testkit::eventually(
+            &format!("the group to commit {target} of {orders} offsets before kill {kill}"),
+            Duration::from_secs(120),
+            || async {
+                let done = committed_total(&s, &group, &input, 6).await;
+                (done >= target).then_some(done)
+            },
+        )
+        .await;
+        assert!(
+            reached < i64::try_from(orders).expect("small"),
+            "kill {kill} came after the end ({reached} committed): the run is too fast for the kill rhythm"
+        );
+        last = reached;
+        let w = kill % 2;
+        workers[w].kill9();
+        println!("kill -9 #{} of worker {w} at {reached} committed", kill + 1);
+        workers[w] = worker(w, if w == 0 { &tx0 } else { &tx1 });
+    }
+    let out = count_committed(&s, &output, "order_id", ids.len()).await;
+    let dead = count_committed(&s, &dlq, "", poison).await;
+    testkit::eventually(
+        "every input offset committed",
+        Duration::from_secs(60),
+        || async {
+            let done = committed_total(&s, &group, &input, 6).await;
+            (done == i64::try_from(orders).expect("small")).then_some(())
+        },
+    )
+    .await;
+    drop(workers);
+    (ids, poison, out, dead)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_once_for_a_read_committed_reader()
+ {
+    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 200_000, 10).await;
+    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
+    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
+    println!(
+        "exactlyOnce, 10 kills: {} orders expected, {missing} lost, {duplicates} duplicates; {poison} poison, {} dead-lettered, {dead_duplicates} dead-letter duplicates",
+        ids.len(),
+        dead.len()
+    );
+    assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
+    assert_eq!(
+        (dead.len(), dead_duplicates),
+        (poison, 0),
+        "every dead letter exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_at_least_once_mode_the_same_kills_duplicate_orders_so_the_test_tells_the_modes_apart() {
+    let (ids, _, out, _) = orders_through_kills("atLeastOnce", 60_000, 3).await;
+    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
+    println!(
+        "atLeastOnce, 3 kills: {} orders expected, {missing} lost, {duplicates} duplicates",
+        ids.len()
+    );
+    assert_eq!(missing, 0, "nothing lost at least once either");
+    assert!(
+        duplicates > 0,
+        "kill -9 mid-stream redelivers what was not committed"
     );
 }

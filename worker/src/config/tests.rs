@@ -307,3 +307,65 @@ fn max_in_flight_outside_its_bounds_is_refused_naming_flag_and_variable() {
         );
     }
 }
+
+#[test]
+fn exactly_once_takes_the_transactional_id_from_the_flag_or_the_host_name() {
+    let order = ["--handler", "order", "--action", "email"];
+    let s = parse(&order).unwrap();
+    assert_eq!(s.transactional_id, None, "at least once by default");
+    let s = parse(
+        &[
+            &order[..],
+            &["--semantics", "exactlyOnce", "--transactional-id", "t-1"],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(s.transactional_id.as_deref(), Some("t-1"));
+    // Without the flag: the group's prefix and this machine's host name (a pod's name).
+    let s = parse(&[&order[..], &["--semantics", "exactlyOnce"]].concat()).unwrap();
+    let id = s.transactional_id.unwrap();
+    assert!(id.starts_with("g.tx.") && id.len() > "g.tx.".len(), "{id}");
+    let err = parse(
+        &[
+            &order[..],
+            &["--semantics", "exactlyOnce", "--transactional-id", " "],
+        ]
+        .concat(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--transactional-id"), "{err}");
+}
+
+#[test]
+fn exactly_once_is_refused_with_a_sink_or_with_key_ordering_naming_the_flag_and_the_reason() {
+    let order = [
+        "--handler",
+        "order",
+        "--action",
+        "email",
+        "--semantics",
+        "exactlyOnce",
+    ];
+    let err =
+        parse(&[&order[..], &["--sink-url", "http://127.0.0.1:9/hook"]].concat()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("--semantics") && text.contains(env::SEMANTICS),
+        "{text}"
+    );
+    assert!(
+        text.contains(eventconsumer_contract::semantics::SINK_REASON),
+        "{text}"
+    );
+    for ordering in ["key", "none"] {
+        let err = parse(&[&order[..], &["--ordering", ordering]].concat()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--semantics"), "{text}");
+        assert!(
+            text.contains(eventconsumer_contract::semantics::ORDERING_REASON),
+            "{text}"
+        );
+    }
+    assert!(parse(&[&order[..], &["--ordering", "partition"]].concat()).is_ok());
+}

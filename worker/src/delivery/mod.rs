@@ -27,6 +27,7 @@ mod rebalance;
 pub mod retry;
 pub mod retry_topics;
 mod topic_access;
+mod transact;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,7 @@ use partition::{PartitionControl, PartitionHandle, WorkerContext};
 use rebalance::{ConsumerRef, drain, is_no_offset, lock_partitions};
 pub use rebalance::{LoopConsumer, LoopContext, Shared};
 use topic_access::{Change, TopicAccess};
+use transact::Committer;
 
 /// How often buffered messages are moved into partition queues while `recv()` is idle
 /// (all partitions paused): short enough not to add visible latency.
@@ -116,10 +118,15 @@ impl Tally {
 /// The consumer configuration on top of the connection settings.
 pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
     let mut config = settings.kafka.clone();
+    // exactlyOnce commits offsets only in its transactions.
+    let auto_commit = settings.transactional_id.is_none();
     config
         .set("group.id", &settings.group_id)
         .set("client.id", &settings.consumer_name)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", auto_commit.to_string())
+        // librdkafka's default, said here: outputs of earlier stages are read only once
+        // their transactions committed.
+        .set("isolation.level", "read_committed")
         .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", settings.initial_offset.as_str())
@@ -149,6 +156,9 @@ pub struct Summary {
     pub drained_in_time: bool,
     /// The final commit succeeded: the process exits with code 0.
     pub clean: bool,
+    /// `exactlyOnce`: the open transaction was spoiled and aborted; the caller starts the
+    /// loop again, from the last committed offsets.
+    pub rewind: bool,
 }
 
 /// Runs the consumer until `stop` fires, then drains and closes it.
@@ -160,8 +170,33 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let handler_label = settings.handler.label();
-    let output = Producer::new(&settings.kafka, settings.retry.attempt_timeout)?;
-    let dlq_producer = Producer::new(&settings.kafka, settings.retry.attempt_timeout)?;
+    // exactlyOnce: one transactional producer for outputs, dead letters and retry records.
+    let (output, dlq_producer, txn) = match &settings.transactional_id {
+        None => (
+            Producer::new(&settings.kafka, settings.retry.attempt_timeout)?,
+            Producer::new(&settings.kafka, settings.retry.attempt_timeout)?,
+            None,
+        ),
+        Some(id) => {
+            let (kafka, timeout, id) = (
+                settings.kafka.clone(),
+                settings.retry.attempt_timeout,
+                id.clone(),
+            );
+            let (producer, txn) = tokio::task::spawn_blocking(move || {
+                Producer::transactional(&kafka, timeout, &id).map_err(|e| {
+                    anyhow::anyhow!(
+                        "exactlyOnce: the transactional producer {id:?} did not start: {e}{}",
+                        crate::kafka::refusal_hint(&e, "")
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default()
+                    )
+                })
+            })
+            .await??;
+            (producer.clone(), producer, Some(txn))
+        }
+    };
     let handler = Arc::new(Handler::new(
         &settings.handler,
         &settings.output_topic,
@@ -192,6 +227,7 @@ pub async fn run(
         metrics: metrics.clone(),
         tally: tally.clone(),
         ordering: settings.ordering,
+        txn: txn.clone(),
         in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
         held: Arc::new(tokio::sync::Semaphore::new(
             settings
@@ -207,6 +243,7 @@ pub async fn run(
         drain: settings.shutdown_grace,
         refused: std::sync::atomic::AtomicBool::new(false),
         assigned: std::sync::atomic::AtomicBool::new(false),
+        committer: std::sync::OnceLock::new(),
         topic_access: TopicAccess::new(
             settings
                 .topics
@@ -237,12 +274,27 @@ pub async fn run(
         .map(String::as_str)
         .collect();
     consumer.subscribe(&topics)?;
-    let control: Arc<ConsumerRef> = Arc::new(ConsumerRef(Arc::downgrade(&consumer)));
+    let control: Arc<ConsumerRef> = Arc::new(ConsumerRef {
+        consumer: Arc::downgrade(&consumer),
+        txn: txn.clone(),
+    });
+    let committer = txn.as_ref().map(|txn| {
+        Arc::new(Committer {
+            txn: txn.clone(),
+            producer: output.clone(),
+            control: control.clone(),
+        })
+    });
+    if let Some(c) = &committer {
+        let _ = shared.committer.set(c.clone());
+    }
     tracing::info!(
         handler = %handler_label, topics = %settings.topics.join(","), group = %settings.group_id,
         output = %settings.output_topic, dlq = %settings.dlq_topic,
         delivery_mode = settings.delivery_mode.as_str(),
-        retry_topics = %settings.retry_topics.join(","), "consumer started"
+        retry_topics = %settings.retry_topics.join(","),
+        transactional_id = settings.transactional_id.as_deref().unwrap_or("(at least once)"),
+        "consumer started"
     );
 
     warn_about_missing_topics(&consumer, settings).await;
@@ -265,12 +317,25 @@ pub async fn run(
         lag_stop.clone(),
     ));
 
+    let commits_stop = CancellationToken::new();
+    let commits = committer.clone().map(|c| {
+        tokio::spawn(transact::run_commits(
+            c,
+            Arc::downgrade(&consumer),
+            shared.clone(),
+            commits_stop.clone(),
+        ))
+    });
+    // Never cancelled at least once.
+    let rewind = txn.as_ref().map(|t| t.rewind().clone()).unwrap_or_default();
+
     let mut tick = tokio::time::interval(OVERFLOW_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = rewind.cancelled() => break,
             received = consumer.recv() => match received {
                 Ok(msg) => {
                     let msg = msg.detach();
@@ -306,6 +371,11 @@ pub async fn run(
     );
     readiness.set(false);
     lag_stop.cancel();
+    let rewinding = rewind.is_cancelled();
+    if rewinding {
+        // The transaction aborts: nothing in progress can be kept, so nothing waits.
+        hard.cancel();
+    }
     let running: Vec<_> = lock_partitions(&shared.partitions).drain().collect();
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
     drain(running, &handler, &metrics, settings.shutdown_grace).await;
@@ -314,19 +384,44 @@ pub async fn run(
         let _ = w.await;
     }
     let _ = lag.await;
+    commits_stop.cancel();
+    if let Some(c) = commits {
+        let _ = c.await;
+    }
     let drained_in_time = tokio::time::Instant::now() <= deadline;
-    let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => true,
-        Err(e) if is_no_offset(&e) => true,
-        Err(e) => {
-            metrics.commit_failures.inc();
-            tracing::error!(error = %e, "final commit failed");
-            false
+    let committed = match &committer {
+        Some(c) => {
+            let outcome = if rewind.is_cancelled() {
+                Err(c.txn.spoiled().unwrap_or_default())
+            } else {
+                c.commit(&shared.partitions, consumer.group_metadata())
+                    .await
+                    .map(|_| ())
+            };
+            match outcome {
+                Ok(()) => true,
+                Err(why) => {
+                    metrics.commit_failures.inc();
+                    tracing::error!(reason = %why, "final transaction not committed; it is aborted");
+                    c.abort().await;
+                    false
+                }
+            }
         }
+        None => match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => true,
+            Err(e) if is_no_offset(&e) => true,
+            Err(e) => {
+                metrics.commit_failures.inc();
+                tracing::error!(error = %e, "final commit failed");
+                false
+            }
+        },
     };
     // Leave the group now rather than when the last reference happens to drop.
     consumer.unsubscribe();
     drop(control);
+    drop(committer);
     drop(ctx);
     match Arc::try_unwrap(consumer) {
         Ok(consumer) => drop(consumer),
@@ -357,6 +452,7 @@ pub async fn run(
         failed_attempts,
         drained_in_time,
         clean: committed,
+        rewind: rewind.is_cancelled() && !stop.is_cancelled(),
     })
 }
 

@@ -104,6 +104,9 @@ pub struct WorkerContext {
     pub tally: Arc<crate::delivery::Tally>,
     /// Which messages may run at the same time.
     pub ordering: Ordering,
+    /// `exactlyOnce`: the open transaction, held by each piece of work that writes (see
+    /// [`crate::transactions`]); `None` at least once.
+    pub txn: Option<Arc<crate::transactions::Transactions>>,
     /// The worker's `maxInFlight` permits (`key` and `none` ordering): one per message being
     /// handled (its key's turn has come), across its partitions.
     pub in_flight: Arc<Semaphore>,
@@ -479,6 +482,16 @@ fn key_text(msg: &OwnedMessage) -> KeyText<'_> {
     KeyText(msg.key())
 }
 
+/// `exactlyOnce`: holds the open transaction for one piece of work (an attempt and the store
+/// of its offset, or a write and its store); at once and `None` at least once. Holds never
+/// nest: a commit waiting for one would wait for the other forever.
+async fn enter(ctx: &WorkerContext) -> Option<crate::transactions::Entered> {
+    match &ctx.txn {
+        Some(t) => Some(t.enter().await),
+        None => None,
+    }
+}
+
 /// The partition task's handles that the processing of each message uses.
 #[derive(Clone, Copy)]
 struct Task<'a> {
@@ -531,6 +544,8 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun:
     let Begun(ack, _in_flight) = begun;
     let key = key_text(msg);
     let m = &ctx.metrics;
+    // exactlyOnce: the hold of the attempt that succeeded, kept until its offset is stored.
+    let succeeded_hold = Mutex::new(None);
     let attempted = retry::run(
         &ctx.policy,
         hard,
@@ -539,9 +554,14 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun:
             let started = Instant::now();
             let handler = ctx.handler.clone();
             let ack = ack.clone();
+            let succeeded_hold = &succeeded_hold;
             async move {
+                let hold = enter(ctx).await;
                 let result = handler.handle(msg, &ack).await;
                 m.latency_here.observe(started.elapsed().as_secs_f64());
+                if result.is_ok() {
+                    *succeeded_hold.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+                }
                 result
             }
         },
@@ -572,6 +592,9 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun:
         },
     )
     .await;
+    let succeeded_hold = succeeded_hold
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     match attempted {
         Attempted::Succeeded(outcome) => {
             m.processed_here.inc();
@@ -579,9 +602,11 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun:
             if outcome == Outcome::Done {
                 ack.release_batched();
             }
+            drop(succeeded_hold);
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, "processed");
         }
         Attempted::Failed(failure) => {
+            drop(succeeded_hold);
             dead_letter(ctx, msg, &SourceRecord::of(msg), &failure, &ack, task).await;
         }
         Attempted::Cancelled => {
@@ -603,6 +628,7 @@ async fn dead_letter(
         gate, hard, soft, ..
     } = task;
     let m = &ctx.metrics;
+    let hold = enter(ctx).await;
     let written = ctx
         .dlq
         .write(msg, source, failure, hard, soft, |blocked| {
@@ -622,6 +648,7 @@ async fn dead_letter(
         );
         ack.release();
     }
+    drop(hold);
 }
 
 fn now_ms() -> i64 {
@@ -681,6 +708,7 @@ async fn process_once(
         }
     }
     let started = Instant::now();
+    let hold = enter(ctx).await;
     let attempted = retry::attempt_once(
         &ctx.policy,
         hard,
@@ -708,6 +736,7 @@ async fn process_once(
             if outcome == Outcome::Done {
                 ack.release_batched();
             }
+            drop(hold);
             tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), key = %key, attempt = state.attempt, "processed");
             return;
         }
@@ -751,6 +780,8 @@ async fn process_once(
         tokio::spawn(async move {
             let _permit = permit;
             let _in_flight = in_flight;
+            // The failed attempt wrote nothing; this write and its store keep its hold.
+            let hold = hold;
             let m = &ctx.metrics;
             let written = dlq::send_until_acked(
                 &ctx.dlq.producer,
@@ -776,6 +807,7 @@ async fn process_once(
                 ctx.tally.retried();
                 ack.release();
             }
+            drop(hold);
         });
     } else {
         tracing::warn!(
@@ -789,6 +821,8 @@ async fn process_once(
             first_failure,
             last_failure: now,
         };
+        // The dead-letter write takes a hold of its own (holds never nest).
+        drop(hold);
         dead_letter(ctx, msg, &state.source, &failure, &ack, task).await;
     }
 }

@@ -28,6 +28,8 @@ pub struct Shared {
     pub(super) assigned: std::sync::atomic::AtomicBool,
     /// Subscribed topics the brokers refuse to let it read: not ready while there are any.
     pub(super) topic_access: TopicAccess,
+    /// `exactlyOnce`: commits the transaction on revoke (set once the consumer exists).
+    pub(super) committer: std::sync::OnceLock<Arc<super::transact::Committer>>,
 }
 
 impl Shared {
@@ -196,6 +198,25 @@ impl LoopContext {
                 }
             }
         }
+        if let Some(committer) = shared.committer.get() {
+            let group = consumer.group_metadata();
+            let committed = match tokio::runtime::Handle::try_current() {
+                Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| {
+                        rt.block_on(committer.commit(&shared.partitions, group))
+                    })
+                }
+                _ => Err("no multi-threaded runtime".to_owned()),
+            };
+            match committed {
+                Ok(_) => tracing::info!("transaction committed on revoke"),
+                Err(why) => {
+                    shared.metrics.commit_failures.inc();
+                    tracing::warn!(reason = %why, "transaction not committed on revoke; its work is handled again");
+                }
+            }
+            return;
+        }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("offsets committed on revoke"),
             Err(e) if is_no_offset(&e) => {}
@@ -256,12 +277,20 @@ impl ConsumerContext for LoopContext {
     }
 }
 
-/// The consumer as partition tasks see it; weak so tasks never keep it alive.
-pub(super) struct ConsumerRef(pub(super) Weak<LoopConsumer>);
+/// The consumer as partition tasks see it; weak so tasks never keep it alive. In
+/// `exactlyOnce` stored offsets go to the open transaction instead of the consumer.
+pub struct ConsumerRef {
+    pub(super) consumer: Weak<LoopConsumer>,
+    pub(super) txn: Option<Arc<crate::transactions::Transactions>>,
+}
 
 impl OffsetSink for ConsumerRef {
     fn store(&self, topic: &str, partition: i32, next: i64) -> Result<(), String> {
-        let consumer = self.0.upgrade().ok_or("consumer closed")?;
+        if let Some(txn) = &self.txn {
+            txn.store(topic, partition, next);
+            return Ok(());
+        }
+        let consumer = self.consumer.upgrade().ok_or("consumer closed")?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(next))
             .map_err(|e| e.to_string())?;
@@ -271,7 +300,7 @@ impl OffsetSink for ConsumerRef {
 
 impl PartitionControl for ConsumerRef {
     fn set_paused(&self, topic: &str, partition: i32, paused: bool) {
-        let Some(consumer) = self.0.upgrade() else {
+        let Some(consumer) = self.consumer.upgrade() else {
             return;
         };
         let mut tpl = TopicPartitionList::new();

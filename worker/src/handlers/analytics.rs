@@ -273,11 +273,14 @@ impl AnalyticsHandler {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // exactlyOnce: the report and its events' offsets commit together.
+            let hold = self.producer.enter().await;
             match self.publish(&report).await {
                 Ok(()) => {
                     for ack in taken.window.take().map(|w| w.acks).unwrap_or_default() {
                         ack.release();
                     }
+                    drop(hold);
                     self.failing.store(false, Ordering::Release);
                     self.published.notify_waiters();
                     tracing::info!(
@@ -289,6 +292,7 @@ impl AnalyticsHandler {
                     return true;
                 }
                 Err(e) => {
+                    drop(hold);
                     self.failing.store(true, Ordering::Release);
                     tracing::warn!(error = %e, attempt, "analytics report not published");
                     if attempts.is_some_and(|max| attempt >= max) {
