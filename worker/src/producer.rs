@@ -1,18 +1,24 @@
 //! The producer handlers and the dead-letter writer publish through: idempotent, acks=all.
 //!
-//! A send returns only once the broker acknowledged the record (or failed), because the
-//! delivery loop stores an input offset only after everything the message caused is
-//! durable. Idempotence stops the producer's own retries from duplicating records.
+//! At least once, a send returns only once the broker acknowledged the record (or failed),
+//! because the delivery loop stores an input offset only after everything the message
+//! caused is durable. Idempotence stops the producer's own retries from duplicating records.
+//!
+//! In a transaction (`exactlyOnce`) a send returns once the record is queued: the commit
+//! flushes every queued record and commits only if all were acknowledged, so waiting for
+//! each acknowledgement would buy nothing but a broker round trip per message. A queued
+//! record that fails spoils the transaction (see [`crate::transactions`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::transactions::{Entered, Pending, Transactions};
+use crate::transactions::{Entered, Transactions};
 
 /// Why a record was not acknowledged. Always worth retrying: the broker or topic may
 /// come back.
@@ -129,24 +135,57 @@ impl Producer {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        // In a transaction a send that fails, or is dropped unfinished, spoils it.
-        let pending = Pending::start(self.txn.as_ref());
+        if let Some(txn) = &self.txn {
+            return self.queue(txn, record).await;
+        }
         // Queue-full waits count against the same budget as delivery.
-        let sent = self
+        match self
             .inner
             .send(record, Timeout::After(self.delivery_timeout))
-            .await;
-        pending.done(&sent.as_ref().map(|_| ()).map_err(|(e, _)| e));
-        match sent {
+            .await
+        {
             Ok(_) => Ok(()),
-            Err((e, _)) => {
-                if let Some(hint) = crate::kafka::refusal_hint(&e, "") {
-                    tracing::error!(topic, error = %e, hint, "Kafka refused this worker's write");
+            Err((e, _)) => Err(refused(topic, &e)),
+        }
+    }
+
+    /// Queues `record` in the open transaction and returns; a task waits for its
+    /// acknowledgement and spoils the transaction if it fails. Not queued (`Err`): it is
+    /// not in the transaction, and the caller may retry. Returns in the poll that queued
+    /// the record, so a caller dropped at an await (attempt timeout, stop) queued nothing.
+    async fn queue(
+        &self,
+        txn: &Arc<Transactions>,
+        mut record: FutureRecord<'_, [u8], [u8]>,
+    ) -> Result<(), PublishError> {
+        let topic = record.topic.to_owned();
+        let deadline = tokio::time::Instant::now() + self.delivery_timeout;
+        loop {
+            match self.inner.send_result(record) {
+                Ok(delivery) => {
+                    txn.wrote();
+                    let txn = txn.clone();
+                    tokio::spawn(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err((e, _))) => {
+                                let e = refused(&topic, &e);
+                                txn.spoil(format!("a write in the transaction failed: {e}"));
+                            }
+                            Err(_) => txn.spoil(format!(
+                                "a write to {topic} in the transaction was cancelled (the producer closed)"
+                            )),
+                        }
+                    });
+                    return Ok(());
                 }
-                Err(PublishError {
-                    topic: topic.to_owned(),
-                    reason: e.to_string(),
-                })
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((e, _)) => return Err(refused(&topic, &e)),
             }
         }
     }
@@ -159,3 +198,19 @@ impl Producer {
         }
     }
 }
+
+/// The error of a write Kafka refused or that failed, logged with a hint when the broker
+/// refused this principal (a missing ACL).
+fn refused(topic: &str, e: &KafkaError) -> PublishError {
+    if let Some(hint) = crate::kafka::refusal_hint(e, "") {
+        tracing::error!(topic, error = %e, hint, "Kafka refused this worker's write");
+    }
+    PublishError {
+        topic: topic.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// How long a transactional send waits before queueing again when librdkafka's queue is
+/// full: the queue drains at broker speed, so a millisecond wastes little and spins little.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);

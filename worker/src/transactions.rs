@@ -11,10 +11,11 @@
 //! without writing (a bad message, an injected fault) keeps its meaning, and a message waiting
 //! for its next attempt holds nothing.
 //!
-//! A write that fails, or is abandoned before Kafka acknowledged it (an attempt's timeout, a
-//! hard stop), may or may not be in the open transaction: it is *spoiled*. The worker then
-//! aborts it and starts over from the last committed offsets ([`Transactions::rewind`]),
-//! the way a Kafka Streams task does. Holds never nest: each piece of work takes one.
+//! A write in a transaction does not wait for Kafka's acknowledgement (the commit flushes
+//! and fails if any record failed), so a message costs no broker round trip of its own. A
+//! queued record that fails *spoils* the open transaction: the worker aborts it and starts
+//! over from the last committed offsets ([`Transactions::rewind`]), the way a Kafka Streams
+//! task does. Holds never nest: each piece of work takes one.
 //!
 //! A leaf module like [`crate::offsets`]: the producer, the handlers and the delivery loop
 //! all use it; the commit itself lives in `delivery::transact`.
@@ -139,34 +140,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A write in progress in the open transaction: dropped before [`Pending::done`], it
-/// spoils the transaction (the record may still land in it, without its offset).
-pub struct Pending<'a>(Option<&'a Transactions>);
-
-impl<'a> Pending<'a> {
-    pub fn start(txn: Option<&'a Arc<Transactions>>) -> Pending<'a> {
-        if let Some(t) = txn {
-            t.wrote();
-        }
-        Pending(txn.map(|t| &**t))
-    }
-
-    /// The write finished; `Err` spoils the transaction.
-    pub fn done<E: std::fmt::Display>(mut self, result: &Result<(), E>) {
-        if let (Some(t), Err(e)) = (self.0.take(), result) {
-            t.spoil(format!("a write in the transaction failed: {e}"));
-        }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            t.spoil("a write was abandoned before Kafka acknowledged it (attempt timeout or stop)");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,20 +175,18 @@ mod tests {
         later.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_write_abandoned_or_failed_spoils_the_transaction_and_a_finished_one_does_not() {
-        let t = Arc::new(Transactions::default());
-        Pending::start(Some(&t)).done::<String>(&Ok(()));
+    #[test]
+    fn the_first_reason_a_transaction_is_spoiled_is_kept_and_calls_for_a_rewind() {
+        let t = Transactions::default();
         assert_eq!(t.spoiled(), None);
         assert!(!t.rewind().is_cancelled());
-        drop(Pending::start(Some(&t)));
+        t.spoil("a write to out failed: broker down");
+        t.spoil("a write to out was cancelled");
         assert!(t.rewind().is_cancelled());
-        assert!(t.spoiled().unwrap().contains("abandoned"));
-        let t = Arc::new(Transactions::default());
-        Pending::start(Some(&t)).done(&Err("broker down"));
-        assert!(t.spoiled().unwrap().contains("broker down"));
-        // At-least-once: no transaction, nothing to spoil.
-        drop(Pending::start(None));
+        assert_eq!(
+            t.spoiled().as_deref(),
+            Some("a write to out failed: broker down")
+        );
     }
 
     #[tokio::test]

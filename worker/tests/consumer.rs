@@ -156,9 +156,19 @@ impl Stack {
             for p in 0..partitions {
                 tpl.add_partition(&topic, p);
             }
-            let got = consumer
-                .committed_offsets(tpl, Duration::from_secs(10))
-                .expect("committed offsets");
+            // A coordinator that is moving or still loading (a fresh broker, a busy one)
+            // answers with a retriable error: ask again for a while.
+            let start = std::time::Instant::now();
+            let got = loop {
+                match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                    Ok(got) => break got,
+                    Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                        eprintln!("committed offsets of {group}: {e}; asking again");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => panic!("committed offsets of {group}: {e}"),
+                }
+            };
             (0..partitions)
                 .map(
                     |p| match got.find_partition(&topic, p).map(|e| e.offset()) {
@@ -2550,10 +2560,11 @@ async fn committed_total(s: &Stack, group: &str, topic: &str, partitions: i32) -
         .sum()
 }
 
-/// Two order workers in one group, `semantics`, over `orders` orders on 6 partitions; one of
-/// them is killed with SIGKILL `kills` times, each time once the group has committed
-/// `orders / (kills + 2)` more, and restarted like a container (same transactional id).
-/// Returns (expected ids, poison count, output counts, dead-letter counts, kill log).
+/// Two order workers in one group, `semantics`, over `orders` orders on 6 partitions,
+/// produced in `kills + 1` chunks while they run. After each of the first `kills` chunks,
+/// once the group has committed part of it, one worker is killed with SIGKILL (mid-stream:
+/// the test fails if the chunk was already done) and restarted like a container (same
+/// transactional id). Returns (expected ids, poison count, output counts, dead-letter counts).
 async fn orders_through_kills(
     semantics: &str,
     orders: usize,
@@ -2569,7 +2580,6 @@ async fn orders_through_kills(
     let output = s.topic("eos-emails", 3).await;
     let dlq = s.topic("eos-orders-dlq", 1).await;
     let group = testkit::unique_name("eos");
-    let (ids, poison) = produce_orders_fast(&s, &input, 0, orders).await;
     let ids_of = |w: usize| format!("{group}.w{w}");
     let (tx0, tx1) = (ids_of(0), ids_of(1));
     let worker = |w: usize, tx: &str| {
@@ -2578,27 +2588,41 @@ async fn orders_through_kills(
         Worker::start(&s.bootstrap, &format!("eos-{semantics}-{w}"), &args)
     };
     let mut workers = [worker(0, &tx0), worker(1, &tx1)];
-    let step = i64::try_from(orders / (kills + 2)).expect("small");
-    let mut last = 0;
-    for kill in 0..kills {
-        let target = last + step;
+    let chunk = orders / (kills + 1);
+    let (mut ids, mut poison, mut produced) = (Vec::with_capacity(orders), 0, 0);
+    for kill in 0..=kills {
+        let n = if kill == kills {
+            orders - produced
+        } else {
+            chunk
+        };
+        let (more, more_poison) = produce_orders_fast(&s, &input, produced, n).await;
+        ids.extend(more);
+        poison += more_poison;
+        let before = i64::try_from(produced).expect("small");
+        produced += n;
+        if kill == kills {
+            break;
+        }
         let reached = testkit::eventually(
-            &format!("the group to commit {target} of {orders} offsets before kill {kill}"),
+            &format!("the group to commit part of chunk {kill} (past offset total {before})"),
             Duration::from_secs(120),
             || async {
                 let done = committed_total(&s, &group, &input, 6).await;
-                (done >= target).then_some(done)
+                (done > before).then_some(done)
             },
         )
         .await;
-        assert!(
-            reached < i64::try_from(orders).expect("small"),
-            "kill {kill} came after the end ({reached} committed): the run is too fast for the kill rhythm"
-        );
-        last = reached;
         let w = kill % 2;
         workers[w].kill9();
-        println!("kill -9 #{} of worker {w} at {reached} committed", kill + 1);
+        assert!(
+            reached < i64::try_from(produced).expect("small"),
+            "kill {kill} came after its chunk was done ({reached} of {produced} committed)"
+        );
+        println!(
+            "kill -9 #{} of worker {w} at {reached} of {produced} committed",
+            kill + 1
+        );
         workers[w] = worker(w, if w == 0 { &tx0 } else { &tx1 });
     }
     let out = count_committed(&s, &output, "order_id", ids.len()).await;
