@@ -47,6 +47,9 @@ pub enum ConfigError {
         env: &'static str,
         reason: String,
     },
+    /// A flag without an environment variable (the operator never sets it).
+    #[error("{flag} {reason}")]
+    InvalidFlag { flag: &'static str, reason: String },
     #[error(transparent)]
     Kafka(#[from] KafkaConfigError),
 }
@@ -181,15 +184,23 @@ fn transactional_id(args: &RunArgs, group_id: &str) -> Result<Option<String>, Co
         ));
     }
     if args.semantics != Semantics::ExactlyOnce {
+        if args.transactional_id.is_some() {
+            return Err(ConfigError::InvalidFlag {
+                flag: "--transactional-id",
+                reason: format!(
+                    "is only for --semantics {}",
+                    Semantics::ExactlyOnce.as_str()
+                ),
+            });
+        }
         return Ok(None);
     }
     let instance = match args.transactional_id.as_deref().map(str::trim) {
         Some("") => {
-            return Err(invalid(
-                "--semantics",
-                env::SEMANTICS,
-                "exactlyOnce: --transactional-id must not be empty",
-            ));
+            return Err(ConfigError::InvalidFlag {
+                flag: "--transactional-id",
+                reason: "must not be empty".to_owned(),
+            });
         }
         Some(id) => return Ok(Some(id.to_owned())),
         None => std::env::var("HOSTNAME")

@@ -104,6 +104,9 @@ impl Stack {
                 .set("bootstrap.servers", &bootstrap)
                 .set("group.id", testkit::unique_name("reader"))
                 .set("enable.auto.commit", "false")
+                // librdkafka's default, said here: records of aborted transactions
+                // (exactlyOnce workers) are never read.
+                .set("isolation.level", "read_committed")
                 .create()
                 .expect("reader");
             let md = consumer
@@ -309,11 +312,16 @@ impl Worker {
     }
 
     fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `SIG<name>` (`TERM`, `STOP`, `CONT`).
+    fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
-            .expect("kill -TERM");
-        assert!(status.success());
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
     }
 
     /// Waits for the process to exit; returns its code.
@@ -2584,7 +2592,10 @@ async fn orders_through_kills(
     let (tx0, tx1) = (ids_of(0), ids_of(1));
     let worker = |w: usize, tx: &str| {
         let mut args = order_args(&input, &group, &output, &dlq);
-        args.extend(["--semantics", semantics, "--transactional-id", tx]);
+        args.extend(["--semantics", semantics]);
+        if semantics == "exactlyOnce" {
+            args.extend(["--transactional-id", tx]);
+        }
         Worker::start(&s.bootstrap, &format!("eos-{semantics}-{w}"), &args)
     };
     let mut workers = [worker(0, &tx0), worker(1, &tx1)];
@@ -2672,4 +2683,294 @@ async fn in_at_least_once_mode_the_same_kills_duplicate_orders_so_the_test_tells
         duplicates > 0,
         "kill -9 mid-stream redelivers what was not committed"
     );
+}
+
+/// An order worker in `exactlyOnce` mode with its own transactional id.
+fn eos_order_worker(s: &Stack, name: &str, topics: [&str; 3], group: &str, tx: &str) -> Worker {
+    let [input, output, dlq] = topics;
+    let mut args = order_args(input, group, output, dlq);
+    args.extend(["--semantics", "exactlyOnce", "--transactional-id", tx]);
+    Worker::start(&s.bootstrap, name, &args)
+}
+
+/// What the worker logs when its open transaction cannot commit and it starts over.
+const SPOILED: &str = "the open transaction cannot commit: aborting it and starting over from the last committed offsets";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_a_zombie_stopped_past_its_session_is_fenced_and_nothing_it_wrote_is_read()
+ {
+    let s = Stack::new();
+    let input = s.topic("eos-zombie", 6).await;
+    let output = s.topic("eos-zombie-out", 3).await;
+    let dlq = s.topic("eos-zombie-dlq", 1).await;
+    let group = testkit::unique_name("eos-zombie");
+    let topics = [input.as_str(), &output, &dlq];
+    let zombie = eos_order_worker(&s, "eos-zombie", topics, &group, &format!("{group}.z"));
+    let other = eos_order_worker(&s, "eos-other", topics, &group, &format!("{group}.o"));
+    zombie.assigned().await;
+    other.assigned().await;
+
+    let (mut ids, mut poison) = produce_orders_fast(&s, &input, 0, 40_000).await;
+    let reached = testkit::eventually(
+        "the group to commit part of the first 40,000 orders",
+        Duration::from_secs(60),
+        || async {
+            let done = committed_total(&s, &group, &input, 6).await;
+            (done > 0).then_some(done)
+        },
+    )
+    .await;
+    // Mid-stream: its transaction holds orders it handled and has not committed.
+    zombie.signal("STOP");
+    assert!(
+        reached < 40_000,
+        "stopped after the end ({reached} committed)"
+    );
+    // While it sleeps past its session (10 s) the other worker takes its partitions over,
+    // from the last committed offsets, and handles everything.
+    let (more, more_poison) = produce_orders_fast(&s, &input, 40_000, 20_000).await;
+    ids.extend(more);
+    poison += more_poison;
+    testkit::eventually(
+        "the other worker to commit all 60,000 orders while the zombie sleeps",
+        Duration::from_secs(120),
+        || async { (committed_total(&s, &group, &input, 6).await == 60_000).then_some(()) },
+    )
+    .await;
+    zombie.signal("CONT");
+    // It wakes with its transaction open, is fenced, aborts it and starts over.
+    testkit::eventually(
+        "the zombie to find its transaction fenced and start over",
+        Duration::from_secs(60),
+        || async { (zombie.count_logged(SPOILED) >= 1).then_some(()) },
+    )
+    .await;
+    zombie.assigned().await;
+    let (more, more_poison) = produce_orders_fast(&s, &input, 60_000, 20_000).await;
+    ids.extend(more);
+    poison += more_poison;
+
+    let out = count_committed(&s, &output, "order_id", ids.len()).await;
+    let dead = count_committed(&s, &dlq, "", poison).await;
+    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
+    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
+    let why = zombie
+        .log_lines()
+        .into_iter()
+        .find(|l| l["message"].as_str() == Some(SPOILED))
+        .map(|l| l["reason"].to_string());
+    println!(
+        "zombie stopped at {reached} committed, fenced ({}): {} orders, {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} dead-letter duplicates",
+        why.unwrap_or_default(),
+        ids.len(),
+        dead.len()
+    );
+    assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
+    assert_eq!((dead.len(), dead_duplicates), (poison, 0));
+}
+
+/// An analytics worker in `exactlyOnce` mode with 1 s windows.
+fn eos_analytics_worker(s: &Stack, name: &str, topics: [&str; 3], group: &str, tx: &str) -> Worker {
+    let [input, output, dlq] = topics;
+    let args = [
+        "--handler",
+        "analytics",
+        "--window",
+        "1s",
+        "--topics",
+        input,
+        "--group-id",
+        group,
+        "--output-topic",
+        output,
+        "--dlq-topic",
+        dlq,
+        "--semantics",
+        "exactlyOnce",
+        "--transactional-id",
+        tx,
+    ];
+    Worker::start(&s.bootstrap, name, &args)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_analytics_totals_after_kill_9s_equal_the_events_produced() {
+    const KILLS: usize = 5;
+    const PUBLISHED: &str = "analytics window published";
+    let s = Stack::new();
+    let input = s.topic("eos-events", 4).await;
+    let output = s.topic("eos-counts", 1).await;
+    let dlq = s.topic("eos-events-dlq", 1).await;
+    let group = testkit::unique_name("eos-analytics");
+    let topics = [input.as_str(), &output, &dlq];
+    let tx = |w: usize| format!("{group}.w{w}");
+    let start =
+        |w: usize| eos_analytics_worker(&s, &format!("eos-analytics-{w}"), topics, &group, &tx(w));
+    let mut workers = [start(0), start(1)];
+
+    // A steady stream (200 events every 100 ms) for as long as the kills go on.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = {
+        let (p, input, stop) = (s.producer(), input.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+            let mut sent = 0;
+            while !stop.is_cancelled() {
+                let mut acks = Vec::with_capacity(200);
+                for (key, value) in events_batch(200, sent, &mut expected) {
+                    let record = FutureRecord::to(&input).key(&key).payload(&value);
+                    acks.push(p.send_result(record).expect("producer queue has room"));
+                }
+                for ack in acks {
+                    ack.await.expect("delivery").expect("produced");
+                }
+                sent += 200;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (sent, expected)
+        })
+    };
+    // Each kill comes right after the worker published a window: at least once, that
+    // window's offsets are committed up to a second later, so it would be counted again.
+    for kill in 0..KILLS {
+        let w = kill % 2;
+        let published = testkit::eventually(
+            &format!("analytics worker {w} to publish a window before kill {kill}"),
+            Duration::from_secs(90),
+            || {
+                let n = workers[w].count_logged(PUBLISHED);
+                async move { (n > 0).then_some(n) }
+            },
+        )
+        .await;
+        workers[w].kill9();
+        println!(
+            "kill -9 #{} of analytics worker {w}, after its window {published}",
+            kill + 1
+        );
+        workers[w] = start(w);
+    }
+    stop.cancel();
+    let (produced, expected) = stream.await.expect("the event stream");
+    // Every report a read_committed reader sees, once they count every event; read again
+    // from the start 3 s later (with its own second of settling) to catch late extras.
+    let all_counted = move |out: &[OwnedMessage]| {
+        out.iter()
+            .map(|r| json_of(r)["events"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            >= produced as u64
+    };
+    let what = "reports counting every event";
+    s.read_until(&output, what, Duration::from_secs(180), all_counted)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let latest = s.read_until(&output, what, DEADLINE, all_counted).await;
+    let (mut events, mut page_views) = (0, BTreeMap::<String, u64>::new());
+    for r in &latest {
+        let v = json_of(r);
+        events += v["events"].as_u64().expect("events count");
+        for (path, n) in v["page_views"].as_object().expect("page_views") {
+            *page_views.entry(path.clone()).or_default() += n.as_u64().expect("a count");
+        }
+    }
+    println!(
+        "analytics exactlyOnce, {KILLS} kills: {produced} events produced, {events} counted in {} reports",
+        latest.len()
+    );
+    assert_eq!(events, produced as u64, "every event counted exactly once");
+    assert_eq!(page_views, expected);
+    drop(workers);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_the_video_chain_through_kill_9s_of_both_stages_makes_each_video_ready_once()
+ {
+    const UPLOADS: usize = 1_200;
+    let s = Stack::new();
+    let uploaded = s.topic("eos-uploaded", 3).await;
+    let transcoded = s.topic("eos-transcoded", 3).await;
+    let ready = s.topic("eos-ready", 1).await;
+    let dlq = s.topic("eos-video-dlq", 1).await;
+    let (transcode_group, publish_group) = (
+        testkit::unique_name("eos-transcode"),
+        testkit::unique_name("eos-publish"),
+    );
+    let (transcode_tx, publish_tx) = (format!("{transcode_group}.0"), format!("{publish_group}.0"));
+    let eos = ["--semantics", "exactlyOnce", "--transactional-id"];
+    let mut transcode_args = transcode_args(&uploaded, &transcode_group, &transcoded, &dlq);
+    transcode_args.extend(eos.iter().chain([&transcode_tx.as_str()]));
+    let mut publish_args = vec![
+        "--handler",
+        "video",
+        "--stage",
+        "publish",
+        "--topics",
+        &transcoded,
+        "--group-id",
+        &publish_group,
+        "--output-topic",
+        &ready,
+        "--dlq-topic",
+        &dlq,
+    ];
+    publish_args.extend(eos.iter().chain([&publish_tx.as_str()]));
+    let (ids, poison) = produce_uploads(&s, &uploaded, 3, 0, UPLOADS).await;
+    let mut transcode = Worker::start(&s.bootstrap, "eos-transcode", &transcode_args);
+    let mut publish = Worker::start(&s.bootstrap, "eos-publish", &publish_args);
+
+    // Each stage's worker is killed twice, alternating, each time once the stage has
+    // committed another sixth of the uploads (while the chain is still moving).
+    let step = i64::try_from(UPLOADS / 6).expect("small");
+    for kill in 0..4 {
+        let (stage, group, topic) = if kill % 2 == 0 {
+            ("transcode", &transcode_group, &uploaded)
+        } else {
+            ("publish", &publish_group, &transcoded)
+        };
+        let target = step * (kill / 2 + 1) as i64 + step / 2 * (kill % 2) as i64;
+        let reached = testkit::eventually(
+            &format!("the {stage} stage to commit {target} offsets"),
+            Duration::from_secs(120),
+            || async {
+                let done = committed_total(&s, group, topic, 3).await;
+                (done >= target).then_some(done)
+            },
+        )
+        .await;
+        if stage == "transcode" {
+            transcode.kill9();
+            transcode = Worker::start(&s.bootstrap, "eos-transcode", &transcode_args);
+        } else {
+            publish.kill9();
+            publish = Worker::start(&s.bootstrap, "eos-publish", &publish_args);
+        }
+        assert!(
+            reached < UPLOADS as i64,
+            "the {stage} kill came after the stage was done ({reached} committed)"
+        );
+        println!(
+            "kill -9 #{} of the {stage} worker at {reached} committed",
+            kill + 1
+        );
+    }
+
+    let transcoded_once = count_committed(&s, &transcoded, "video_id", ids.len()).await;
+    let ready_once = count_committed(&s, &ready, "video_id", ids.len()).await;
+    let dead = count_committed(&s, &dlq, "", poison).await;
+    let (t_missing, t_duplicates) = missing_and_duplicates(&transcoded_once, &ids);
+    let (missing, duplicates) = missing_and_duplicates(&ready_once, &ids);
+    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
+    println!(
+        "video chain exactlyOnce, 4 kills: {} videos; transcoded {t_missing} lost, {t_duplicates} duplicates; ready {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} duplicates",
+        ids.len(),
+        dead.len()
+    );
+    assert_eq!(
+        (t_missing, t_duplicates),
+        (0, 0),
+        "video.transcoded exactly once"
+    );
+    assert_eq!((missing, duplicates), (0, 0), "video.ready exactly once");
+    assert_eq!((dead.len(), dead_duplicates), (poison, 0));
+    drop((transcode, publish));
 }

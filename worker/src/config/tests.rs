@@ -335,6 +335,12 @@ fn exactly_once_takes_the_transactional_id_from_the_flag_or_the_host_name() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("--transactional-id"), "{err}");
+    let err = parse(&[&order[..], &["--transactional-id", "t-1"]].concat()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is only for --semantics exactlyOnce"),
+        "{err}"
+    );
 }
 
 #[test]
