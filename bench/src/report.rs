@@ -208,6 +208,11 @@ fn targets(md: &mut Vec<String>, median: &impl Fn(Contender) -> Option<f64>) {
         Some(1.2),
     );
     target(
+        "exactlyOnce ≥ 0.7× atLeastOnce, both publishing an outcome event per order",
+        ratio(median(C::OursExactlyOnce), median(C::OursOutput)),
+        Some(0.7),
+    );
+    target(
         "failure mix: ours in retryTopics mode ≥ 2× Spring @RetryableTopic (best concurrency)",
         ratio(median(C::FailureRetryTopics), spring_rt),
         Some(2.0),

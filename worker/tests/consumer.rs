@@ -2568,7 +2568,8 @@ async fn committed_total(s: &Stack, group: &str, topic: &str, partitions: i32) -
         .sum()
 }
 
-/// Two order workers in one group, `semantics`, over `orders` orders on 6 partitions,
+/// Two order workers in one group, `semantics` and `extra` flags (`retryTopics` mode gets
+/// its retry topics, for `--max-attempts 3`), over `orders` orders on 6 partitions,
 /// produced in `kills + 1` chunks while they run. After each of the first `kills` chunks,
 /// once the group has committed part of it, one worker is killed with SIGKILL (mid-stream:
 /// the test fails if the chunk was already done) and restarted like a container (same
@@ -2577,6 +2578,7 @@ async fn orders_through_kills(
     semantics: &str,
     orders: usize,
     kills: usize,
+    extra: &[&str],
 ) -> (
     Vec<String>,
     usize,
@@ -2588,10 +2590,14 @@ async fn orders_through_kills(
     let output = s.topic("eos-emails", 3).await;
     let dlq = s.topic("eos-orders-dlq", 1).await;
     let group = testkit::unique_name("eos");
+    if extra.contains(&"retryTopics") {
+        create_retry_topics(&s, &group, 6, 3).await;
+    }
     let ids_of = |w: usize| format!("{group}.w{w}");
     let (tx0, tx1) = (ids_of(0), ids_of(1));
     let worker = |w: usize, tx: &str| {
         let mut args = order_args(&input, &group, &output, &dlq);
+        args.extend(extra);
         args.extend(["--semantics", semantics]);
         if semantics == "exactlyOnce" {
             args.extend(["--transactional-id", tx]);
@@ -2654,7 +2660,7 @@ async fn orders_through_kills(
 #[tokio::test(flavor = "multi_thread")]
 async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_once_for_a_read_committed_reader()
  {
-    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 200_000, 10).await;
+    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 200_000, 10, &[]).await;
     let (missing, duplicates) = missing_and_duplicates(&out, &ids);
     let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
     println!(
@@ -2672,7 +2678,7 @@ async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_at_least_once_mode_the_same_kills_duplicate_orders_so_the_test_tells_the_modes_apart() {
-    let (ids, _, out, _) = orders_through_kills("atLeastOnce", 60_000, 3).await;
+    let (ids, _, out, _) = orders_through_kills("atLeastOnce", 60_000, 3, &[]).await;
     let (missing, duplicates) = missing_and_duplicates(&out, &ids);
     println!(
         "atLeastOnce, 3 kills: {} orders expected, {missing} lost, {duplicates} duplicates",
@@ -2973,4 +2979,27 @@ async fn in_exactly_once_mode_the_video_chain_through_kill_9s_of_both_stages_mak
     assert_eq!((missing, duplicates), (0, 0), "video.ready exactly once");
     assert_eq!((dead.len(), dead_duplicates), (poison, 0));
     drop((transcode, publish));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_and_retry_topics_mode_kill_9s_never_split_a_retried_order_in_two() {
+    // 1 % of the orders fail twice and succeed on their third attempt, from retry.2.
+    let extra = [
+        "--delivery-mode",
+        "retryTopics",
+        "--fault-fail-percent",
+        "1",
+        "--fault-fail-times",
+        "2",
+    ];
+    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 60_000, 4, &extra).await;
+    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
+    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
+    println!(
+        "exactlyOnce, retryTopics, 4 kills: {} orders expected, {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} duplicates",
+        ids.len(),
+        dead.len()
+    );
+    assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
+    assert_eq!((dead.len(), dead_duplicates), (poison, 0));
 }

@@ -45,12 +45,17 @@ struct Args {
     /// `ours` does, so they compare over the same work.
     #[arg(long)]
     failure_messages: Option<u64>,
+    /// Messages the contenders that publish an outcome event per message read: at least
+    /// once each waits for its acknowledgement, so they are slow and steady and a prefix
+    /// measures them; both read the same prefix, so their ratio compares the same work.
+    #[arg(long, default_value_t = 50_000)]
+    output_messages: u64,
     /// Contenders to run, comma-separated.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ceiling,kafka-perf,same-work,ours,spring1,spring6,franz,seed,seed1s,failure,failure-retry-topics,spring-failure6,spring-retry-topics1,spring-retry-topics6,franz-failure,sink-partition,sink-key,sink-parallel-key"
+        default_value = "ceiling,kafka-perf,same-work,ours,ours-output,ours-exactly-once,spring1,spring6,franz,seed,seed1s,failure,failure-retry-topics,spring-failure6,spring-retry-topics1,spring-retry-topics6,franz-failure,sink-partition,sink-key,sink-parallel-key"
     )]
     contenders: Vec<Contender>,
     /// Ordering benchmark: messages on its keyed topic, read by the concurrent contenders
@@ -328,6 +333,7 @@ fn main() -> anyhow::Result<()> {
                     .seed_messages
                     .unwrap_or(args.messages)
                     .min(args.messages),
+                c if c.publishes() => args.output_messages.min(args.messages),
                 c if c.blocking_failure() => args
                     .failure_messages
                     .unwrap_or(args.messages)

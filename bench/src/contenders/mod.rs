@@ -41,6 +41,10 @@ pub enum Contender {
     Seed,
     /// The seed's loop with CommitInterval 1s.
     Seed1s,
+    /// Our worker publishing each order's outcome event to an output topic, at least once.
+    OursOutput,
+    /// The same with `exactlyOnce`: outcome events and offsets in Kafka transactions.
+    OursExactlyOnce,
     /// Our worker with 1 % of messages failing twice, 100 ms backoff (blocking mode).
     Failure,
     /// The same failure mix in `retryTopics` delivery mode.
@@ -77,6 +81,10 @@ impl Contender {
             Contender::Franz => "franz-go, goroutine per partition, AutoCommitMarks",
             Contender::Seed => "seed loop (kafka-go, CommitInterval 0)",
             Contender::Seed1s => "seed loop (kafka-go, CommitInterval 1s)",
+            Contender::OursOutput => "the worker, outcome event to an output topic, atLeastOnce",
+            Contender::OursExactlyOnce => {
+                "**the worker, outcome event to an output topic, exactlyOnce**"
+            }
             Contender::Failure => "the worker, failure mix, blocking mode",
             Contender::FailureRetryTopics => "the worker, failure mix, retryTopics mode",
             Contender::SpringFailure6 => {
@@ -104,6 +112,13 @@ impl Contender {
             self,
             Contender::Failure | Contender::SpringFailure6 | Contender::FranzFailure
         )
+    }
+
+    /// Contenders that publish an outcome event per message: at least once each waits for
+    /// its acknowledgement, so they are slow and steady and `--output-messages` may give
+    /// them a prefix of the topic.
+    pub fn publishes(self) -> bool {
+        matches!(self, Contender::OursOutput | Contender::OursExactlyOnce)
     }
 
     /// Contenders of the ordering benchmark: they read the keyed topic and call the slow
@@ -220,9 +235,11 @@ pub fn run_once(
             ceilings::launch(c, n, &group, setup)?
         }
         Contender::Seed | Contender::Seed1s => seed::launch(c, n, &group, setup),
-        Contender::Ours | Contender::Failure | Contender::FailureRetryTopics => {
-            worker::launch(c, &group, setup)?
-        }
+        Contender::Ours
+        | Contender::OursOutput
+        | Contender::OursExactlyOnce
+        | Contender::Failure
+        | Contender::FailureRetryTopics => worker::launch(c, &group, setup)?,
         Contender::Spring1
         | Contender::Spring6
         | Contender::SpringFailure6
