@@ -7,8 +7,9 @@
 //! * `bench` runs the contenders ([`contenders`]: the ceilings, Kafka's ConsumerPerformance,
 //!   our worker, Spring Kafka, franz-go, the seed's kafka-go loop, each healthy and with a
 //!   failure mix where it applies) as child processes, measures each, runs the operator
-//!   scale test and the idle-worker measurement, and writes a markdown table with the
-//!   targets ([`report`]) to `bench/results/`.
+//!   scale test, the idle-worker measurement and what `exactlyOnce` adds to latency
+//!   ([`latency`]), and writes a markdown table with the targets ([`report`]) to
+//!   `bench/results/`.
 //! * `chaos` pushes sequence-numbered orders through a group of workers while killing them,
 //!   restarting the broker and rescaling, then checks that every sequence number reached
 //!   the output topic or the dead-letter topic.
@@ -22,6 +23,7 @@ pub mod chaos_isr;
 pub mod contenders;
 pub mod faults;
 pub mod kafka;
+pub mod latency;
 pub mod machine;
 pub mod metrics;
 pub mod operator_scale;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::contenders::Contender;
+use crate::latency::{self, Latency};
 use crate::operator_scale::ScaleReport;
 use crate::stats::Spread;
 
@@ -56,6 +57,8 @@ pub struct Context<'a> {
     pub sink: Option<SinkContext>,
     pub scale: Option<&'a anyhow::Result<ScaleReport>>,
     pub idle: Option<&'a anyhow::Result<Idle>>,
+    /// Produce → readable, at least once and exactly once, when measured.
+    pub latency: Option<&'a [anyhow::Result<Latency>; 2]>,
 }
 
 /// The ordering benchmark's workload.
@@ -120,6 +123,9 @@ pub fn render(ctx: &Context<'_>, rows: &[Row]) -> String {
         throughput(&mut md, ctx, rows);
     }
     scale_and_idle(&mut md, ctx);
+    if let Some(measured) = ctx.latency {
+        md.push(added_latency(measured));
+    }
     if let Some(sink) = &ctx.sink {
         ordering(&mut md, ctx.partitions, sink, rows);
     }
@@ -403,4 +409,23 @@ fn ordering(md: &mut Vec<String>, partitions: i32, sink: &SinkContext, rows: &[R
         ratio(key, median(Contender::SinkParallelKey)),
         None,
     );
+}
+
+/// The line on what `exactlyOnce` adds to latency.
+fn added_latency([alo, eos]: &[anyhow::Result<Latency>; 2]) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    match (alo, eos) {
+        (Ok(a), Ok(e)) => format!(
+            "- exactlyOnce adds {:.1} ms at p50 and {:.1} ms at p99 to the time from producing an order to a read_committed reader reading its outcome event ({} orders at {}/s; atLeastOnce p50 {:.1} ms, p99 {:.1} ms; exactlyOnce p50 {:.1} ms, p99 {:.1} ms)",
+            ms(e.p50) - ms(a.p50),
+            ms(e.p99) - ms(a.p99),
+            latency::ORDERS,
+            latency::RATE,
+            ms(a.p50),
+            ms(a.p99),
+            ms(e.p50),
+            ms(e.p99)
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("- the latency measurement failed: {e:#}"),
+    }
 }

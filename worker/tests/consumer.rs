@@ -315,6 +315,48 @@ impl Worker {
         self.signal("TERM");
     }
 
+    /// The worker's `eventconsumer_messages_processed_total`, if it answers.
+    async fn processed(&self) -> Option<u64> {
+        let addr = self.http_addr()?;
+        let body = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let total: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("eventconsumer_messages_processed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Some(total as u64)
+    }
+
+    /// Waits until the worker is handling messages right now: its processed count rises
+    /// within 50 ms.
+    async fn busy(&self, what: &str) {
+        testkit::eventually(what, Duration::from_secs(90), || async {
+            let before = self.processed().await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (self.processed().await? > before).then_some(())
+        })
+        .await;
+    }
+
+    /// The partitions of the worker's latest assignment.
+    fn last_assignment(&self) -> usize {
+        self.log_lines()
+            .iter()
+            .rev()
+            .find(|l| l["message"].as_str() == Some("partitions assigned"))
+            .and_then(|l| {
+                l["partitions"]
+                    .as_str()
+                    .map(|p| p.split(',').filter(|x| !x.is_empty()).count())
+            })
+            .unwrap_or(0)
+    }
+
     /// Sends `SIG<name>` (`TERM`, `STOP`, `CONT`).
     fn signal(&self, name: &str) {
         let status = Command::new("kill")
@@ -2450,16 +2492,15 @@ async fn a_rebalance_with_hundreds_of_messages_in_flight_commits_nothing_past_an
 
 // ---------------------------------------------------------------- exactly once
 
-/// Produces `n` orders `o-<from + i>` spread over the partitions (every 1,000th a poison
+/// Produces through `p` `n` orders `o-<from + i>` spread over the partitions (every 1,000th a poison
 /// message, dead-lettered); enqueues a chunk at a time and waits for its acknowledgements.
 /// Returns the ids expected in the output and the poison count.
-async fn produce_orders_fast(
-    s: &Stack,
+async fn produce_orders_with(
+    p: &FutureProducer,
     topic: &str,
     from: usize,
     n: usize,
 ) -> (Vec<String>, usize) {
-    let p = s.producer();
     let mut ids = Vec::with_capacity(n);
     let mut poison = 0;
     for chunk in (from..from + n).collect::<Vec<_>>().chunks(20_000) {
@@ -2484,6 +2525,33 @@ async fn produce_orders_fast(
     }
     (ids, poison)
 }
+
+/// Orders produced in the background, [`STREAM_BATCH`] every 100 ms, until `stop` is
+/// cancelled and at least `at_least` were produced: (expected ids, poison count).
+fn stream_orders(
+    topic: &str,
+    at_least: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let p = Stack::new().producer();
+        let (mut ids, mut poison) = (Vec::with_capacity(at_least), 0);
+        let mut produced = 0;
+        while produced < at_least || !stop.is_cancelled() {
+            let (more, more_poison) = produce_orders_with(&p, &topic, produced, STREAM_BATCH).await;
+            ids.extend(more);
+            poison += more_poison;
+            produced += STREAM_BATCH;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (ids, poison)
+    })
+}
+
+/// Orders per batch of [`stream_orders`]: 5,000 a second at most, well below what two
+/// workers handle (at least once with an output topic ~10,000 each), so nothing piles up.
+const STREAM_BATCH: usize = 500;
 
 /// Reads `topic` from the beginning with `isolation.level=read_committed` (what the README
 /// tells readers of an exactlyOnce consumer to set), counting the records per value of the
@@ -2569,11 +2637,10 @@ async fn committed_total(s: &Stack, group: &str, topic: &str, partitions: i32) -
 }
 
 /// Two order workers in one group, `semantics` and `extra` flags (`retryTopics` mode gets
-/// its retry topics, for `--max-attempts 3`), over `orders` orders on 6 partitions,
-/// produced in `kills + 1` chunks while they run. After each of the first `kills` chunks,
-/// once the group has committed part of it, one worker is killed with SIGKILL (mid-stream:
-/// the test fails if the chunk was already done) and restarted like a container (same
-/// transactional id). Returns (expected ids, poison count, output counts, dead-letter counts).
+/// its retry topics, for `--max-attempts 3`), over at least `orders` orders on 6 partitions
+/// streamed while they run. `kills` times, alternating, a worker is killed with SIGKILL
+/// while it is handling orders, and restarted like a container (same transactional id).
+/// Returns (expected ids, poison count, output counts, dead-letter counts).
 async fn orders_through_kills(
     semantics: &str,
     orders: usize,
@@ -2605,43 +2672,27 @@ async fn orders_through_kills(
         Worker::start(&s.bootstrap, &format!("eos-{semantics}-{w}"), &args)
     };
     let mut workers = [worker(0, &tx0), worker(1, &tx1)];
-    let chunk = orders / (kills + 1);
-    let (mut ids, mut poison, mut produced) = (Vec::with_capacity(orders), 0, 0);
-    for kill in 0..=kills {
-        let n = if kill == kills {
-            orders - produced
-        } else {
-            chunk
-        };
-        let (more, more_poison) = produce_orders_fast(&s, &input, produced, n).await;
-        ids.extend(more);
-        poison += more_poison;
-        let before = i64::try_from(produced).expect("small");
-        produced += n;
-        if kill == kills {
-            break;
-        }
-        let reached = testkit::eventually(
-            &format!("the group to commit part of chunk {kill} (past offset total {before})"),
-            Duration::from_secs(120),
-            || async {
-                let done = committed_total(&s, &group, &input, 6).await;
-                (done > before).then_some(done)
-            },
-        )
-        .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = stream_orders(&input, orders, stop.clone());
+    // Each kill hits a worker in the middle of its work: its processed count was rising.
+    for kill in 0..kills {
         let w = kill % 2;
+        workers[w]
+            .busy(&format!(
+                "worker {w} to be handling orders before kill {kill}"
+            ))
+            .await;
         workers[w].kill9();
-        assert!(
-            reached < i64::try_from(produced).expect("small"),
-            "kill {kill} came after its chunk was done ({reached} of {produced} committed)"
-        );
+        let committed = committed_total(&s, &group, &input, 6).await;
         println!(
-            "kill -9 #{} of worker {w} at {reached} of {produced} committed",
+            "kill -9 #{} of worker {w} while busy, at {committed} committed",
             kill + 1
         );
         workers[w] = worker(w, if w == 0 { &tx0 } else { &tx1 });
     }
+    stop.cancel();
+    let (ids, poison) = stream.await.expect("the order stream");
+    let produced = ids.len() + poison;
     let out = count_committed(&s, &output, "order_id", ids.len()).await;
     let dead = count_committed(&s, &dlq, "", poison).await;
     testkit::eventually(
@@ -2649,7 +2700,7 @@ async fn orders_through_kills(
         Duration::from_secs(60),
         || async {
             let done = committed_total(&s, &group, &input, 6).await;
-            (done == i64::try_from(orders).expect("small")).then_some(())
+            (done == i64::try_from(produced).expect("small")).then_some(())
         },
     )
     .await;
@@ -2713,36 +2764,24 @@ async fn in_exactly_once_mode_a_zombie_stopped_past_its_session_is_fenced_and_no
     let topics = [input.as_str(), &output, &dlq];
     let zombie = eos_order_worker(&s, "eos-zombie", topics, &group, &format!("{group}.z"));
     let other = eos_order_worker(&s, "eos-other", topics, &group, &format!("{group}.o"));
-    zombie.assigned().await;
-    other.assigned().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = stream_orders(&input, 40_000, stop.clone());
 
-    let (mut ids, mut poison) = produce_orders_fast(&s, &input, 0, 40_000).await;
-    let reached = testkit::eventually(
-        "the group to commit part of the first 40,000 orders",
-        Duration::from_secs(60),
-        || async {
-            let done = committed_total(&s, &group, &input, 6).await;
-            (done > 0).then_some(done)
-        },
-    )
-    .await;
-    // Mid-stream: its transaction holds orders it handled and has not committed.
+    // Stopped while handling orders: its transaction holds work it has not committed.
+    zombie.busy("the zombie to be handling orders").await;
     zombie.signal("STOP");
-    assert!(
-        reached < 40_000,
-        "stopped after the end ({reached} committed)"
-    );
-    // While it sleeps past its session (10 s) the other worker takes its partitions over,
-    // from the last committed offsets, and handles everything.
-    let (more, more_poison) = produce_orders_fast(&s, &input, 40_000, 20_000).await;
-    ids.extend(more);
-    poison += more_poison;
+    let reached = committed_total(&s, &group, &input, 6).await;
+    // While it sleeps past its session (10 s) the other worker takes all six partitions
+    // over, from the last committed offsets.
     testkit::eventually(
-        "the other worker to commit all 60,000 orders while the zombie sleeps",
-        Duration::from_secs(120),
-        || async { (committed_total(&s, &group, &input, 6).await == 60_000).then_some(()) },
+        "the other worker to own all six partitions while the zombie sleeps",
+        Duration::from_secs(60),
+        || async { (other.last_assignment() == 6).then_some(()) },
     )
     .await;
+    other
+        .busy("the other worker to handle the zombie's share")
+        .await;
     zombie.signal("CONT");
     // It wakes with its transaction open, is fenced, aborts it and starts over.
     testkit::eventually(
@@ -2751,10 +2790,9 @@ async fn in_exactly_once_mode_a_zombie_stopped_past_its_session_is_fenced_and_no
         || async { (zombie.count_logged(SPOILED) >= 1).then_some(()) },
     )
     .await;
-    zombie.assigned().await;
-    let (more, more_poison) = produce_orders_fast(&s, &input, 60_000, 20_000).await;
-    ids.extend(more);
-    poison += more_poison;
+    zombie.busy("the zombie to handle orders again").await;
+    stop.cancel();
+    let (ids, poison) = stream.await.expect("the order stream");
 
     let out = count_committed(&s, &output, "order_id", ids.len()).await;
     let dead = count_committed(&s, &dlq, "", poison).await;
@@ -3002,4 +3040,58 @@ async fn in_exactly_once_and_retry_topics_mode_kill_9s_never_split_a_retried_ord
     );
     assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
     assert_eq!((dead.len(), dead_duplicates), (poison, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_sigterm_commits_the_open_transaction_and_the_outputs_match_the_committed_offsets()
+ {
+    let s = Stack::new();
+    let input = s.topic("eos-term", 6).await;
+    let output = s.topic("eos-term-out", 3).await;
+    let dlq = s.topic("eos-term-dlq", 1).await;
+    let group = testkit::unique_name("eos-term");
+    let topics = [input.as_str(), &output, &dlq];
+    let mut w = eos_order_worker(&s, "eos-term", topics, &group, &format!("{group}.t"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = stream_orders(&input, 10_000, stop.clone());
+    w.busy("the worker to be handling orders").await;
+    w.sigterm();
+    assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
+    let summary = w
+        .log_lines()
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("worker stopped"))
+        })
+        .expect("a summary line");
+    assert_eq!(summary["committed"], true, "{summary}");
+    stop.cancel();
+    let (ids, poison) = stream.await.expect("the order stream");
+    let committed =
+        usize::try_from(committed_total(&s, &group, &input, 6).await).expect("positive");
+    assert!(
+        committed > 0 && committed < ids.len() + poison,
+        "stopped mid-stream: {committed} of {} committed",
+        ids.len() + poison
+    );
+    // What a read_committed reader sees is exactly what the committed offsets cover: the
+    // last transaction's outputs and offsets committed together at SIGTERM.
+    let dead = count_committed(&s, &dlq, "", 0).await;
+    let out = count_committed(&s, &output, "order_id", committed - dead.len()).await;
+    let duplicates: usize = out.values().map(|n| n - 1).sum();
+    println!(
+        "SIGTERM mid-stream: {committed} offsets committed, {} outputs and {} dead letters readable, {duplicates} duplicates",
+        out.len(),
+        dead.len()
+    );
+    assert_eq!(
+        out.len() + dead.len(),
+        committed,
+        "outputs = committed offsets"
+    );
+    assert_eq!(duplicates, 0);
+    let produced: HashSet<&String> = ids.iter().collect();
+    assert!(out.keys().all(|id| produced.contains(id)));
 }

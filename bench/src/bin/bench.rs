@@ -17,7 +17,8 @@ use eventconsumer_bench::contenders::{self, Bins, Contender, Setup, SinkSetup};
 use eventconsumer_bench::report::{self, Idle, Row, Sample, mib};
 use eventconsumer_bench::slow_sink::SlowSink;
 use eventconsumer_bench::{
-    bootstrap, kafka, machine, metrics, operator_scale, orders, proc, repo_root, sibling_binary,
+    bootstrap, kafka, latency, machine, metrics, operator_scale, orders, proc, repo_root,
+    sibling_binary,
 };
 
 #[derive(Debug, Parser)]
@@ -48,7 +49,7 @@ struct Args {
     /// Messages the contenders that publish an outcome event per message read: at least
     /// once each waits for its acknowledgement, so they are slow and steady and a prefix
     /// measures them; both read the same prefix, so their ratio compares the same work.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 200_000)]
     output_messages: u64,
     /// Contenders to run, comma-separated.
     #[arg(
@@ -415,6 +416,16 @@ fn main() -> anyhow::Result<()> {
         None
     };
     let idle = (!args.no_idle).then(|| idle_worker(&bins, &bootstrap, &logs));
+    // What the transaction adds to the time an outcome event takes to be readable.
+    let latency = args
+        .contenders
+        .contains(&Contender::OursExactlyOnce)
+        .then(|| {
+            ["atLeastOnce", "exactlyOnce"].map(|semantics| {
+                eprintln!("bench: latency of the worker, {semantics}");
+                latency::measure(&bins.worker, &bootstrap, semantics, &logs)
+            })
+        });
     if !args.keep_topic {
         let _ = kafka::delete_topics(&bootstrap, &[&topic]);
         if let Some(r) = &sink_run {
@@ -437,6 +448,7 @@ fn main() -> anyhow::Result<()> {
             }),
             scale: scale.as_ref(),
             idle: idle.as_ref(),
+            latency: latency.as_ref(),
         },
         &rows,
     );

@@ -21,6 +21,14 @@ use rebalance::Partitions;
 /// Kafka Streams' commit interval under exactly-once.
 pub(super) const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Why a worker whose partitions the group took away (its session expired: a stopped or
+/// stalled process) aborts instead of committing. Once librdkafka has left the old group
+/// generation, the offsets would go with no generation the broker could fence, and the
+/// outputs of work the partitions' new owner does again would be committed twice.
+pub(super) const ASSIGNMENT_LOST: &str = "the group gave this worker's partitions to another \
+    (its session expired while it was stopped or stalled): what it did since its last commit \
+    is aborted, and it starts over from the committed offsets";
+
 /// What commits: the transaction's bookkeeping, its producer and the offset sink that
 /// partition tasks store through.
 pub struct Committer {
@@ -62,6 +70,7 @@ impl Committer {
                     .send_offsets_to_transaction(&tpl, &group, TRANSACTION_CALL_TIMEOUT)
                     .map_err(|e| format!("sending the offsets to the transaction failed: {e}"))?;
             }
+            wait_for_acknowledgements(&producer);
             producer
                 .commit_transaction(TRANSACTION_CALL_TIMEOUT)
                 .map_err(|e| format!("the commit failed: {e}"))?;
@@ -108,6 +117,22 @@ impl Committer {
     }
 }
 
+/// Waits (blocking) until every queued record of the transaction was acknowledged or
+/// failed, at most [`TRANSACTION_CALL_TIMEOUT`]. `commit_transaction` flushes by itself, but
+/// rdkafka's flush, finding records in flight, waits on the producer's event queue for up
+/// to 100 ms while the producer's own thread serves their acknowledgements: every commit
+/// took 100 ms (measured: p50 100 ms, max 105 ms over 64 commits at 200 orders/s).
+fn wait_for_acknowledgements(producer: &rdkafka::producer::FutureProducer) {
+    let deadline = Instant::now() + TRANSACTION_CALL_TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        std::thread::sleep(ACK_POLL);
+    }
+}
+
+/// How often [`wait_for_acknowledgements`] looks: a broker round trip on loopback is about
+/// a millisecond, so a commit waits at most that much longer than its last record.
+const ACK_POLL: Duration = Duration::from_millis(1);
+
 /// Commits every [`COMMIT_INTERVAL`], or at once at the count bound, until `stop` or until
 /// the transaction is spoiled.
 pub(super) async fn run_commits(
@@ -127,6 +152,10 @@ pub(super) async fn run_commits(
         let Some(consumer) = consumer.upgrade() else {
             return;
         };
+        if consumer.assignment_lost() {
+            committer.txn.spoil(ASSIGNMENT_LOST);
+            return;
+        }
         let group = consumer.group_metadata();
         drop(consumer);
         if committer.commit(&shared.partitions, group).await.is_err() {
