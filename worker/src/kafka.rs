@@ -207,8 +207,8 @@ pub fn refusal_hint(error: &KafkaError, reason: &str) -> Option<&'static str> {
              (README, Kafka ACLs)"
         }
         C::TransactionalIdAuthorizationFailed => {
-            "an ACL is missing: this principal may not use its transactional id \
-             (README, Kafka ACLs)"
+            "an ACL is missing: exactlyOnce needs Write on the transactional ids \
+             <consumer group>.tx.* (prefixed; README, Kafka ACLs)"
         }
         _ => return None,
     })

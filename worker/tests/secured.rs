@@ -89,6 +89,8 @@ struct Names {
     /// `retryTopics` mode with its one retry topic (`--max-attempts 2`), and every order
     /// failing its first attempt, so each one goes through the retry topic.
     retry_topic: Option<String>,
+    /// `exactlyOnce`, with the transactional id `<group>.tx.w0`.
+    exactly_once: bool,
 }
 
 impl Names {
@@ -110,6 +112,7 @@ impl Names {
             dlq: testkit::unique_name(&format!("{prefix}-dlq")),
             retry_topic: retry_topics.then(|| eventconsumer_contract::retry_topic(&group, 2)),
             group,
+            exactly_once: false,
         };
         let topics = [&names.input, &names.output, &names.dlq];
         for topic in topics.into_iter().chain(&names.retry_topic) {
@@ -126,7 +129,7 @@ impl Names {
             output: Some(&self.output),
             dead_letter: &self.dlq,
             retry_topics: self.retry_topic.is_some(),
-            exactly_once: false,
+            exactly_once: self.exactly_once,
         })
     }
 
@@ -160,6 +163,11 @@ impl Names {
         ]
         .map(str::to_owned)
         .to_vec();
+        if self.exactly_once {
+            let id = eventconsumer_contract::semantics::transactional_id(&self.group, "w0");
+            args.extend(["--semantics".to_owned(), "exactlyOnce".to_owned()]);
+            args.extend(["--transactional-id".to_owned(), id]);
+        }
         if self.retry_topic.is_some() {
             args.extend(
                 [
@@ -726,4 +734,94 @@ fn the_local_broker_rejects_a_consumer_without_acls() {
         Some(RDKafkaErrorCode::TopicAuthorizationFailed),
         "an unauthorized topic must be refused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_a_missing_transactional_id_acl_is_named_and_nothing_is_committed_until_it_is_granted()
+ {
+    let mut names = Names::create("eos-acl").await;
+    names.exactly_once = true;
+    let plaintext = testkit::kafka_bootstrap();
+    let principal = User::Consumer.principal();
+    let mut acls = names.worker_acls();
+    let lost = acls.pop().expect("the worker's ACLs");
+    assert_eq!(
+        lost.to_string(),
+        format!("Write on transactional id {}.tx. (prefixed)", names.group),
+        "the transactional id's ACL comes last"
+    );
+    testkit::acl::grant(&plaintext, &principal, &acls).await;
+    names.produce(3).await;
+    let name = "eos-acl";
+    let mut worker = Worker::start(name, &names.args(), &Credentials::good(Listener::Scram512));
+    let line = worker
+        .wait_error(&["Write on the transactional ids", "tx.*"])
+        .await;
+    tokio::time::sleep(REFUSED_FOR).await;
+    assert!(
+        worker.alive(),
+        "the worker exited instead of waiting: {line}"
+    );
+    assert_eq!(worker.readyz().await, Some(503), "ready though refused");
+    assert_eq!(names.committed().await, -1, "committed though refused");
+    assert_eq!(records_in(&names.output).await, 0, "published");
+
+    // Granted, the same worker starts its transactions and consumes everything once.
+    testkit::acl::grant(&plaintext, &principal, std::slice::from_ref(&lost)).await;
+    testkit::eventually(
+        "the group to commit all four offsets once the ACL is granted",
+        DEADLINE,
+        || async { (names.committed().await == 4).then_some(()) },
+    )
+    .await;
+    // Read as the README tells readers of exactlyOnce to: the markers the transactions
+    // wrote move the watermarks, so records are counted, not offsets.
+    assert_eq!(
+        committed_records(&names.output, 3).await,
+        3,
+        "each outcome once"
+    );
+    assert_eq!(
+        committed_records(&names.dlq, 1).await,
+        1,
+        "the dead letter once"
+    );
+    assert_no_password(&worker.log_text(), name);
+    drop(worker);
+    acls.push(lost);
+    testkit::acl::revoke(&plaintext, &principal, &acls).await;
+}
+
+/// The records of partition 0 of `topic` a `read_committed` reader sees: read until `want`
+/// arrived, then 1 s longer for extras.
+async fn committed_records(topic: &str, want: usize) -> usize {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", testkit::kafka_bootstrap())
+            .set("group.id", testkit::unique_name("eos-reader"))
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("a reader");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .expect("a partition");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let mut seen = 0;
+        let mut settle = None;
+        while std::time::Instant::now() < deadline
+            && settle.is_none_or(|t: std::time::Instant| t.elapsed() < Duration::from_secs(1))
+        {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                seen += 1;
+            }
+            if seen >= want && settle.is_none() {
+                settle = Some(std::time::Instant::now());
+            }
+        }
+        seen
+    })
+    .await
+    .expect("reader thread")
 }

@@ -161,6 +161,21 @@ pub struct Summary {
     pub rewind: bool,
 }
 
+impl Summary {
+    /// A run that did nothing and asks to be started again (`exactlyOnce`).
+    fn starting_over() -> Summary {
+        Summary {
+            processed: 0,
+            dead_lettered: 0,
+            retried: 0,
+            failed_attempts: 0,
+            drained_in_time: true,
+            clean: false,
+            rewind: true,
+        }
+    }
+}
+
 /// Runs the consumer until `stop` fires, then drains and closes it.
 pub async fn run(
     settings: &Settings,
@@ -183,9 +198,9 @@ pub async fn run(
                 settings.retry.attempt_timeout,
                 id.clone(),
             );
-            let (producer, txn) = tokio::task::spawn_blocking(move || {
+            let started = tokio::task::spawn_blocking(move || {
                 Producer::transactional(&kafka, timeout, &id).map_err(|e| {
-                    anyhow::anyhow!(
+                    format!(
                         "exactlyOnce: the transactional producer {id:?} did not start: {e}{}",
                         crate::kafka::refusal_hint(&e, "")
                             .map(|h| format!(" ({h})"))
@@ -193,8 +208,16 @@ pub async fn run(
                     )
                 })
             })
-            .await??;
-            (producer.clone(), producer, Some(txn))
+            .await?;
+            match started {
+                Ok((producer, txn)) => (producer.clone(), producer, Some(txn)),
+                // Not ready, and tried again with the rewind's backoff: a missing ACL or
+                // an unreachable transaction coordinator can be fixed without a restart.
+                Err(why) => {
+                    tracing::error!(reason = %why, "the transactional producer did not start; trying again");
+                    return Ok(Summary::starting_over());
+                }
+            }
         }
     };
     let handler = Arc::new(Handler::new(
