@@ -31,6 +31,29 @@ struct Stack {
     bootstrap: String,
 }
 
+/// A reader of every partition of `topic` from the beginning, in no group. It reads with
+/// `isolation.level=read_committed` (librdkafka's default, said here): records of aborted
+/// transactions (exactlyOnce workers) are never read.
+fn reader_of(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", testkit::unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    consumer
+}
+
 impl Stack {
     fn new() -> Stack {
         Stack {
@@ -100,24 +123,7 @@ impl Stack {
         let bootstrap = self.bootstrap.clone();
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", testkit::unique_name("reader"))
-                .set("enable.auto.commit", "false")
-                // librdkafka's default, said here: records of aborted transactions
-                // (exactlyOnce workers) are never read.
-                .set("isolation.level", "read_committed")
-                .create()
-                .expect("reader");
-            let md = consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .expect("metadata");
-            let mut tpl = TopicPartitionList::new();
-            for p in md.topics()[0].partitions() {
-                tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                    .expect("tpl");
-            }
-            consumer.assign(&tpl).expect("assign");
+            let consumer = reader_of(&bootstrap, &topic);
             let start = std::time::Instant::now();
             let mut out = Vec::new();
             let mut settle = None;
@@ -313,6 +319,18 @@ impl Worker {
 
     fn sigterm(&self) {
         self.signal("TERM");
+    }
+
+    /// The line the worker logs when it stops (`worker stopped …`).
+    fn summary(&self) -> serde_json::Value {
+        self.log_lines()
+            .into_iter()
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("worker stopped"))
+            })
+            .expect("a summary line")
     }
 
     /// The worker's `eventconsumer_messages_processed_total`, if it answers.
@@ -825,15 +843,7 @@ async fn sigterm_drains_commits_offsets_and_exits_with_code_zero() {
     s.read(&output, 20).await;
     w.sigterm();
     assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
-    let summary = w
-        .log_lines()
-        .into_iter()
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("worker stopped"))
-        })
-        .expect("a summary line");
+    let summary = w.summary();
     assert_eq!(summary["processed"], 20, "{summary}");
     assert_eq!(summary["committed"], true, "{summary}");
     // Committed synchronously before exit: visible at once, no waiting.
@@ -2566,22 +2576,7 @@ async fn count_committed(
     let bootstrap = s.bootstrap.clone();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", testkit::unique_name("eos-reader"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("reader");
-        let md = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .expect("metadata");
-        let mut tpl = TopicPartitionList::new();
-        for p in md.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
-                .expect("tpl");
-        }
-        consumer.assign(&tpl).expect("assign");
+        let consumer = reader_of(&bootstrap, &topic);
         let deadline = std::time::Instant::now() + Duration::from_secs(240);
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut settle = None;
@@ -2653,17 +2648,15 @@ async fn orders_through_kills(
     HashMap<String, usize>,
 ) {
     let s = Stack::new();
-    let input = s.topic("eos-orders", 6).await;
-    let output = s.topic("eos-emails", 3).await;
-    let dlq = s.topic("eos-orders-dlq", 1).await;
-    let group = testkit::unique_name("eos");
+    let t = OrderTopics::new(&s, "eos-orders").await;
+    let (input, output, dlq, group) = (&t.input, &t.output, &t.dlq, &t.group);
     if extra.contains(&"retryTopics") {
-        create_retry_topics(&s, &group, 6, 3).await;
+        create_retry_topics(&s, group, 6, 3).await;
     }
     let ids_of = |w: usize| format!("{group}.w{w}");
     let (tx0, tx1) = (ids_of(0), ids_of(1));
     let worker = |w: usize, tx: &str| {
-        let mut args = order_args(&input, &group, &output, &dlq);
+        let mut args = order_args(input, group, output, dlq);
         args.extend(extra);
         args.extend(["--semantics", semantics]);
         if semantics == "exactlyOnce" {
@@ -2673,7 +2666,7 @@ async fn orders_through_kills(
     };
     let mut workers = [worker(0, &tx0), worker(1, &tx1)];
     let stop = tokio_util::sync::CancellationToken::new();
-    let stream = stream_orders(&input, orders, stop.clone());
+    let stream = stream_orders(input, orders, stop.clone());
     // Each kill hits a worker in the middle of its work: its processed count was rising.
     for kill in 0..kills {
         let w = kill % 2;
@@ -2683,7 +2676,7 @@ async fn orders_through_kills(
             ))
             .await;
         workers[w].kill9();
-        let committed = committed_total(&s, &group, &input, 6).await;
+        let committed = committed_total(&s, group, input, 6).await;
         println!(
             "kill -9 #{} of worker {w} while busy, at {committed} committed",
             kill + 1
@@ -2693,13 +2686,13 @@ async fn orders_through_kills(
     stop.cancel();
     let (ids, poison) = stream.await.expect("the order stream");
     let produced = ids.len() + poison;
-    let out = count_committed(&s, &output, "order_id", ids.len()).await;
-    let dead = count_committed(&s, &dlq, "", poison).await;
+    let out = count_committed(&s, output, "order_id", ids.len()).await;
+    let dead = count_committed(&s, dlq, "", poison).await;
     testkit::eventually(
         "every input offset committed",
         Duration::from_secs(60),
         || async {
-            let done = committed_total(&s, &group, &input, 6).await;
+            let done = committed_total(&s, group, input, 6).await;
             (done == i64::try_from(produced).expect("small")).then_some(())
         },
     )
@@ -2708,14 +2701,19 @@ async fn orders_through_kills(
     (ids, poison, out, dead)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_once_for_a_read_committed_reader()
- {
-    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 200_000, 10, &[]).await;
-    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
+/// Prints what a read_committed reader saw and asserts that every order reached the output
+/// and every poison message the DLQ, each exactly once.
+fn assert_each_once(
+    label: &str,
+    ids: &[String],
+    poison: usize,
+    out: &HashMap<String, usize>,
+    dead: &HashMap<String, usize>,
+) {
+    let (missing, duplicates) = missing_and_duplicates(out, ids);
     let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
     println!(
-        "exactlyOnce, 10 kills: {} orders expected, {missing} lost, {duplicates} duplicates; {poison} poison, {} dead-lettered, {dead_duplicates} dead-letter duplicates",
+        "{label}: {} orders expected, {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} dead-letter duplicates",
         ids.len(),
         dead.len()
     );
@@ -2723,8 +2721,15 @@ async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_
     assert_eq!(
         (dead.len(), dead_duplicates),
         (poison, 0),
-        "every dead letter exactly once"
+        "every dead letter once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_exactly_once_mode_ten_kill_9s_over_200_000_orders_leave_every_order_once_for_a_read_committed_reader()
+ {
+    let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 200_000, 10, &[]).await;
+    assert_each_once("exactlyOnce, 10 kills", &ids, poison, &out, &dead);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2742,6 +2747,30 @@ async fn in_at_least_once_mode_the_same_kills_duplicate_orders_so_the_test_tells
     );
 }
 
+/// The topics and group of an order test: a 6-partition source, a 3-partition output, a
+/// dead-letter topic.
+struct OrderTopics {
+    input: String,
+    output: String,
+    dlq: String,
+    group: String,
+}
+
+impl OrderTopics {
+    async fn new(s: &Stack, prefix: &str) -> OrderTopics {
+        OrderTopics {
+            input: s.topic(prefix, 6).await,
+            output: s.topic(&format!("{prefix}-out"), 3).await,
+            dlq: s.topic(&format!("{prefix}-dlq"), 1).await,
+            group: testkit::unique_name(prefix),
+        }
+    }
+
+    fn topics(&self) -> [&str; 3] {
+        [&self.input, &self.output, &self.dlq]
+    }
+}
+
 /// An order worker in `exactlyOnce` mode with its own transactional id.
 fn eos_order_worker(s: &Stack, name: &str, topics: [&str; 3], group: &str, tx: &str) -> Worker {
     let [input, output, dlq] = topics;
@@ -2757,20 +2786,17 @@ const SPOILED: &str = "the open transaction cannot commit: aborting it and start
 async fn in_exactly_once_mode_a_zombie_stopped_past_its_session_is_fenced_and_nothing_it_wrote_is_read()
  {
     let s = Stack::new();
-    let input = s.topic("eos-zombie", 6).await;
-    let output = s.topic("eos-zombie-out", 3).await;
-    let dlq = s.topic("eos-zombie-dlq", 1).await;
-    let group = testkit::unique_name("eos-zombie");
-    let topics = [input.as_str(), &output, &dlq];
-    let zombie = eos_order_worker(&s, "eos-zombie", topics, &group, &format!("{group}.z"));
-    let other = eos_order_worker(&s, "eos-other", topics, &group, &format!("{group}.o"));
+    let t = OrderTopics::new(&s, "eos-zombie").await;
+    let (input, output, dlq, group, topics) = (&t.input, &t.output, &t.dlq, &t.group, t.topics());
+    let zombie = eos_order_worker(&s, "eos-zombie", topics, group, &format!("{group}.z"));
+    let other = eos_order_worker(&s, "eos-other", topics, group, &format!("{group}.o"));
     let stop = tokio_util::sync::CancellationToken::new();
-    let stream = stream_orders(&input, 40_000, stop.clone());
+    let stream = stream_orders(input, 40_000, stop.clone());
 
     // Stopped while handling orders: its transaction holds work it has not committed.
     zombie.busy("the zombie to be handling orders").await;
     zombie.signal("STOP");
-    let reached = committed_total(&s, &group, &input, 6).await;
+    let reached = committed_total(&s, group, input, 6).await;
     // While it sleeps past its session (10 s) the other worker takes all six partitions
     // over, from the last committed offsets.
     testkit::eventually(
@@ -2794,23 +2820,16 @@ async fn in_exactly_once_mode_a_zombie_stopped_past_its_session_is_fenced_and_no
     stop.cancel();
     let (ids, poison) = stream.await.expect("the order stream");
 
-    let out = count_committed(&s, &output, "order_id", ids.len()).await;
-    let dead = count_committed(&s, &dlq, "", poison).await;
-    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
-    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
+    let out = count_committed(&s, output, "order_id", ids.len()).await;
+    let dead = count_committed(&s, dlq, "", poison).await;
     let why = zombie
         .log_lines()
         .into_iter()
         .find(|l| l["message"].as_str() == Some(SPOILED))
-        .map(|l| l["reason"].to_string());
-    println!(
-        "zombie stopped at {reached} committed, fenced ({}): {} orders, {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} dead-letter duplicates",
-        why.unwrap_or_default(),
-        ids.len(),
-        dead.len()
-    );
-    assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
-    assert_eq!((dead.len(), dead_duplicates), (poison, 0));
+        .map(|l| l["reason"].to_string())
+        .unwrap_or_default();
+    let label = format!("zombie stopped at {reached} committed, fenced ({why})");
+    assert_each_once(&label, &ids, poison, &out, &dead);
 }
 
 /// An analytics worker in `exactlyOnce` mode with 1 s windows.
@@ -3031,46 +3050,32 @@ async fn in_exactly_once_and_retry_topics_mode_kill_9s_never_split_a_retried_ord
         "2",
     ];
     let (ids, poison, out, dead) = orders_through_kills("exactlyOnce", 60_000, 4, &extra).await;
-    let (missing, duplicates) = missing_and_duplicates(&out, &ids);
-    let dead_duplicates: usize = dead.values().map(|n| n - 1).sum();
-    println!(
-        "exactlyOnce, retryTopics, 4 kills: {} orders expected, {missing} lost, {duplicates} duplicates; {} of {poison} dead-lettered, {dead_duplicates} duplicates",
-        ids.len(),
-        dead.len()
+    assert_each_once(
+        "exactlyOnce, retryTopics, 4 kills",
+        &ids,
+        poison,
+        &out,
+        &dead,
     );
-    assert_eq!((missing, duplicates), (0, 0), "every order exactly once");
-    assert_eq!((dead.len(), dead_duplicates), (poison, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_exactly_once_mode_sigterm_commits_the_open_transaction_and_the_outputs_match_the_committed_offsets()
  {
     let s = Stack::new();
-    let input = s.topic("eos-term", 6).await;
-    let output = s.topic("eos-term-out", 3).await;
-    let dlq = s.topic("eos-term-dlq", 1).await;
-    let group = testkit::unique_name("eos-term");
-    let topics = [input.as_str(), &output, &dlq];
-    let mut w = eos_order_worker(&s, "eos-term", topics, &group, &format!("{group}.t"));
+    let t = OrderTopics::new(&s, "eos-term").await;
+    let (input, output, dlq, group, topics) = (&t.input, &t.output, &t.dlq, &t.group, t.topics());
+    let mut w = eos_order_worker(&s, "eos-term", topics, group, &format!("{group}.t"));
     let stop = tokio_util::sync::CancellationToken::new();
-    let stream = stream_orders(&input, 10_000, stop.clone());
+    let stream = stream_orders(input, 10_000, stop.clone());
     w.busy("the worker to be handling orders").await;
     w.sigterm();
     assert_eq!(w.exit_code(Duration::from_secs(30)).await, Some(0));
-    let summary = w
-        .log_lines()
-        .into_iter()
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("worker stopped"))
-        })
-        .expect("a summary line");
+    let summary = w.summary();
     assert_eq!(summary["committed"], true, "{summary}");
     stop.cancel();
     let (ids, poison) = stream.await.expect("the order stream");
-    let committed =
-        usize::try_from(committed_total(&s, &group, &input, 6).await).expect("positive");
+    let committed = usize::try_from(committed_total(&s, group, input, 6).await).expect("positive");
     assert!(
         committed > 0 && committed < ids.len() + poison,
         "stopped mid-stream: {committed} of {} committed",
@@ -3078,8 +3083,8 @@ async fn in_exactly_once_mode_sigterm_commits_the_open_transaction_and_the_outpu
     );
     // What a read_committed reader sees is exactly what the committed offsets cover: the
     // last transaction's outputs and offsets committed together at SIGTERM.
-    let dead = count_committed(&s, &dlq, "", 0).await;
-    let out = count_committed(&s, &output, "order_id", committed - dead.len()).await;
+    let dead = count_committed(&s, dlq, "", 0).await;
+    let out = count_committed(&s, output, "order_id", committed - dead.len()).await;
     let duplicates: usize = out.values().map(|n| n - 1).sum();
     println!(
         "SIGTERM mid-stream: {committed} offsets committed, {} outputs and {} dead letters readable, {duplicates} duplicates",
