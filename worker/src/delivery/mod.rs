@@ -417,9 +417,7 @@ pub async fn run(
             let outcome = if rewind.is_cancelled() {
                 Err(c.txn.spoiled().unwrap_or_default())
             } else {
-                c.commit(&shared.partitions, consumer.group_metadata())
-                    .await
-                    .map(|_| ())
+                c.commit(&shared.partitions, &*consumer).await.map(|_| ())
             };
             match outcome {
                 Ok(()) => true,

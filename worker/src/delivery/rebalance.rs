@@ -199,15 +199,10 @@ impl LoopContext {
             }
         }
         if let Some(committer) = shared.committer.get() {
-            if consumer.assignment_lost() {
-                committer.txn.spoil(super::transact::ASSIGNMENT_LOST);
-                return;
-            }
-            let group = consumer.group_metadata();
             let committed = match tokio::runtime::Handle::try_current() {
                 Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                     tokio::task::block_in_place(|| {
-                        rt.block_on(committer.commit(&shared.partitions, group))
+                        rt.block_on(committer.commit(&shared.partitions, consumer))
                     })
                 }
                 _ => Err("no multi-threaded runtime".to_owned()),

@@ -4,11 +4,11 @@
 //! A commit takes the transaction exclusively (the work in progress finishes first), hands
 //! the partitions' batched positions over, sends them with the consumer's group metadata
 //! (KIP-447: a worker that lost its partitions in a rebalance is fenced by the group
-//! generation, and its transaction aborts), commits and begins the next transaction.
+//! generation, and its transaction aborts), commits and begins the next transaction. A
+//! worker whose assignment librdkafka reports lost never commits ([`ASSIGNMENT_LOST`]).
 //! Any failure spoils the transaction: the worker aborts it and starts over.
 
 use super::*;
-use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::producer::Producer as _;
 
 use crate::producer::TRANSACTION_CALL_TIMEOUT;
@@ -43,7 +43,7 @@ impl Committer {
     pub(super) async fn commit(
         &self,
         partitions: &Partitions,
-        group: Option<ConsumerGroupMetadata>,
+        consumer: &(impl Consumer<LoopContext> + Sync),
     ) -> Result<bool, String> {
         let exclusive = self.txn.exclusive().await;
         for handle in lock_partitions(partitions).values() {
@@ -52,6 +52,11 @@ impl Committer {
         if let Some(why) = self.txn.spoiled() {
             return Err(why);
         }
+        if consumer.assignment_lost() {
+            self.txn.spoil(ASSIGNMENT_LOST);
+            return Err(ASSIGNMENT_LOST.to_owned());
+        }
+        let group = consumer.group_metadata();
         let (positions, written) = self.txn.take(&exclusive);
         if positions.is_empty() && !written {
             return Ok(false);
@@ -152,13 +157,11 @@ pub(super) async fn run_commits(
         let Some(consumer) = consumer.upgrade() else {
             return;
         };
-        if consumer.assignment_lost() {
-            committer.txn.spoil(ASSIGNMENT_LOST);
-            return;
-        }
-        let group = consumer.group_metadata();
-        drop(consumer);
-        if committer.commit(&shared.partitions, group).await.is_err() {
+        if committer
+            .commit(&shared.partitions, &*consumer)
+            .await
+            .is_err()
+        {
             return;
         }
     }
