@@ -126,16 +126,14 @@ impl Producer {
         &self.inner
     }
 
-    /// `exactlyOnce`: holds the open transaction for a piece of work that writes (see
-    /// [`crate::transactions`]); `None` (at once) at least once.
+    /// `exactlyOnce`: holds this producer's open transaction for a piece of work that
+    /// writes ([`crate::transactions::hold`]).
     pub async fn enter(&self) -> Option<Entered> {
-        match &self.txn {
-            Some(t) => Some(t.enter().await),
-            None => None,
-        }
+        crate::transactions::hold(self.txn.as_ref()).await
     }
 
-    /// Publishes one record and waits for the broker's acknowledgement.
+    /// Publishes one record: at least once, returns when the broker acknowledged it; in a
+    /// transaction, once it is queued (the commit waits for the acknowledgement).
     pub async fn send(
         &self,
         topic: &str,

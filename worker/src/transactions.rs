@@ -136,6 +136,16 @@ impl Transactions {
     }
 }
 
+/// Holds the open transaction `txn` for one piece of work that writes (an attempt and the
+/// store of its offset, a write and its store); at once and `None` at least once (no
+/// transaction). Holds never nest: a commit waiting for one would wait for the other forever.
+pub async fn hold(txn: Option<&Arc<Transactions>>) -> Option<Entered> {
+    match txn {
+        Some(t) => Some(t.enter().await),
+        None => None,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

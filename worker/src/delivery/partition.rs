@@ -482,16 +482,6 @@ fn key_text(msg: &OwnedMessage) -> KeyText<'_> {
     KeyText(msg.key())
 }
 
-/// `exactlyOnce`: holds the open transaction for one piece of work (an attempt and the store
-/// of its offset, or a write and its store); at once and `None` at least once. Holds never
-/// nest: a commit waiting for one would wait for the other forever.
-async fn enter(ctx: &WorkerContext) -> Option<crate::transactions::Entered> {
-    match &ctx.txn {
-        Some(t) => Some(t.enter().await),
-        None => None,
-    }
-}
-
 /// The partition task's handles that the processing of each message uses.
 #[derive(Clone, Copy)]
 struct Task<'a> {
@@ -556,7 +546,7 @@ async fn process(ctx: &WorkerContext, msg: &OwnedMessage, task: Task<'_>, begun:
             let ack = ack.clone();
             let succeeded_hold = &succeeded_hold;
             async move {
-                let hold = enter(ctx).await;
+                let hold = crate::transactions::hold(ctx.txn.as_ref()).await;
                 let result = handler.handle(msg, &ack).await;
                 m.latency_here.observe(started.elapsed().as_secs_f64());
                 if result.is_ok() {
@@ -628,7 +618,7 @@ async fn dead_letter(
         gate, hard, soft, ..
     } = task;
     let m = &ctx.metrics;
-    let hold = enter(ctx).await;
+    let hold = crate::transactions::hold(ctx.txn.as_ref()).await;
     let written = ctx
         .dlq
         .write(msg, source, failure, hard, soft, |blocked| {
@@ -708,7 +698,7 @@ async fn process_once(
         }
     }
     let started = Instant::now();
-    let hold = enter(ctx).await;
+    let hold = crate::transactions::hold(ctx.txn.as_ref()).await;
     let attempted = retry::attempt_once(
         &ctx.policy,
         hard,
