@@ -112,13 +112,18 @@ pub fn watermarks(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i64, i64)
 /// The consumer of the raw ceilings (`ceiling`, `samework`), subscribed to `topic`: one
 /// definition, so the two differ only in what they do per message.
 pub fn raw_consumer(bootstrap: &str, group: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .create()?;
+        .set("enable.partition.eof", "false");
+    // The worker's fetching. With librdkafka's defaults a consumer slower than the fetcher
+    // (the same-work ceiling) drains a full 64 MiB queue, then waits out the rest of the
+    // 1 s `fetch.queue.backoff.ms`: it measured 170,110 msg/s on 1.26 µs of CPU each.
+    eventconsumer_worker::delivery::fetch_tuning(&mut config);
+    let consumer: BaseConsumer = config.create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }

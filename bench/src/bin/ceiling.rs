@@ -1,7 +1,6 @@
 //! `ceiling`: the raw librdkafka consumer the benchmark compares against. It joins a fresh
 //! group, reads every message from the beginning and stops after `--messages`; it decodes,
-//! validates and commits nothing. librdkafka's fetch settings are left at their defaults,
-//! as in the worker.
+//! validates and commits nothing. Its fetch settings are the worker's (`fetch_tuning`).
 #![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};

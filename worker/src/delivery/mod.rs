@@ -132,9 +132,8 @@ pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
         .set("auto.offset.reset", settings.initial_offset.as_str())
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", SESSION_TIMEOUT_MS)
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS)
-        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    fetch_tuning(&mut config);
     if !settings.retry_topics.is_empty() {
         config.set(
             "topic.metadata.refresh.interval.ms",
@@ -142,6 +141,14 @@ pub fn consumer_config(settings: &Settings) -> rdkafka::ClientConfig {
         );
     }
     config
+}
+
+/// The worker's fetch settings (prefetch bound and refill backoff), also given to the
+/// benchmark's ceilings so they are measured with the same fetching.
+pub fn fetch_tuning(config: &mut rdkafka::ClientConfig) -> &mut rdkafka::ClientConfig {
+    config
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
 }
 
 /// What a finished run reports.
