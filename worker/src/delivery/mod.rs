@@ -50,7 +50,7 @@ use crate::http::Readiness;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::offsets::{self, OffsetSink};
 use crate::producer::Producer;
-use partition::{PartitionControl, PartitionHandle, WorkerContext};
+use partition::{Dispatch, PartitionControl, PartitionHandle, WorkerContext};
 use rebalance::{ConsumerRef, drain, is_no_offset, lock_partitions};
 pub use rebalance::{LoopConsumer, LoopContext, Shared};
 use topic_access::{Change, TopicAccess};
@@ -370,12 +370,33 @@ pub async fn run(
                 Ok(msg) => {
                     let msg = msg.detach();
                     let key = (msg.topic().to_owned(), msg.partition());
-                    let mut map = lock_partitions(&shared.partitions);
-                    let handle = map.entry(key.clone()).or_insert_with(|| {
-                        PartitionHandle::spawn(&key.0, key.1, ctx.clone(), control.clone(), &hard)
-                    });
-                    if !handle.dispatch(msg) {
-                        map.remove(&key);
+                    let full = {
+                        let mut map = lock_partitions(&shared.partitions);
+                        let handle = map.entry(key.clone()).or_insert_with(|| {
+                            PartitionHandle::spawn(&key.0, key.1, ctx.clone(), control.clone(), &hard)
+                        });
+                        match handle.dispatch(msg) {
+                            Dispatch::Queued => None,
+                            Dispatch::Ended => {
+                                map.remove(&key);
+                                None
+                            }
+                            Dispatch::Full(msg) => Some((msg, handle.room())),
+                        }
+                    };
+                    // Not under the lock: nothing else dispatches meanwhile (this loop is
+                    // the only dispatcher, and rebalances run inside `recv()`), so order holds.
+                    if let Some((msg, room)) = full {
+                        let roomy = tokio::time::timeout(partition::ROOM_WAIT, room).await.is_ok();
+                        let mut map = lock_partitions(&shared.partitions);
+                        if let Some(handle) = map.get_mut(&key) {
+                            let requeued = if roomy { handle.dispatch(msg) } else { Dispatch::Full(msg) };
+                            match requeued {
+                                Dispatch::Queued => {}
+                                Dispatch::Ended => { map.remove(&key); }
+                                Dispatch::Full(msg) => handle.overflow_and_pause(msg),
+                            }
+                        }
                     }
                 }
                 Err(e) => shared.consumer_error(&e, ""),

@@ -9,8 +9,8 @@
 //! for the one before it with the same key (see [`KeyLanes`]), then for one of the
 //! `maxInFlight` call permits. No offset is stored past an unfinished message in any mode.
 //! In-flight work is bounded by the small queue in front of each task and by the permits:
-//! when the queue is full the dispatcher buffers what librdkafka already fetched and pauses
-//! the partition (see [`PauseGate`]).
+//! when the queue stays full for [`ROOM_WAIT`] the dispatcher buffers what librdkafka
+//! already fetched and pauses the partition (see [`PauseGate`]).
 //!
 //! Stopping has two strengths: *soft* (a revoke or SIGTERM: let the attempt in progress
 //! finish, take no new message, and give up a message that is only waiting — for its next
@@ -40,12 +40,36 @@ use crate::offsets::{self, Ack, OffsetSink, PartitionOffsets, SharedOffsets};
 /// Messages queued in front of a partition task: it bounds in-flight work per partition
 /// (librdkafka's own prefetch, queued.max.messages.kbytes, holds more).
 ///
-/// Not smaller: a full queue pauses the partition, which makes librdkafka drop what it
+/// Not smaller: a queue that stays full pauses the partition, which makes librdkafka drop what it
 /// prefetched for it and fetch it again after the resume, and the resume waits for the
 /// dispatcher's overflow tick: a small queue moved a queue's worth of messages per tick and
 /// refetched a whole fetch each time; 4096 holds about one fetch (max.partition.fetch.bytes = 1 MiB of ~300-byte messages), for
 /// a few MiB of memory per partition at most.
 pub const PARTITION_QUEUE: usize = 4096;
+
+/// How long the dispatcher waits for room in a full partition queue before it pauses the
+/// partition. Pausing makes librdkafka drop what it prefetched for the partition and fetch
+/// it again after the resume: with a pause on every full queue, the healthy worker spent
+/// most of a run refetching (~480,000 msg/s over 3,000,000 orders) while both cores were
+/// busy for only ~1 of them; waiting for room instead kept both busy (~800,000 msg/s). The
+/// wait holds every partition's dispatch, so it is short: the other tasks' queues hold
+/// tens of milliseconds of work at full speed, and a partition that is really stuck (a
+/// backoff, a slow sink) is paused after it, costing the others this much once per pause.
+pub const ROOM_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Free slots the dispatcher waits for in a full queue: one wake-up per this many
+/// messages rather than a ping-pong of one message per wake-up.
+pub const ROOM: usize = PARTITION_QUEUE / 8;
+
+/// What [`PartitionHandle::dispatch`] did with a message.
+pub enum Dispatch {
+    Queued,
+    /// The queue is full: the message comes back.
+    Full(OwnedMessage),
+    /// The task has ended (only shutdown's cancellation ends it): the message is dropped,
+    /// unstored, and redelivered to the partition's next owner.
+    Ended,
+}
 
 /// What a partition task needs from the consumer.
 pub trait PartitionControl: OffsetSink {
@@ -168,24 +192,36 @@ impl PartitionHandle {
         }
     }
 
-    /// Hands `msg` to the task, or buffers it and pauses the partition when the queue is
-    /// full. Returns `false` if the task has ended, which only shutdown's cancellation does: a
-    /// panicking task aborts the whole process (see `main.rs`), so no later offset of this
-    /// partition can be stored past its unfinished messages; they are redelivered.
-    pub fn dispatch(&mut self, msg: OwnedMessage) -> bool {
+    /// Hands `msg` to the task. A full queue gives the message back ([`Dispatch::Full`]):
+    /// the dispatcher waits a moment for room ([`PartitionHandle::room`]) and only then
+    /// buffers it and pauses the partition ([`PartitionHandle::overflow_and_pause`]). Once
+    /// the partition is buffering, later messages join the buffer, in order.
+    pub fn dispatch(&mut self, msg: OwnedMessage) -> Dispatch {
         if !self.overflow.is_empty() {
             self.overflow.push_back(msg);
-            return true;
+            return Dispatch::Queued;
         }
         match self.tx.try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                self.overflow.push_back(msg);
-                self.gate.backpressure(true);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Ok(()) => Dispatch::Queued,
+            Err(mpsc::error::TrySendError::Full(msg)) => Dispatch::Full(msg),
+            Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::Ended,
         }
+    }
+
+    /// A future that resolves once [`ROOM`] slots of the queue are free (or the task has
+    /// ended), owning what it needs so the partition map need not stay locked meanwhile.
+    pub fn room(&self) -> impl Future<Output = ()> + use<> {
+        let tx = self.tx.clone();
+        async move {
+            let _ = tx.reserve_many(ROOM).await;
+        }
+    }
+
+    /// Buffers `msg`, which found the queue full for [`ROOM_WAIT`], and pauses the
+    /// partition until the buffer is drained.
+    pub fn overflow_and_pause(&mut self, msg: OwnedMessage) {
+        self.overflow.push_back(msg);
+        self.gate.backpressure(true);
     }
 
     /// Moves buffered messages into the queue as space frees up; resumes when drained.
