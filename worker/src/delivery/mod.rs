@@ -6,7 +6,8 @@
 //! * **Offsets** — `enable.auto.offset.store=false`; offsets are stored through
 //!   [`crate::offsets`] once a message succeeded, or its dead-letter record was acknowledged, and
 //!   never past an unfinished message. `enable.auto.commit` commits stored offsets in the
-//!   background; the loop commits synchronously on revoke and at shutdown.
+//!   background; the loop commits at once when it has caught up (no message for a tick),
+//!   and synchronously on revoke and at shutdown.
 //! * **Revoke** — before librdkafka gives partitions up, their tasks stop taking messages,
 //!   an attempt in progress gets up to the shutdown grace to finish (a message waiting for a
 //!   retry or for the DLQ is left unstored to the next owner at once), deferred work
@@ -59,6 +60,11 @@ use transact::Committer;
 /// How often buffered messages are moved into partition queues while `recv()` is idle
 /// (all partitions paused): short enough not to add visible latency.
 const OVERFLOW_TICK: Duration = Duration::from_millis(50);
+/// Idle overflow ticks after which a caught-up worker commits its stored offsets at once
+/// (two: the first may run before the last message's position was handed over), rather
+/// than up to a second later in the background: a lag-based autoscaler reading committed
+/// offsets sees a caught-up group as caught up, and a crash after a burst redelivers nothing.
+const CAUGHT_UP_COMMITS: u8 = 2;
 /// How often consumer lag is measured; the watermark query is a broker round trip.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// Background commit period of stored offsets: shorter than librdkafka's 5 s default so
@@ -81,6 +87,31 @@ const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// group subscribes to retry topics that may not exist yet; this is how soon it starts
 /// reading one after it was created.
 const RETRY_MODE_METADATA_REFRESH_MS: &str = "5000";
+
+/// When a worker that was reading has caught up: a tick with no message after ticks with
+/// some owes [`CAUGHT_UP_COMMITS`] commits, one per idle tick.
+#[derive(Debug, Default)]
+struct CaughtUp {
+    received: bool,
+    owed: u8,
+}
+
+impl CaughtUp {
+    fn received(&mut self) {
+        self.received = true;
+    }
+
+    /// An overflow tick: whether to commit now.
+    fn tick(&mut self) -> bool {
+        if std::mem::take(&mut self.received) {
+            self.owed = CAUGHT_UP_COMMITS;
+            return false;
+        }
+        let commit = self.owed > 0;
+        self.owed = self.owed.saturating_sub(1);
+        commit
+    }
+}
 
 /// Totals for the summary line at exit.
 #[derive(Debug, Default)]
@@ -361,6 +392,7 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(OVERFLOW_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut caught_up = CaughtUp::default();
     loop {
         tokio::select! {
             biased;
@@ -368,6 +400,7 @@ pub async fn run(
             _ = rewind.cancelled() => break,
             received = consumer.recv() => match received {
                 Ok(msg) => {
+                    caught_up.received();
                     let msg = msg.detach();
                     let key = (msg.topic().to_owned(), msg.partition());
                     let full = {
@@ -404,6 +437,16 @@ pub async fn run(
             _ = tick.tick() => {
                 for handle in lock_partitions(&shared.partitions).values_mut() {
                     handle.drain_overflow();
+                }
+                // At least once (a transaction commits on its own clock).
+                if caught_up.tick() && committer.is_none() {
+                    // Asynchronous: the commit callback logs a failure; nothing new to
+                    // commit is not one.
+                    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
+                        && !is_no_offset(&e)
+                    {
+                        tracing::debug!(error = %e, "caught-up commit not sent");
+                    }
                 }
                 if shared.topic_access.claim(Instant::now()) {
                     tokio::task::spawn_blocking({
@@ -638,6 +681,22 @@ mod tests {
             "total": 2.5, "created_at": "t",
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_worker_commits_on_the_first_idle_ticks_after_reading_and_not_while_busy_or_long_idle() {
+        let mut c = CaughtUp::default();
+        assert!(!c.tick(), "nothing read yet");
+        c.received();
+        assert!(!c.tick(), "still reading");
+        c.received();
+        assert!(!c.tick(), "still reading");
+        let idle: Vec<bool> = (0..4).map(|_| c.tick()).collect();
+        assert_eq!(idle, vec![true, true, false, false]);
+        assert_eq!(usize::from(CAUGHT_UP_COMMITS), 2);
+        c.received();
+        assert!(!c.tick());
+        assert!(c.tick(), "caught up again");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
