@@ -30,7 +30,6 @@ pub mod retry_topics;
 mod topic_access;
 mod transact;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -52,7 +51,7 @@ use crate::metrics::{Metrics, PartitionLabels};
 use crate::offsets::{self, OffsetSink};
 use crate::producer::Producer;
 use partition::{Dispatch, PartitionControl, PartitionHandle, WorkerContext};
-use rebalance::{ConsumerRef, drain, is_no_offset, lock_partitions};
+use rebalance::{ConsumerRef, TopicPartition, drain, is_no_offset, lock_partitions};
 pub use rebalance::{LoopConsumer, LoopContext, Shared};
 use topic_access::{Change, TopicAccess};
 use transact::Committer;
@@ -297,7 +296,7 @@ pub async fn run(
         )),
     });
     let shared = Arc::new(Shared {
-        partitions: Mutex::new(HashMap::new()),
+        partitions: Mutex::new(rebalance::PartitionMap::new()),
         handler: handler.clone(),
         readiness: readiness.clone(),
         metrics: metrics.clone(),
@@ -393,25 +392,41 @@ pub async fn run(
     let mut tick = tokio::time::interval(OVERFLOW_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut caught_up = CaughtUp::default();
+    // Stop or rewind as one token, checked per message without a wait on it: polling a
+    // token's `cancelled()` registers with it and unregisters again, a lock each, and the
+    // dispatcher did that for two tokens per message (callgrind).
+    let quit = CancellationToken::new();
+    let quit_on = tokio::spawn({
+        let (stop, rewind, quit) = (stop.clone(), rewind.clone(), quit.clone());
+        async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = rewind.cancelled() => {}
+            }
+            quit.cancel();
+        }
+    });
     loop {
+        if quit.is_cancelled() {
+            break;
+        }
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = rewind.cancelled() => break,
+            // A message first: the other branches are polled only when none is ready.
             received = consumer.recv() => match received {
                 Ok(msg) => {
                     caught_up.received();
                     let msg = msg.detach();
-                    let key = (msg.topic().to_owned(), msg.partition());
                     let full = {
+                        let key = TopicPartition(msg.topic(), msg.partition());
                         let mut map = lock_partitions(&shared.partitions);
-                        let handle = map.entry(key.clone()).or_insert_with(|| {
-                            PartitionHandle::spawn(&key.0, key.1, ctx.clone(), control.clone(), &hard)
+                        let handle = map.entry_ref(&key).or_insert_with(|| {
+                            PartitionHandle::spawn(key.0, key.1, ctx.clone(), control.clone(), &hard)
                         });
                         match handle.dispatch(msg) {
                             Dispatch::Queued => None,
-                            Dispatch::Ended => {
-                                map.remove(&key);
+                            Dispatch::Ended(msg) => {
+                                map.remove(&TopicPartition(msg.topic(), msg.partition()));
                                 None
                             }
                             Dispatch::Full(msg) => Some((msg, handle.room())),
@@ -422,11 +437,13 @@ pub async fn run(
                     if let Some((msg, room)) = full {
                         let roomy = tokio::time::timeout(partition::ROOM_WAIT, room).await.is_ok();
                         let mut map = lock_partitions(&shared.partitions);
-                        if let Some(handle) = map.get_mut(&key) {
+                        if let Some(handle) = map.get_mut(&TopicPartition(msg.topic(), msg.partition())) {
                             let requeued = if roomy { handle.dispatch(msg) } else { Dispatch::Full(msg) };
                             match requeued {
                                 Dispatch::Queued => {}
-                                Dispatch::Ended => { map.remove(&key); }
+                                Dispatch::Ended(msg) => {
+                                    map.remove(&TopicPartition(msg.topic(), msg.partition()));
+                                }
                                 Dispatch::Full(msg) => handle.overflow_and_pause(msg),
                             }
                         }
@@ -434,6 +451,7 @@ pub async fn run(
                 }
                 Err(e) => shared.consumer_error(&e, ""),
             },
+            _ = quit.cancelled() => break,
             _ = tick.tick() => {
                 for handle in lock_partitions(&shared.partitions).values_mut() {
                     handle.drain_overflow();
@@ -458,6 +476,7 @@ pub async fn run(
         }
     }
 
+    quit_on.abort();
     // Shutdown: no more fetching from here on.
     tracing::info!(
         grace_s = settings.shutdown_grace.as_secs_f64(),

@@ -66,9 +66,9 @@ pub enum Dispatch {
     Queued,
     /// The queue is full: the message comes back.
     Full(OwnedMessage),
-    /// The task has ended (only shutdown's cancellation ends it): the message is dropped,
-    /// unstored, and redelivered to the partition's next owner.
-    Ended,
+    /// The task has ended (only shutdown's cancellation ends it): the message comes back
+    /// to be dropped, unstored, and is redelivered to the partition's next owner.
+    Ended(OwnedMessage),
 }
 
 /// What a partition task needs from the consumer.
@@ -204,7 +204,7 @@ impl PartitionHandle {
         match self.tx.try_send(msg) {
             Ok(()) => Dispatch::Queued,
             Err(mpsc::error::TrySendError::Full(msg)) => Dispatch::Full(msg),
-            Err(mpsc::error::TrySendError::Closed(_)) => Dispatch::Ended,
+            Err(mpsc::error::TrySendError::Closed(msg)) => Dispatch::Ended(msg),
         }
     }
 

@@ -5,12 +5,36 @@
 
 use super::*;
 
-pub(super) type Partitions = Mutex<HashMap<(String, i32), PartitionHandle>>;
+/// The owned partitions' tasks, by `(topic, partition)`.
+pub(super) type PartitionMap = hashbrown::HashMap<(String, i32), PartitionHandle>;
+pub(super) type Partitions = Mutex<PartitionMap>;
 
-pub(super) fn lock_partitions(
-    p: &Partitions,
-) -> std::sync::MutexGuard<'_, HashMap<(String, i32), PartitionHandle>> {
+pub(super) fn lock_partitions(p: &Partitions) -> std::sync::MutexGuard<'_, PartitionMap> {
     p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A `(topic, partition)` key borrowing its topic: the dispatcher finds each message's
+/// partition without allocating a `String` for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TopicPartition<'a>(pub &'a str, pub i32);
+
+impl std::hash::Hash for TopicPartition<'_> {
+    /// Exactly as `(String, i32)` hashes, as `Equivalent` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.0, self.1).hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<(String, i32)> for TopicPartition<'_> {
+    fn equivalent(&self, key: &(String, i32)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
+impl From<&TopicPartition<'_>> for (String, i32) {
+    fn from(k: &TopicPartition<'_>) -> Self {
+        (k.0.to_owned(), k.1)
+    }
 }
 
 /// State the rebalance callbacks share with the loop.
@@ -314,5 +338,31 @@ impl PartitionControl for ConsumerRef {
             Ok(()) => tracing::debug!(topic, partition, paused, "partition fetch paused/resumed"),
             Err(e) => tracing::debug!(topic, partition, paused, error = %e, "pause/resume refused"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopicPartition;
+
+    #[test]
+    fn a_borrowed_topic_partition_finds_and_makes_the_owned_key() {
+        let mut map: hashbrown::HashMap<(String, i32), u32> = hashbrown::HashMap::new();
+        for (i, topic) in ["orders", "orders.retry.1", "ö-topic"]
+            .into_iter()
+            .enumerate()
+        {
+            for partition in 0..64 {
+                let n = u32::try_from(i).unwrap() * 100 + u32::try_from(partition).unwrap();
+                *map.entry_ref(&TopicPartition(topic, partition))
+                    .or_insert(0) += n;
+                assert_eq!(map.get(&(topic.to_owned(), partition)), Some(&n));
+            }
+        }
+        assert_eq!(map.len(), 3 * 64);
+        assert_eq!(map.get(&TopicPartition("orders.retry.1", 7)), Some(&107));
+        assert_eq!(map.get(&TopicPartition("orders", 64)), None);
+        assert_eq!(map.get(&TopicPartition("order", 1)), None);
+        assert_eq!(map.remove(&TopicPartition("ö-topic", 0)), Some(200));
     }
 }
