@@ -40,7 +40,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
@@ -416,38 +416,10 @@ pub async fn run(
             received = consumer.recv() => match received {
                 Ok(msg) => {
                     caught_up.received();
-                    let msg = msg.detach();
-                    let full = {
-                        let key = TopicPartition(msg.topic(), msg.partition());
-                        let mut map = lock_partitions(&shared.partitions);
-                        let handle = map.entry_ref(&key).or_insert_with(|| {
-                            PartitionHandle::spawn(key.0, key.1, ctx.clone(), control.clone(), &hard)
-                        });
-                        match handle.dispatch(msg) {
-                            Dispatch::Queued => None,
-                            Dispatch::Ended(msg) => {
-                                map.remove(&TopicPartition(msg.topic(), msg.partition()));
-                                None
-                            }
-                            Dispatch::Full(msg) => Some((msg, handle.room())),
-                        }
-                    };
-                    // Not under the lock: nothing else dispatches meanwhile (this loop is
-                    // the only dispatcher, and rebalances run inside `recv()`), so order holds.
-                    if let Some((msg, room)) = full {
-                        let roomy = tokio::time::timeout(partition::ROOM_WAIT, room).await.is_ok();
-                        let mut map = lock_partitions(&shared.partitions);
-                        if let Some(handle) = map.get_mut(&TopicPartition(msg.topic(), msg.partition())) {
-                            let requeued = if roomy { handle.dispatch(msg) } else { Dispatch::Full(msg) };
-                            match requeued {
-                                Dispatch::Queued => {}
-                                Dispatch::Ended(msg) => {
-                                    map.remove(&TopicPartition(msg.topic(), msg.partition()));
-                                }
-                                Dispatch::Full(msg) => handle.overflow_and_pause(msg),
-                            }
-                        }
-                    }
+                    hand_over(&shared, msg.detach(), |topic, partition| {
+                        PartitionHandle::spawn(topic, partition, ctx.clone(), control.clone(), &hard)
+                    })
+                    .await;
                 }
                 Err(e) => shared.consumer_error(&e, ""),
             },
@@ -567,9 +539,50 @@ pub async fn run(
     })
 }
 
-/// Logs a warning for an output or dead-letter topic the brokers do not have. Nothing
-/// stops: with auto-creation off, sends to it fail and are retried (the partition pauses for
-/// the DLQ) until someone creates it, and this line says why up front.
+/// Hands a fetched message to its partition's task (started by `start` for a partition
+/// seen for the first time). A full queue gets [`partition::ROOM_WAIT`] to make room, and
+/// only then is the message buffered and the partition paused. The wait is not under the
+/// lock; nothing else dispatches meanwhile (the loop is the only dispatcher, and
+/// rebalances run inside its `recv()`), so the partition's order holds.
+async fn hand_over(
+    shared: &Shared,
+    msg: OwnedMessage,
+    start: impl FnOnce(&str, i32) -> PartitionHandle,
+) {
+    let full = {
+        let key = TopicPartition(msg.topic(), msg.partition());
+        let mut map = lock_partitions(&shared.partitions);
+        let handle = map.entry_ref(&key).or_insert_with(|| start(key.0, key.1));
+        match handle.dispatch(msg) {
+            Dispatch::Queued => return,
+            Dispatch::Ended(msg) => {
+                map.remove(&TopicPartition(msg.topic(), msg.partition()));
+                return;
+            }
+            Dispatch::Full(msg) => (msg, handle.room()),
+        }
+    };
+    let (msg, room) = full;
+    let roomy = tokio::time::timeout(partition::ROOM_WAIT, room)
+        .await
+        .is_ok();
+    let mut map = lock_partitions(&shared.partitions);
+    let Some(handle) = map.get_mut(&TopicPartition(msg.topic(), msg.partition())) else {
+        return;
+    };
+    match if roomy {
+        handle.dispatch(msg)
+    } else {
+        Dispatch::Full(msg)
+    } {
+        Dispatch::Queued => {}
+        Dispatch::Ended(msg) => {
+            map.remove(&TopicPartition(msg.topic(), msg.partition()));
+        }
+        Dispatch::Full(msg) => handle.overflow_and_pause(msg),
+    }
+}
+
 /// Runs a [`TopicAccess`] check, names what changed and updates readiness.
 fn check_topic_access(shared: &Shared) {
     match shared.topic_access.check() {
@@ -592,6 +605,9 @@ fn check_topic_access(shared: &Shared) {
     shared.update_readiness();
 }
 
+/// Logs a warning for an output or dead-letter topic the brokers do not have. Nothing
+/// stops: with auto-creation off, sends to it fail and are retried (the partition pauses for
+/// the DLQ) until someone creates it, and this line says why up front.
 async fn warn_about_missing_topics(consumer: &Arc<LoopConsumer>, settings: &Settings) {
     let topics: Vec<(&'static str, String)> = [
         ("output", settings.output_topic.clone()),

@@ -66,8 +66,10 @@ pub enum Dispatch {
     Queued,
     /// The queue is full: the message comes back.
     Full(OwnedMessage),
-    /// The task has ended (only shutdown's cancellation ends it): the message comes back
-    /// to be dropped, unstored, and is redelivered to the partition's next owner.
+    /// The task has ended, which only shutdown's cancellation does (a panicking task aborts
+    /// the whole process, see `main.rs`, so no later offset of the partition can be stored
+    /// past its unfinished messages). The message comes back to be dropped, unstored: it is
+    /// redelivered to the partition's next owner.
     Ended(OwnedMessage),
 }
 
