@@ -74,8 +74,15 @@ pub enum Attempted {
     Cancelled,
 }
 
-/// One attempt under the policy's timeout (`retryTopics` mode tries a record once and
-/// parks it in a retry topic rather than looping). `None` when `cancel` fired first.
+/// One attempt under the policy's timeout, abandoned if `cancel` fires while it waits
+/// (`retryTopics` mode tries a record once and parks it in a retry topic rather than
+/// looping; `run` loops over it). `None` when `cancel` fired first: the attempt is then not
+/// polled at all.
+///
+/// Most attempts finish without waiting (no output topic, no sink): they need neither the
+/// timer nor a wait on the token, whose making and registering (a lock to register, another
+/// to unregister) cost ~1,000 instructions a message (callgrind). So the attempt is polled
+/// once first; one that waits is timed from then on.
 pub async fn attempt_once<Fut>(
     policy: &RetryPolicy,
     cancel: &CancellationToken,
@@ -87,23 +94,6 @@ where
     if cancel.is_cancelled() {
         return None;
     }
-    bounded(policy, cancel, attempt).await
-}
-
-/// `attempt` under the policy's timeout, abandoned if `cancel` fires while it waits.
-///
-/// Most attempts finish without waiting (no output topic, no sink): they need neither the
-/// timer nor a wait on the token, whose making and registering (a lock to register, another
-/// to unregister) cost ~1,000 instructions a message (callgrind). So the attempt is polled
-/// once first; one that waits is timed from then on.
-async fn bounded<Fut>(
-    policy: &RetryPolicy,
-    cancel: &CancellationToken,
-    attempt: Fut,
-) -> Option<Result<Outcome, HandlerError>>
-where
-    Fut: Future<Output = Result<Outcome, HandlerError>>,
-{
     let mut attempt = std::pin::pin!(attempt);
     if let Poll::Ready(result) = futures::poll!(attempt.as_mut()) {
         return Some(result);
@@ -139,10 +129,7 @@ where
     let mut n = 0;
     loop {
         n += 1;
-        if cancel.is_cancelled() {
-            return Attempted::Cancelled;
-        }
-        let error = match bounded(policy, cancel, attempt(n)).await {
+        let error = match attempt_once(policy, cancel, attempt(n)).await {
             None => return Attempted::Cancelled,
             Some(Ok(outcome)) => return Attempted::Succeeded(outcome),
             Some(Err(e)) => e,
@@ -350,9 +337,9 @@ mod tests {
             &policy(3),
             &cancel,
             &CancellationToken::new(),
-            |_| {
+            |_| async {
                 started.fetch_add(1, Ordering::SeqCst);
-                async { Ok(Outcome::Done) }
+                Ok(Outcome::Done)
             },
             |_, _, _| {},
         )
