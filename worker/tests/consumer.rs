@@ -335,13 +335,7 @@ impl Worker {
 
     /// The worker's `eventconsumer_messages_processed_total`, if it answers.
     async fn processed(&self) -> Option<u64> {
-        let addr = self.http_addr()?;
-        let body = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let body = metrics_text(self.http_addr()?).await?;
         let total: f64 = body
             .lines()
             .filter(|l| l.starts_with("eventconsumer_messages_processed_total{"))
@@ -1419,12 +1413,7 @@ async fn in_retry_topics_mode_a_message_failing_twice_succeeds_through_both_retr
         2
     );
     let addr = w.http_addr().expect("the worker logs its HTTP address");
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let metrics = metrics_text(addr).await.expect("the worker's /metrics");
     assert!(
         metrics.contains(r#"eventconsumer_retry_topic_writes_total{handler="order/email"} 2"#),
         "{metrics}"
@@ -1733,12 +1722,7 @@ async fn analytics_holds_its_partitions_while_reports_fail_instead_of_growing_wi
     produce(FIRST..EVENTS).await;
     let addr = w.http_addr().expect("the worker logs its HTTP address");
     let processed = || async move {
-        let body = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("body");
+        let body = metrics_text(addr).await.expect("the worker's /metrics");
         body.lines()
             .find_map(|l| {
                 l.strip_prefix(r#"eventconsumer_messages_processed_total{handler="analytics"} "#)
@@ -2005,12 +1989,7 @@ async fn in_retry_topics_mode_a_crash_before_the_commit_repeats_the_attempt_and_
         .await;
         let copied = r#"eventconsumer_retry_topic_writes_total{handler="order/email"} 1"#;
         testkit::eventually("the first copy to be acknowledged", DEADLINE, || async {
-            let body = reqwest::get(format!("http://{addr}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let body = metrics_text(addr).await?;
             body.contains(copied).then_some(())
         })
         .await;
@@ -2317,14 +2296,19 @@ async fn in_key_ordering_100000_orders_with_slow_and_failing_sink_calls_keep_eac
     );
 }
 
-/// `eventconsumer_messages_in_flight` of the worker at `addr`.
-async fn messages_in_flight(addr: SocketAddr) -> Option<u64> {
-    let body = reqwest::get(format!("http://{addr}/metrics"))
+/// The Prometheus text the worker at `addr` serves, if it answers.
+async fn metrics_text(addr: SocketAddr) -> Option<String> {
+    reqwest::get(format!("http://{addr}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// `eventconsumer_messages_in_flight` of the worker at `addr`.
+async fn messages_in_flight(addr: SocketAddr) -> Option<u64> {
+    let body = metrics_text(addr).await?;
     body.lines()
         .find_map(|l| l.strip_prefix("eventconsumer_messages_in_flight "))
         .and_then(|v| v.trim().parse().ok())
