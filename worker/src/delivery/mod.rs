@@ -549,7 +549,7 @@ async fn hand_over(
     msg: OwnedMessage,
     start: impl FnOnce(&str, i32) -> PartitionHandle,
 ) {
-    let full = {
+    let (msg, room) = {
         let key = TopicPartition(msg.topic(), msg.partition());
         let mut map = lock_partitions(&shared.partitions);
         let handle = map.entry_ref(&key).or_insert_with(|| start(key.0, key.1));
@@ -562,7 +562,6 @@ async fn hand_over(
             Dispatch::Full(msg) => (msg, handle.room()),
         }
     };
-    let (msg, room) = full;
     let roomy = tokio::time::timeout(partition::ROOM_WAIT, room)
         .await
         .is_ok();
